@@ -1,0 +1,38 @@
+# The conformance suite for activation checkpointing under torch.compile.  See README.md.
+PY      ?= .venv/bin/python
+TORCH   ?= torch==2.13.0
+PYTEST  = $(PY) -m pytest
+# Extra pytest arguments, e.g. make test ARGS="-k tags_function -x"
+ARGS    ?=
+# Parallel workers; grouped by case so a case's cells share a worker (and its eager reference).
+XDIST   ?= -n 2 --dist loadgroup
+
+.PHONY: install test test-cuda snapshot-update snapshot-new check meta coverage clean
+
+install: .venv/.installed
+
+.venv/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)" -e .
+	touch $@
+
+test: install  ## the conformance suites on CPU against the committed goldens
+	$(PYTEST) suites $(XDIST) -m "not slow" $(ARGS)
+
+test-cuda: install  ## the same on CUDA (CPU-only cases included), one worker per visible GPU
+	$(PYTEST) suites --device cuda $(ARGS)
+
+snapshot-update: install  ## regenerate goldens of passing cells, remove stale ones, print a review summary
+	$(PYTEST) suites -m "not slow" --snapshot-update $(ARGS)
+
+snapshot-new: install  ## write goldens only for cells that have none yet
+	$(PYTEST) suites -m "not slow" --snapshot-update-new-only $(ARGS)
+
+meta: install  ## the harness's own tests
+	$(PYTEST) tests $(XDIST) $(ARGS)
+
+check: meta test  ## the harness's own tests, then the conformance suite
+
+clean:
+	rm -rf .cache reports .pytest_cache

@@ -1,0 +1,286 @@
+"""The pipeline runner: one cell (case x axes) through eager and torch.compile, recording every graph.
+
+For a cell it runs
+  (a) eager without checkpointing (the builder's program with ``ctx.checkpoint`` a pass-through),
+  (b) eager with checkpointing,
+  (c) ``torch.compile`` with checkpointing through a recording backend that keeps the Dynamo graph(s), the AOT
+      joint graph as the partitioner received it (with each node's ``recompute`` policy and ``ac_graph_id``),
+      and the partitioned forward and backward graphs,
+and returns a :class:`Run` holding the outcomes, the graphs, their canonical texts and the compile counters.
+Each cell is isolated: Dynamo is reset, counters cleared, config patches are context managers, seeds are fixed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import functools
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.utils._pytree as pytree
+
+from harness.case import DTYPES, Axes, BuildContext, Case, Cell
+from harness.normalize import graph_text, graphs_text
+
+BUILD_SEED = 0
+RUN_SEED = 1
+COTANGENT_SEED = 1234
+
+
+def partition_fn(name: str) -> Callable[..., Any]:
+    from torch._functorch.partitioners import default_partition, min_cut_rematerialization_partition
+
+    return {"min_cut": min_cut_rematerialization_partition, "default": default_partition}[name]
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What one execution produced: flattened outputs and named gradients."""
+
+    outputs: list[torch.Tensor]
+    grads: dict[str, torch.Tensor | None]
+    raw: Any = None
+    seconds: float = 0.0
+
+
+@dataclasses.dataclass
+class Run:
+    cell: Cell
+    reference: Outcome | None = None  # eager, no AC
+    eager: Outcome | None = None  # eager, with AC
+    compiled: Outcome | None = None  # torch.compile, with AC
+    graphs: dict[str, list[fx.GraphModule]] = dataclasses.field(default_factory=dict)
+    texts: dict[str, str] = dataclasses.field(default_factory=dict)  # canonical text per graph kind
+    counters: dict[str, Any] = dataclasses.field(default_factory=dict)
+    comparisons: list[tuple[str, Any, Any]] = dataclasses.field(default_factory=list)  # custom pipelines
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+    compile_seconds: float = 0.0
+
+
+@dataclasses.dataclass
+class CustomRun:
+    """What a case's ``custom`` pipeline returns: graphs to check and snapshot, tensors to compare."""
+
+    graphs: Mapping[str, list[fx.GraphModule] | str] = dataclasses.field(default_factory=dict)
+    comparisons: list[tuple[str, Any, Any]] = dataclasses.field(default_factory=list)
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def config_patches(case: Case, axes: Axes):
+    """Apply the case's config patches (and the budget axis) for the duration of the cell."""
+    import torch._dynamo.config
+    import torch._functorch.config
+    import torch._inductor.config
+
+    modules = {"dynamo": torch._dynamo.config, "functorch": torch._functorch.config, "inductor": torch._inductor.config}
+    unknown = set(case.config) - set(modules)
+    if unknown:
+        raise ValueError(f"case {case.name}: unknown config namespace(s) {sorted(unknown)}; use {sorted(modules)}")
+    with contextlib.ExitStack() as stack:
+        for ns, patch in case.config.items():
+            stack.enter_context(modules[ns].patch(**dict(patch)))
+        if axes.budget is not None:
+            stack.enter_context(torch._functorch.config.patch(activation_memory_budget=axes.budget))
+        yield
+
+
+def fresh_state() -> None:
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+
+
+class Recorder:
+    """A Dynamo backend that records every graph on its way through AOTAutograd and the partitioner."""
+
+    def __init__(self, case: Case, axes: Axes):
+        self.case, self.axes = case, axes
+        self.graphs: dict[str, list[fx.GraphModule]] = defaultdict(list)
+        self.joint_texts: list[str] = []
+
+    def _keep(self, kind: str):
+        from functorch.compile import make_boxed_func
+
+        def compiler(gm: fx.GraphModule, example_inputs):
+            self.graphs[kind].append(gm)
+            return make_boxed_func(gm.forward)
+
+        return compiler
+
+    def _partition(self, joint: fx.GraphModule, joint_inputs, **kwargs):
+        # The partitioner mutates the joint graph (tag cleanup, RNG functionalization): keep it as received.
+        self.joint_texts.append(graph_text(joint, annotate=True))
+        try:
+            self.graphs["joint"].append(copy.deepcopy(joint))
+        except Exception:  # a graph holding something un-copyable: keep the live one
+            self.graphs["joint"].append(joint)
+        return partition_fn(self.axes.partitioner)(joint, joint_inputs, **kwargs)
+
+    def _decompositions(self):
+        if self.case.decompositions == "inductor":
+            from torch._inductor.decomposition import select_decomp_table
+
+            return select_decomp_table()
+        if self.case.decompositions is None:
+            return None
+        raise ValueError(f"case {self.case.name}: unknown decompositions {self.case.decompositions!r}")
+
+    def __call__(self, gm: fx.GraphModule, example_inputs):
+        self.graphs["dynamo"].append(gm)
+        if self.axes.backend == "aot_eager":
+            from torch._dynamo.backends.common import aot_autograd
+
+            kwargs = dict(
+                fw_compiler=self._keep("fw"),
+                bw_compiler=self._keep("bw"),
+                inference_compiler=self._keep("inference"),
+                partition_fn=self._partition,
+                keep_inference_input_mutations=True,
+            )
+            if self.case.decompositions:
+                kwargs["decompositions"] = self._decompositions()
+            if self.case.disable_functionalization:
+                kwargs["disable_functionalization"] = True
+            return aot_autograd(**kwargs)(gm, example_inputs)
+        if self.axes.backend == "inductor":
+            return self._inductor(gm, example_inputs)
+        raise ValueError(f"unknown backend {self.axes.backend!r}")
+
+    def _inductor(self, gm, example_inputs):
+        import torch._inductor.compile_fx as cfx
+
+        def inner(g, ex, *args, **kwargs):
+            kind = "bw" if kwargs.get("is_backward") else "fw"
+            self.graphs[kind].append(copy.deepcopy(g))
+            return cfx.compile_fx_inner(g, ex, *args, **kwargs)
+
+        # Inductor calls the min-cut partitioner by its module-level name: wrap it to see the joint graph.
+        real = cfx.min_cut_rematerialization_partition
+
+        def spy(joint, joint_inputs, **kwargs):
+            self.joint_texts.append(graph_text(joint, annotate=True))
+            self.graphs["joint"].append(joint)
+            return real(joint, joint_inputs, **kwargs)
+
+        # An AOTAutograd cache hit would skip the partitioner and inner compile, leaving nothing recorded;
+        # inductor's FX graph cache (inside compile_fx_inner) still makes repeated compiles cheap.
+        cfx.min_cut_rematerialization_partition = spy
+        try:
+            with torch._functorch.config.patch(enable_autograd_cache=False):
+                return cfx.compile_fx(gm, example_inputs, inner_compile=inner)
+        finally:
+            cfx.min_cut_rematerialization_partition = real
+
+    def texts(self) -> dict[str, str]:
+        out = {}
+        for kind in ("dynamo", "joint", "fw", "bw", "inference"):
+            if kind == "joint" and self.joint_texts:
+                out[kind] = graphs_text_from(self.joint_texts)
+            elif self.graphs.get(kind):
+                out[kind] = graphs_text(self.graphs[kind], annotate=kind != "dynamo")
+        return out
+
+
+def graphs_text_from(texts: list[str]) -> str:
+    if len(texts) == 1:
+        return texts[0] + "\n"
+    return "".join(f"## graph {i}\n{t}\n" for i, t in enumerate(texts))
+
+
+def flat_tensors(tree) -> list[torch.Tensor]:
+    return [t for t in pytree.tree_leaves(tree) if isinstance(t, torch.Tensor)]
+
+
+def cotangent_loss(outputs: list[torch.Tensor]) -> torch.Tensor | None:
+    """A fixed random weighting of every differentiable output: stronger than ``.sum()``, same for every run."""
+    g = torch.Generator().manual_seed(COTANGENT_SEED)
+    terms = []
+    for out in outputs:
+        if not (out.requires_grad and out.is_floating_point()):
+            continue
+        w = torch.randn(out.shape, generator=g, dtype=torch.float32)
+        w = w.to(device=out.device, dtype=out.dtype)
+        terms.append((out * w).sum())
+    return functools.reduce(torch.add, terms) if terms else None
+
+
+def execute(case: Case, axes: Axes, *, ac: bool, backend=None) -> Outcome:
+    """Build the program (seeded), optionally compile it, run forward and (if the case has one) backward."""
+    ctx = BuildContext(device=axes.device, dtype=DTYPES[axes.dtype], ac=ac)
+    torch.manual_seed(BUILD_SEED)
+    prog = case.build(ctx)
+    fn = prog.fn
+    if backend is not None:
+        fn = torch.compile(fn, backend=backend, fullgraph=case.fullgraph)
+    start = time.perf_counter()
+    torch.manual_seed(RUN_SEED)
+    raw = fn(*prog.inputs, **prog.kwargs)
+    outputs = flat_tensors(raw)
+    grads: dict[str, torch.Tensor | None] = {}
+    if case.backward:
+        loss = cotangent_loss(outputs)
+        if loss is not None:
+            loss.backward()
+        for i, t in enumerate(flat_tensors(prog.inputs)):
+            if t.requires_grad:
+                grads[f"input[{i}]"] = t.grad
+        for name, p in prog.named_params().items():
+            grads[f"param {name}"] = p.grad
+    return Outcome([o.detach() for o in outputs], grads, raw, time.perf_counter() - start)
+
+
+@functools.lru_cache(maxsize=64)
+def _eager_pair(case: Case, device: str, dtype: str) -> tuple[Outcome, Outcome]:
+    """Eager with and without AC do not depend on partitioner, backend or budget: computed once per case."""
+    axes = Axes(device=device, dtype=dtype)
+    with config_patches(case, axes):
+        return execute(case, axes, ac=False), execute(case, axes, ac=True)
+
+
+def run_cell(cell: Cell) -> Run:
+    case, axes = cell.case, cell.axes
+    run = Run(cell)
+    fresh_state()
+    if case.custom is not None:
+        with config_patches(case, axes):
+            ctx = BuildContext(device=axes.device, dtype=DTYPES[axes.dtype], ac=True)
+            torch.manual_seed(BUILD_SEED)
+            custom: CustomRun = case.custom(ctx, axes)
+        for kind, value in custom.graphs.items():
+            if isinstance(value, str):
+                run.texts[kind] = value if value.endswith("\n") else value + "\n"
+            else:
+                run.graphs[kind] = list(value)
+                run.texts[kind] = graphs_text(value, annotate=kind != "dynamo")
+        run.comparisons = list(custom.comparisons)
+        run.info = dict(custom.info)
+        return run
+    if case.raises is None:
+        run.reference, run.eager = _eager_pair(case, axes.device, axes.dtype)
+    recorder = Recorder(case, axes)
+    fresh_state()
+    with config_patches(case, axes):
+        start = time.perf_counter()
+        run.compiled = execute(case, axes, ac=True, backend=recorder)
+        run.compile_seconds = time.perf_counter() - start
+    run.graphs = dict(recorder.graphs)
+    run.texts = recorder.texts()
+    run.counters = compile_counters(recorder)
+    return run
+
+
+def compile_counters(recorder: Recorder) -> dict[str, Any]:
+    c = torch._dynamo.utils.counters
+    return {
+        "graphs": len(recorder.graphs.get("dynamo", [])),
+        "graph_breaks": sum(c["graph_break"].values()),
+        "frames_ok": c["frames"]["ok"],
+        "unique_graphs": c["stats"]["unique_graphs"],
+        "recompiles": sum(c["recompiles"].values()),
+    }

@@ -1,0 +1,7 @@
+"""Tags: tag_activation_checkpoint regions and the recompute/ac_graph_id tags of the joint graph (cases in harness/cases/tags.py)."""
+
+from harness.suite import check_cell
+
+
+def test_case(cell, goldens, record):
+    check_cell(cell, goldens, record)
