@@ -17,9 +17,14 @@ import torch
 from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 
 ROOT = Path(__file__).resolve().parent.parent
-GOLDEN_DIR = ROOT / "golden"
+# AC_GOLDEN_DIR points the store elsewhere (the harness's own tests use a temporary one).
+GOLDEN_DIR = Path(os.environ.get("AC_GOLDEN_DIR", ROOT / "golden")).resolve()
 HEADER_END = "# ---\n"
 UPDATE_HINT = "make snapshot-update"
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def split_golden(text: str) -> tuple[str, str]:
@@ -91,7 +96,7 @@ class Goldens:
         stale = sorted(set(self.existing_kinds()) - set(texts))
         for kind, body in sorted(texts.items()):
             if not self.update and not self.path(kind).exists():
-                problems.append(f"no golden for graph '{kind}' ({self.path(kind).relative_to(ROOT)}); "
+                problems.append(f"no golden for graph '{kind}' ({_shown(self.path(kind))}); "
                                 f"create it with `{UPDATE_HINT}` and review it before committing")
                 continue
             if not self.snapshot(name=kind) == golden_text(self.cell_id, kind, self.device, body):
@@ -107,7 +112,7 @@ class Goldens:
 
         old = split_golden(self.path(kind).read_text())[1] if self.path(kind).exists() else ""
         diff = difflib.unified_diff(old.splitlines(), body.splitlines(), f"golden {kind}", f"recorded {kind}", lineterm="")
-        return f"graph '{kind}' drifted from {self.path(kind).relative_to(ROOT)}:\n" + "\n".join(diff)
+        return f"graph '{kind}' drifted from {_shown(self.path(kind))}:\n" + "\n".join(diff)
 
     def keep_existing(self) -> None:
         """Mark this cell's goldens as used without writing them (a failing cell must not lose or bless goldens)."""
