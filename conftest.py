@@ -152,26 +152,39 @@ def _no_config_leak(request):
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     totals: Counter = Counter()
+    cases: set[str] = set()
     cells = 0
     for key in ("passed", "failed", "xfailed", "xpassed"):
         for rep in terminalreporter.stats.get(key, []):
             if getattr(rep, "when", "call") != "call":
                 continue
-            props = dict(rep.user_properties) if rep.user_properties else {}
             if "[" in rep.nodeid and rep.nodeid.split("::")[0].startswith("suites/"):
                 cells += 1
             for k, v in rep.user_properties:
-                if isinstance(v, (int, float)) and k != "compile_seconds":
+                if k == "case":
+                    cases.add(v)
+                elif isinstance(v, (int, float)) and not k.endswith("_seconds"):
                     totals[k] += v
-            del props
     if cells:
         terminalreporter.write_sep("-", "conformance summary")
         terminalreporter.write_line(
-            f"cells run: {cells}; graphs compared with goldens: {totals['graphs_compared']}; "
+            f"cases: {len(cases)}; cells run: {cells}; graphs compared with goldens: {totals['graphs_compared']}; "
             f"numerics comparisons: {totals['numerics_checks']}; op-count checks: {totals['op_count_checks']}; "
             f"invariant checks: {totals['invariant_checks']}; error-message checks: {totals['error_checks']}")
+    _report_unmatched_known_failures(terminalreporter, config)
     before = getattr(config, "_ac_golden_before", None)
     if before is not None:
         from harness import review
 
         review.report_golden_changes(terminalreporter, before, config._ac_golden_texts)
+
+
+def _report_unmatched_known_failures(terminalreporter, config) -> None:
+    """An entry that matches no cell of the database (on any device) has rotted: say so."""
+    from harness import known_failures
+    from harness.case import all_cases, cells
+
+    ids = [c.id for dev in ("cpu", "cuda") for c in cells(all_cases(), dev)]
+    stale = known_failures.unmatched(known_failures.load(Path(config.getoption("--known-failures"))), ids)
+    for e in stale:
+        terminalreporter.write_line(f"WARNING known_failures.txt:{e.line}: '{e.prefix}' matches no cell of the case database")

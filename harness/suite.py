@@ -18,6 +18,7 @@ def check_cell(cell: Cell, goldens: Goldens, record=lambda key, value: None) -> 
     bless a wrong result; on any failure the cell's existing goldens are kept as they are."""
     __tracebackhide__ = True
     case = cell.case
+    record("case", case.name)
     if case.raises is not None:
         exc = None
         try:
