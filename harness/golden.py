@@ -74,6 +74,11 @@ def extension_for(device: str) -> type[GoldenGraphExtension]:
     return type(f"GoldenGraphExtension_{device}", (GoldenGraphExtension,), {"device": device})
 
 
+class GoldenDrift(AssertionError):
+    """Graphs differ from their goldens (or goldens are missing/stale) while every semantic check passed:
+    information for a reviewer, not an alarm.  The nightly report tells it apart from semantic failures."""
+
+
 class Goldens:
     """The per-test handle: compares each graph kind's text with its golden, or keeps the goldens untouched."""
 
@@ -104,7 +109,7 @@ class Goldens:
         if stale and not self.update:
             problems.append(f"goldens exist for graph kinds no longer recorded: {stale}; `{UPDATE_HINT}` removes them")
         if problems:
-            raise AssertionError(f"{self.cell_id}: graphs differ from goldens:\n" + "\n".join(problems))
+            raise GoldenDrift(f"{self.cell_id}: graphs differ from goldens:\n" + "\n".join(problems))
         return len(texts)
 
     def _diff(self, kind: str, body: str) -> str:

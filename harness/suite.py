@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from harness.case import Cell
 from harness.checks import assert_numerics, assert_op_counts, assert_raises_as_documented
 from harness.golden import Goldens
@@ -9,6 +11,8 @@ from harness.pipeline import Run, run_cell
 
 # Extra semantic checks run on every recorded cell (the invariants register here): f(run) -> number of checks.
 SEMANTIC_CHECKS: list = []
+# Observers of every recorded run, before any check (the nightly plugin records graphs and metrics here): f(run).
+RUN_OBSERVERS: list = []
 
 
 def check_cell(cell: Cell, goldens: Goldens, record=lambda key, value: None) -> Run | None:
@@ -25,22 +29,36 @@ def check_cell(cell: Cell, goldens: Goldens, record=lambda key, value: None) -> 
             run_cell(cell)
         except Exception as e:  # the documented error is the expected outcome
             exc = e
-        assert_raises_as_documented(cell, exc)
+        try:
+            assert_raises_as_documented(cell, exc)
+        except AssertionError as e:
+            goldens.keep_existing()
+            e.ac_check = "error_check"
+            raise
         record("error_checks", 1)
         goldens.keep_existing()
         return None
+    stage = "run"  # which check failed, as ``exc.ac_check`` (the nightly report separates failures by it)
     try:
         run = run_cell(cell)
+        for observe in RUN_OBSERVERS:
+            observe(run)
+        stage = "numerics"
         record("numerics_checks", assert_numerics(run))
+        stage = "expectations"
         record("op_count_checks", assert_op_counts(run))
         if case.check is not None:
+            stage = "case_check"
             case.check(run)
             record("extra_checks", 1)
         for semantic in SEMANTIC_CHECKS:
+            stage = f"invariant:{getattr(semantic, '__name__', semantic)}"
             record("invariant_checks", semantic(run))
         record("compile_seconds", round(run.compile_seconds, 3))
-    except BaseException:
+    except BaseException as e:
         goldens.keep_existing()
+        with contextlib.suppress(Exception):
+            e.ac_check = stage
         raise
     texts = run.texts if case.goldens is None else {k: v for k, v in run.texts.items() if k in case.goldens}
     record("graphs_compared", goldens.assert_match(texts))
