@@ -1,0 +1,7 @@
+"""Export: checkpointed functions traced by torch.export to torch IR, then compiled (cases in harness/cases/export.py)."""
+
+from harness.suite import check_cell
+
+
+def test_case(cell, goldens, record):
+    check_cell(cell, goldens, record)
