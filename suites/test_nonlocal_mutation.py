@@ -1,0 +1,7 @@
+"""Nonlocal mutation: Python side effects inside checkpointed regions under torch.compile (cases in harness/cases/nonlocal_mutation.py)."""
+
+from harness.suite import check_cell
+
+
+def test_case(cell, goldens, record):
+    check_cell(cell, goldens, record)
