@@ -1,0 +1,7 @@
+"""Subclass: tensor-subclass inputs through selective checkpointing under torch.compile (cases in harness/cases/subclass.py)."""
+
+from harness.suite import check_cell
+
+
+def test_case(cell, goldens, record):
+    check_cell(cell, goldens, record)
