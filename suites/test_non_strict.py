@@ -1,0 +1,7 @@
+"""Non-strict: make_fx through eager activation checkpointing under the non-strict tracing context (cases in harness/cases/non_strict.py)."""
+
+from harness.suite import check_cell
+
+
+def test_case(cell, goldens, record):
+    check_cell(cell, goldens, record)
