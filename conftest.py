@@ -176,7 +176,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if before is not None:
         from harness import review
 
+        if config.option.update_snapshots and not config.option.keyword:
+            review.remove_orphans()  # goldens of cells that no longer exist (syrupy keeps them while the module exists)
         review.report_golden_changes(terminalreporter, before, config._ac_golden_texts)
+        if config.option.update_snapshots or getattr(config.option, "update_new_snapshots_only", False):
+            review.report_refused(terminalreporter)
 
 
 def _report_unmatched_known_failures(terminalreporter, config) -> None:

@@ -42,3 +42,51 @@ def report_golden_changes(terminalreporter, before: dict[str, str], old_texts: d
     DIFF_FILE.parent.mkdir(exist_ok=True)
     DIFF_FILE.write_text(review_diff(changes, old_texts))
     tr.write_line(f"review diff: {DIFF_FILE.relative_to(ROOT)}")
+
+
+def refused_cells(terminalreporter) -> list[tuple[str, str]]:
+    """(cell id, reason) of every cell whose goldens an update refused to write: its test failed, so its existing
+    goldens were kept as they were."""
+    out = []
+    for rep in terminalreporter.stats.get("failed", []):
+        if not rep.nodeid.startswith("suites/") or "XPASS(strict)" in str(rep.longrepr):
+            continue
+        crash = getattr(rep.longrepr, "reprcrash", None)
+        reason = crash.message if crash is not None else str(rep.longrepr).strip().splitlines()[-1:] or ["(no message)"]
+        reason = reason if isinstance(reason, str) else reason[0]
+        cell = rep.nodeid.split("[", 1)[-1].rstrip("]") if "[" in rep.nodeid else rep.nodeid
+        out.append((cell, f"{rep.when}: " + " ".join(reason.split())[:300] if rep.when != "call" else " ".join(reason.split())[:300]))
+    return out
+
+
+def report_refused(terminalreporter) -> None:
+    refused = refused_cells(terminalreporter)
+    if not refused:
+        return
+    tr = terminalreporter
+    tr.write_sep("-", f"goldens refused: {len(refused)} cell(s) failed a check; their goldens were kept as they were")
+    for cell, reason in refused:
+        tr.write_line(f"  REFUSED {cell}: {reason}")
+
+
+def remove_orphans(root=None) -> list[str]:
+    """Delete goldens whose cell is not in the case database (any device): the case or one of its axes was removed.
+
+    syrupy removes a stale graph kind of a cell that ran, but not the files of a cell that no longer exists while its
+    suite module still does; this does.  Called after a full (unfiltered by -k) ``--snapshot-update``."""
+    import re
+
+    from harness.case import all_cases, cells
+
+    root = GOLDEN_DIR if root is None else root
+    pattern = re.compile(r"^test_\w+\[(?P<cell>[^\]]+)\]\[[^\]]+\]\.txt$")
+    removed = []
+    for device_dir in sorted(p for p in root.iterdir() if p.is_dir()) if root.exists() else []:
+        known = {c.id for c in cells(all_cases(), device_dir.name)}
+        known |= {f"{c.name}-{device_dir.name}" for c in all_cases()}  # skipped-cell ids
+        for path in sorted(device_dir.glob("test_*/*.txt")):
+            m = pattern.match(path.name)
+            if m and m["cell"] not in known:
+                path.unlink()
+                removed.append(str(path.relative_to(root)))
+    return removed

@@ -1,0 +1,71 @@
+"""A temporary copy of the project for tests that run pytest or the nightly in a subprocess: its own golden dir
+(AC_GOLDEN_DIR), a planted case whose compiled program can be made wrong (PLANTED_WRONG=1) or can kill its process
+(PLANTED_CRASH=1), and the committed tags goldens to start from."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PLANTED = '''
+import os
+import signal
+import torch
+from harness.case import Case, Program
+
+
+def build(ctx):
+    wrong = os.environ.get("PLANTED_WRONG") == "1"
+
+    def fn(x):
+        y = ctx.checkpoint(torch.sin, x, use_reentrant=False)
+        if wrong and torch.compiler.is_compiling():
+            y = y * 1.01  # the compiled program no longer matches eager
+        return y
+
+    return Program(fn, (ctx.randn(4, 4),))
+
+
+def build_crash(ctx):
+    if ctx.ac and os.environ.get("PLANTED_CRASH") == "1":
+        os.kill(os.getpid(), signal.SIGKILL)  # the worker dies mid-cell
+    return build(ctx)
+
+
+CASES = [Case("planted", "planted", build, partitioners=("min_cut",)),
+         Case("planted_crash", "planted", build_crash, partitioners=("min_cut",))]
+'''
+
+
+def make_project(tmp: Path, tags_goldens: bool = True) -> Path:
+    for name in ("harness", "suites/test_tags.py", "conftest.py", "pyproject.toml", "known_failures.txt", "docs"):
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, tmp / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, tmp / name)
+    (tmp / "harness" / "cases" / "planted.py").write_text(PLANTED)
+    (tmp / "suites" / "test_planted.py").write_text((ROOT / "suites" / "test_tags.py").read_text())
+    (tmp / "golden" / "cpu").mkdir(parents=True)
+    if tags_goldens:
+        shutil.copytree(ROOT / "golden" / "cpu" / "test_tags", tmp / "golden" / "cpu" / "test_tags")
+    return tmp
+
+
+def run_in(project: Path, *args: str, env: dict | None = None, module: str = "pytest") -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "AC_GOLDEN_DIR": str(project / "golden"), **(env or {})}
+    full_env.pop("PYTEST_XDIST_WORKER", None)
+    extra = ["-p", "no:cacheprovider", "-q"] if module == "pytest" else []
+    return subprocess.run([sys.executable, "-m", module, *extra, *args], cwd=project, env=full_env,
+                          capture_output=True, text=True, timeout=900)
+
+
+def goldens_of(project: Path) -> dict[str, bytes]:
+    d = project / "golden"
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*.txt"))}
