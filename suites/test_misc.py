@@ -1,0 +1,7 @@
+"""Misc: graph breaks, list and dataclass I/O, duplicate outputs, record_function, compiled submodules under eager AC (cases in harness/cases/misc.py)."""
+
+from harness.suite import check_cell
+
+
+def test_case(cell, goldens, record):
+    check_cell(cell, goldens, record)
