@@ -17,8 +17,8 @@ import torch.nn as nn
 import torch.utils._pytree as pytree
 
 from harness.case import Axes, BuildContext, Case, Cell, Program, find_case
-from harness.checks import count_of, expect_equal, op_counts
-from harness.pipeline import (BUILD_SEED, RUN_SEED, CustomRun, Outcome, cotangent_loss, flat_tensors, fresh_state,
+from harness.checks import expect_equal, op_counts
+from harness.pipeline import (BUILD_SEED, RUN_SEED, CustomRun, Outcome, cotangent_loss, fresh_state,
                               run_cell)
 
 TAG = "higher_order.tag_activation_checkpoint"
