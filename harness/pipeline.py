@@ -103,6 +103,7 @@ class Recorder:
         self.case, self.axes = case, axes
         self.graphs: dict[str, list[fx.GraphModule]] = defaultdict(list)
         self.joint_texts: list[str] = []
+        self.compile_ids: list[tuple[int, int]] = []  # (frame_id, frame_compile_id) per Dynamo graph
 
     def _keep(self, kind: str):
         from functorch.compile import make_boxed_func
@@ -133,6 +134,9 @@ class Recorder:
 
     def __call__(self, gm: fx.GraphModule, example_inputs):
         self.graphs["dynamo"].append(gm)
+        cid = torch._guards.CompileContext.current_compile_id()
+        if cid is not None:
+            self.compile_ids.append((cid.frame_id, cid.frame_compile_id))
         if self.axes.backend == "aot_eager":
             from torch._dynamo.backends.common import aot_autograd
 
@@ -202,9 +206,13 @@ def cotangent_loss(outputs: list[torch.Tensor]) -> torch.Tensor | None:
     g = torch.Generator().manual_seed(COTANGENT_SEED)
     terms = []
     for out in outputs:
-        if not (out.requires_grad and out.is_floating_point()):
+        if not out.is_floating_point():
             continue
+        # Drawn for every floating output, so an output that requires grad in one run and not in another
+        # (a reentrant checkpoint's outputs all require grad) does not shift the weights of the others.
         w = torch.randn(out.shape, generator=g, dtype=torch.float32)
+        if not out.requires_grad:
+            continue
         w = w.to(device=out.device, dtype=out.dtype)
         terms.append((out * w).sum())
     return functools.reduce(torch.add, terms) if terms else None
@@ -277,10 +285,12 @@ def run_cell(cell: Cell) -> Run:
 
 def compile_counters(recorder: Recorder) -> dict[str, Any]:
     c = torch._dynamo.utils.counters
+    ids = recorder.compile_ids
     return {
         "graphs": len(recorder.graphs.get("dynamo", [])),
         "graph_breaks": sum(c["graph_break"].values()),
-        "frames_ok": c["frames"]["ok"],
+        "frames": len({frame for frame, _ in ids}),  # distinct frames that produced a graph
+        "recompiles": sum(1 for _, attempt in ids if attempt > 0),  # frame_compile_id > 0: compiled again
         "unique_graphs": c["stats"]["unique_graphs"],
-        "recompiles": sum(c["recompiles"].values()),
+        "frames_ok": c["frames"]["ok"],  # Dynamo's own counter (not bumped on the fullgraph path)
     }
