@@ -34,5 +34,8 @@ meta: install  ## the harness's own tests
 
 check: meta test  ## the harness's own tests, then the conformance suite
 
+coverage: install  ## write docs/coverage.md: each catalogue test -> our cases, where they run, known failures
+	$(PY) -m harness.coverage
+
 clean:
 	rm -rf .cache reports .pytest_cache
