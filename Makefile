@@ -7,7 +7,10 @@ ARGS    ?=
 # Parallel workers; grouped by case so a case's cells share a worker (and its eager reference).
 XDIST   ?= -n 2 --dist loadgroup
 
-.PHONY: install test test-cuda snapshot-update snapshot-new check meta coverage clean
+FUZZ_SECONDS ?= 180
+FUZZ_SEED    ?= 0
+
+.PHONY: fuzz install test test-cuda snapshot-update snapshot-new check meta coverage clean
 
 install: .venv/.installed
 

@@ -1,0 +1,218 @@
+"""Oracles for a generated program, on top of the harness pipeline (run_cell, checks, SEMANTIC_CHECKS).
+
+``check(prog)`` returns None when every oracle holds, raises :class:`Invalid` when the program is not a valid
+program (eager without checkpointing rejects it), and returns a :class:`Failure` (a stable signature for
+de-duplication plus a readable message) otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import re
+
+import torch
+from torch.utils.checkpoint import CheckpointPolicy
+
+from harness import pipeline
+from harness.case import Axes, BuildContext, Case, Cell, Program
+from harness.checks import assert_numerics, compare_outcomes
+from harness.fuzz.program import VOCAB, Prog
+
+AUTOCAST_TOLERANCE = (5e-2, 5e-2)
+
+
+class Invalid(Exception):
+    """The program is not valid torch (eager without AC rejects it): not a finding."""
+
+
+@dataclasses.dataclass
+class Failure:
+    signature: str  # stable across programs hitting the same problem (used to de-duplicate findings)
+    message: str
+
+
+# Errors a user can read and act on (documented limitations); anything else raised while compiling is a finding.
+DOCUMENTED_ERRORS = (
+    (torch._dynamo.exc.Unsupported, r"."),
+    (torch.utils.checkpoint.CheckpointError, r"."),
+    # torch/_functorch/partitioners.py: RNG ops in recompute regions need functionalized RNG (CUDA) or joint graph mode
+    (RuntimeError, r"does not support RNG ops in recompute regions"),
+    # torch/utils/checkpoint.py: SAC caches outputs; mutating one afterwards is rejected in eager
+    (RuntimeError, r"Tensor cached during selective activation checkpoint has been mutated"),
+)
+
+
+def root_cause(e: BaseException) -> BaseException:
+    seen = set()
+    while id(e) not in seen:
+        seen.add(id(e))
+        inner = getattr(e, "inner_exception", None) or e.__cause__
+        if inner is None:
+            break
+        e = inner
+    return e
+
+
+def error_signature(where: str, e: BaseException) -> str:
+    first = (str(e).strip().splitlines() or [""])[0]
+    first = re.sub(r"\b[a-z_]+_\d+\b", "<node>", first)
+    first = re.sub(r"\d+", "N", first)[:140]
+    return f"crash:{where}:{type(e).__name__}:{first}"
+
+
+def is_documented(e: BaseException) -> bool:
+    return any(isinstance(x, t) and re.search(rx, str(x)) for x in (e, root_cause(e)) for t, rx in DOCUMENTED_ERRORS)
+
+
+def case_for(prog: Prog, area: str = "fuzz", name: str | None = None, replay=None) -> Case:
+    """A harness Case whose builder runs the generated program through ``ctx.checkpoint``."""
+    ns = prog.namespace()
+
+    def build(ctx: BuildContext) -> Program:
+        xs, ws = prog.tensors(ctx.device)
+        if prog.weights_are_params:
+            module = torch.nn.Module()
+            names = [f"w{i}" for i in range(prog.n_weights)] + [f"b{i}" for i in range(prog.n_biases)]
+            for nm, t in zip(names, ws):
+                module.register_parameter(nm, torch.nn.Parameter(t.detach()))
+            params = [getattr(module, nm) for nm in names]
+            return Program(lambda *a: ns["program"](ctx.checkpoint, replay, *a, *params), tuple(xs), module)
+        return Program(lambda *a: ns["program"](ctx.checkpoint, replay, *a), tuple(xs + ws))
+
+    random = prog.has_random()
+    return Case(name or f"fuzz_{prog.digest()}", area, build, checkpoint="fuzz", partitioners=(prog.partitioner,),
+                backends=(prog.backend,), devices=("cpu",), budgets=(prog.budget,),
+                numerics="shape" if random else "exact",
+                numerics_reason="random ops: checked against a replay of the compiled run's draws" if random else "",
+                tolerance=AUTOCAST_TOLERANCE if prog.autocast else None, goldens=(),
+                check=(lambda run: assert_oracles(prog, run)) if area != "fuzz" else None, notes=prog.describe())
+
+
+def cell_for(prog: Prog, **kw) -> Cell:
+    return Cell(case_for(prog, **kw), Axes(prog.partitioner, prog.backend, "cpu", "float32", prog.budget))
+
+
+# ---- oracles on a recorded run ---------------------------------------------------------------------------------------
+
+def replay_numerics(prog: Prog, run) -> list[str]:
+    """Random programs: eager with AC must equal eager without AC (same RNG stream, preserved RNG state), and the
+    compiled run must equal eager without AC *replaying the compiled run's own draws* (RNG-independent oracle:
+    the backward is consistent with the forward's masks)."""
+    n_draws = sum(VOCAB[s.op][4] for s in prog.steps)
+    draws = tuple(t.clone() for t in run.compiled.outputs[len(run.compiled.outputs) - n_draws:])
+    replay = pipeline.execute(case_for(prog, replay=draws), run.cell.axes, ac=False)
+    rtol, atol = AUTOCAST_TOLERANCE if prog.autocast else (1e-5, 1e-5)
+    problems = [f"eager with AC vs eager without AC: {p}" for p in compare_outcomes(run.eager, run.reference, rtol, atol)]
+    problems += [f"compiled vs eager replaying the compiled draws: {p}" for p in compare_outcomes(run.compiled, replay, rtol, atol)]
+    return problems
+
+
+def _is_view(node) -> bool:
+    return isinstance(node.target, torch._ops.OpOverload) and node.target.is_view
+
+
+def policy_violations(run) -> list[tuple[str, str]]:
+    """MUST_SAVE nodes are never recomputed in the backward graph; MUST_RECOMPUTE nodes are never saved for it.
+
+    Nodes keep their joint-graph names through partitioning.  Documented exceptions: a MUST_RECOMPUTE node feeding a
+    later checkpoint region's recomputed node is saved (cleanup_recompute_tags), and view ops are never banned from
+    recomputation."""
+    if run.cell.axes.backend != "aot_eager":
+        return []
+    from torch._functorch.partitioners import must_recompute
+
+    budget = run.cell.axes.budget
+    cond = "" if budget is None or budget >= 1 else " (activation_memory_budget=0)" if budget == 0 else " (activation_memory_budget<1)"
+    found = []
+    for joint, bw in zip(run.graphs.get("joint", []), run.graphs.get("bw", [])):
+        recomputed = {n.name: n for n in bw.graph.nodes if n.op == "call_function"}
+        saved = {n.name for n in bw.graph.nodes if n.op == "placeholder"}
+        for n in joint.graph.nodes:
+            tag = n.meta.get("recompute")
+            if n.op != "call_function" or tag is None or _is_view(n) or not isinstance(n.target, torch._ops.OpOverload):
+                continue
+            op = str(n.target)
+            if tag == CheckpointPolicy.MUST_SAVE and n.name in recomputed and recomputed[n.name].target == n.target:
+                found.append((f"policy:MUST_SAVE recomputed{cond}", f"{n.name} = {op} is tagged MUST_SAVE, but the backward "
+                              f"graph recomputes it"))
+            boundary = any(must_recompute(u) and u.meta.get("ac_graph_id", -1) > n.meta.get("ac_graph_id", -1) for u in n.users)
+            if tag == CheckpointPolicy.MUST_RECOMPUTE and n.name in saved and not boundary:
+                found.append((f"policy:MUST_RECOMPUTE saved{cond}", f"{n.name} = {op} is tagged MUST_RECOMPUTE, but the "
+                              f"forward saves it for the backward"))
+    return found
+
+
+def semantic_checks() -> list:
+    try:  # the invariants register themselves in harness.suite.SEMANTIC_CHECKS when imported
+        importlib.import_module("harness.invariants")
+    except ModuleNotFoundError:
+        pass
+    from harness.suite import SEMANTIC_CHECKS
+
+    return list(SEMANTIC_CHECKS)
+
+
+def failures(prog: Prog, run) -> list[Failure]:
+    out = []
+    if prog.has_random():
+        problems = replay_numerics(prog, run)
+        if problems:
+            out.append(Failure(f"numerics-random:{prog.backend}:{problems[0].split(':')[0]}",
+                               "numerics mismatch:\n  " + "\n  ".join(problems)))
+    else:
+        try:
+            assert_numerics(run)
+        except AssertionError as e:
+            which = "compiled" if "compiled vs" in str(e) else "eager-ac"
+            out.append(Failure(f"numerics:{which}:{prog.backend}:{prog.partitioner}{':autocast' if prog.autocast else ''}", str(e)))
+    for sig, msg in policy_violations(run):
+        out.append(Failure(sig, msg + "\n" + run.texts.get("bw", "")))
+    for inv in semantic_checks():
+        try:
+            inv(run)
+        except AssertionError as e:
+            out.append(Failure(f"invariant:{getattr(inv, '__name__', inv)}", str(e)))
+    return out
+
+
+def assert_oracles(prog: Prog, run) -> None:
+    """For a promoted case's ``check``: the fuzz oracles beyond the standard numerics."""
+    found = failures(prog, run) if prog.has_random() else [f for f in failures(prog, run) if not f.signature.startswith("numerics")]
+    found = [f for f in found if not f.signature.startswith("invariant:")]  # check_cell runs those itself
+    if found:
+        raise AssertionError("\n".join(f"{f.signature}: {f.message}" for f in found))
+
+
+def check(prog: Prog) -> Failure | None:
+    """Run every oracle on ``prog``; the first failure (or None)."""
+    cell = cell_for(prog)
+    case = cell.case
+    try:
+        pipeline.execute(case, cell.axes, ac=False)
+    except Exception as e:
+        raise Invalid(f"eager without AC rejects the program: {type(e).__name__}: {e}") from e
+    try:
+        pipeline._eager_pair(case, "cpu", "float32")
+    except Exception as e:
+        if is_documented(e):
+            raise Invalid(f"eager checkpoint rejects the program (documented): {type(e).__name__}") from e
+        return Failure(error_signature("eager-ac", e), f"eager with checkpointing raised {type(e).__name__}: {e}")
+    try:
+        run = pipeline.run_cell(cell)
+    except Exception as e:
+        if is_documented(e):
+            raise Invalid(f"documented compile error: {type(root_cause(e)).__name__}: {str(root_cause(e))[:200]}") from e
+        return Failure(error_signature("compile", root_cause(e)),
+                       f"torch.compile raised {type(e).__name__} (root cause {type(root_cause(e)).__name__}): {root_cause(e)}")
+    finally:
+        pipeline._eager_pair.cache_clear()
+    found = failures(prog, run)
+    if found and sac_with_inplace(prog):
+        raise Invalid("documented limitation: SAC region with an in-place op (torch.compile warns: 'Please make sure "
+                      f"the checkpointed region does not contain in-place ops'); would have been {found[0].signature}")
+    return found[0] if found else None
+
+
+def sac_with_inplace(prog: Prog) -> bool:
+    return any(r.sac and any(prog.steps[i].op.endswith("_") for i in range(r.start, r.end)) for r in prog.regions)

@@ -1,0 +1,202 @@
+"""The fuzz campaign: hypothesis drives :func:`programs`, :func:`oracles.check` judges, failures shrink and land as
+standalone repro scripts under ``findings/fuzz/<hash>.py``; ``promote`` turns one into a regular case."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+
+from hypothesis import HealthCheck, Verbosity, event, given, note, reject, settings, target
+from hypothesis.database import DirectoryBasedExampleDatabase
+
+from harness.fuzz import oracles, repro
+from harness.fuzz.program import VOCAB, Prog
+from harness.fuzz.strategies import programs
+
+ROOT = Path(__file__).resolve().parents[2]
+FINDINGS = ROOT / "findings" / "fuzz"
+DATABASE = ROOT / ".cache" / "hypothesis"
+CASES_FILE = ROOT / "harness" / "cases" / "fuzz_findings.py"
+KNOWN_FILE = ROOT / "known_failures.txt"
+
+
+@dataclasses.dataclass
+class Stats:
+    tried: int = 0
+    invalid: int = 0
+    passed: int = 0
+    failing_calls: int = 0
+    op_mixes: set = dataclasses.field(default_factory=set)
+    ops: Counter = dataclasses.field(default_factory=Counter)
+    policies: Counter = dataclasses.field(default_factory=Counter)
+    axes: Counter = dataclasses.field(default_factory=Counter)
+    invalid_reasons: Counter = dataclasses.field(default_factory=Counter)
+    known_hits: Counter = dataclasses.field(default_factory=Counter)
+
+    def report(self, findings: dict, seconds: float) -> str:
+        lines = [
+            f"fuzz: {self.tried} programs tried in {seconds:.0f}s ({self.passed} passed every oracle, {self.invalid} invalid/"
+            f"documented errors, {self.failing_calls} failing calls incl. shrinking)",
+            f"  distinct op mixes: {len(self.op_mixes)}; ops covered: {len(self.ops)}/{len(VOCAB)}"
+            + (f" (never drawn: {', '.join(sorted(set(VOCAB) - set(self.ops)))})" if set(VOCAB) - set(self.ops) else ""),
+            f"  SAC policies drawn (aten op x policy): {sum(1 for k in self.policies if ':' in k)} distinct; per policy: "
+            + ", ".join(f"{k}={v}" for k, v in sorted(self.policies.items()) if ":" not in k),
+            "  axes: " + ", ".join(f"{k}={v}" for k, v in sorted(self.axes.items())),
+        ]
+        if self.invalid_reasons:
+            lines.append("  invalid / documented errors: " + "; ".join(f"{k} x{v}" for k, v in self.invalid_reasons.most_common(8)))
+        if self.known_hits:
+            lines.append("  known findings hit again: " + "; ".join(f"{k} x{v}" for k, v in self.known_hits.most_common()))
+        lines.append(f"  findings: {len(findings)}")
+        for sig, (prog, path) in findings.items():
+            lines.append(f"    {path.relative_to(ROOT) if path else '(not written)'}: {sig}\n      {prog.describe()}")
+        return "\n".join(lines)
+
+
+def known_signatures() -> dict[str, Path]:
+    out = {}
+    for path in sorted(FINDINGS.glob("*.py")) if FINDINGS.exists() else []:
+        try:
+            out[repro.read_spec(path)[1]] = path
+        except ValueError:
+            continue
+    return out
+
+
+def _label(prog: Prog, stats: Stats) -> None:
+    """Every draw is labelled: hypothesis events (statistics) and our own counters."""
+    stats.tried += 1
+    stats.op_mixes.add(tuple(sorted(set(prog.ops()))))
+    for op in prog.ops():
+        stats.ops[op] += 1
+        event("op", op)
+    for r in prog.regions:
+        kind = "reentrant" if r.reentrant else ("sac" if r.sac else "non_reentrant")
+        stats.axes[f"region:{kind}"] += 1
+        event("region", kind)
+    if any(r.sac for r in prog.regions):
+        for op, pol in prog.policy.items():
+            stats.policies[f"{op}:{pol}"] += 1
+            stats.policies[pol] += 1
+            event("policy", pol)
+        stats.policies[f"default {prog.default_policy}"] += 1
+    nested = any(a is not b and a.start <= b.start and b.end <= a.end for a in prog.regions for b in prog.regions)
+    for key, val in (("partitioner", prog.partitioner), ("backend", prog.backend), ("budget", prog.budget),
+                     ("autocast", prog.autocast), ("params", prog.weights_are_params), ("nested", nested),
+                     ("random", prog.has_random())):
+        stats.axes[f"{key}:{val}"] += 1
+        event(key, str(val))
+    target(float(len(prog.steps) + 2 * len(prog.regions)), label="program size")
+    note(prog.describe())
+    note(prog.module_source())
+
+
+class _FailureTypes:
+    """One exception type per signature, so hypothesis shrinks each distinct failure on its own."""
+
+    def __init__(self):
+        self.types: dict[str, type] = {}
+
+    def __call__(self, sig: str) -> type:
+        if sig not in self.types:
+            self.types[sig] = type(f"Finding_{re.sub(r'[^A-Za-z0-9]', '_', sig)[:60]}", (AssertionError,), {})
+        return self.types[sig]
+
+
+def fuzz(*, seconds: float | None = None, max_examples: int = 20, seed: int = 0, derandomize: bool = False,
+         known: dict[str, Path] | None = None, write: bool = True, chunk: int = 20, database: bool = True,
+         strategy=None, verbose: bool = True) -> tuple[Stats, dict[str, tuple[Prog, Path | None]]]:
+    """Run the campaign for ``seconds`` (or ``max_examples`` programs when seconds is None).
+
+    Returns the statistics and the findings {signature: (minimal program, repro path)}.  Signatures in ``known`` are
+    not failures (they are findings already on file)."""
+    stats, found_now, findings = Stats(), {}, {}
+    known = dict(known_signatures() if known is None else known)
+    failure_type = _FailureTypes()
+    start = time.monotonic()
+    deadline = None if seconds is None else start + seconds
+    grace = None if seconds is None else start + seconds * 1.25 + 60  # shrinking may run past the budget, a bit
+
+    def body(prog: Prog) -> None:
+        if grace is not None and time.monotonic() > grace:
+            return
+        _label(prog, stats)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                failure = oracles.check(prog)
+        except oracles.Invalid as e:
+            stats.invalid += 1
+            stats.invalid_reasons[re.sub(r"\d+", "N", str(e))[:110]] += 1
+            event("outcome", "invalid")
+            reject()
+        if failure is None:
+            stats.passed += 1
+            event("outcome", "pass")
+            return
+        if failure.signature in known:
+            stats.known_hits[failure.signature] += 1
+            event("outcome", "known finding")
+            return
+        stats.failing_calls += 1
+        event("outcome", "finding")
+        found_now[failure.signature] = (prog, failure.message)  # the last call per signature is hypothesis' final (minimal) replay
+        raise failure_type(failure.signature)(f"{failure.signature}\n{failure.message}")
+
+    strategy = programs() if strategy is None else strategy
+    n_chunk = 0
+    while True:
+        if deadline is None and n_chunk * chunk >= max_examples:
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            break
+        size = chunk if deadline is not None else min(chunk, max_examples - n_chunk * chunk)
+        test = given(strategy)(body)
+        test = settings(max_examples=size, deadline=None, derandomize=derandomize, report_multiple_bugs=True,
+                        suppress_health_check=list(HealthCheck), verbosity=Verbosity.quiet, print_blob=False,
+                        database=DirectoryBasedExampleDatabase(str(DATABASE)) if database else None)(test)
+        if not derandomize:
+            test._hypothesis_internal_use_seed = seed * 100_003 + n_chunk
+        found_now.clear()
+        try:
+            test()
+        except Exception as e:  # noqa: BLE001 - hypothesis re-raises the (shrunk) failures, grouped
+            if not found_now:
+                raise
+            if verbose and not any(isinstance(x, AssertionError) for x in getattr(e, "exceptions", [e])):
+                print(f"fuzz: unexpected {type(e).__name__}: {e}")
+        for sig, (prog, message) in found_now.items():
+            path = write_finding(prog, sig, message) if write else None
+            findings[sig] = (prog, path)
+            known[sig] = path
+            if verbose:
+                print(f"fuzz: finding {sig}\n  {prog.describe()}\n  -> {path}", flush=True)
+        n_chunk += 1
+    return stats, findings
+
+
+def write_finding(prog: Prog, signature: str, message: str) -> Path:
+    FINDINGS.mkdir(parents=True, exist_ok=True)
+    path = FINDINGS / f"{prog.digest()}.py"
+    path.write_text(repro.render(prog, signature, message, str(path.relative_to(ROOT))))
+    return path
+
+
+def promote(path: str, reason: str | None = None) -> str:
+    """Add the finding as a case of harness/cases/fuzz_findings.py and a known-failure entry with a reason."""
+    p = Path(path).resolve()
+    prog, sig = repro.read_spec(p)
+    digest = p.stem
+    text = CASES_FILE.read_text()
+    if f'"{digest}"' in text:
+        return f"{digest} is already promoted"
+    marker = "    # promoted findings go above this line"
+    CASES_FILE.write_text(text.replace(marker, f'    "{digest}",  # {sig[:90]}\n{marker}'))
+    reason = reason or f"fuzz finding {sig} (repro findings/fuzz/{p.name})"
+    with KNOWN_FILE.open("a") as f:
+        f.write(f"fuzz_{digest}-  # {reason}\n")
+    return f"promoted {digest}: case fuzz_{digest} in {CASES_FILE.relative_to(ROOT)}, known failure '{reason}'"
