@@ -42,3 +42,6 @@ coverage: install  ## write docs/coverage.md: each catalogue test -> our cases, 
 
 clean:
 	rm -rf .cache reports .pytest_cache
+
+fuzz: install  ## property-based differential fuzzing (harness/fuzz) for FUZZ_SECONDS; findings land in findings/fuzz/
+	$(PY) -m harness.fuzz run --seconds $(FUZZ_SECONDS) --seed $(FUZZ_SEED)
