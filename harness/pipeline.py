@@ -61,6 +61,8 @@ class Run:
     comparisons: list[tuple[str, Any, Any]] = dataclasses.field(default_factory=list)  # custom pipelines
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
     compile_seconds: float = 0.0
+    # Where the cell's time went (seconds): eager, compile, run, record, normalize (check_cell adds check, golden).
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -104,6 +106,15 @@ class Recorder:
         self.graphs: dict[str, list[fx.GraphModule]] = defaultdict(list)
         self.joint_texts: list[str] = []
         self.compile_ids: list[tuple[int, int]] = []  # (frame_id, frame_compile_id) per Dynamo graph
+        self.seconds = 0.0  # time spent recording (copying and printing graphs) inside the compile
+
+    @contextlib.contextmanager
+    def _timed(self):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds += time.perf_counter() - start
 
     def _keep(self, kind: str):
         from functorch.compile import make_boxed_func
@@ -116,11 +127,12 @@ class Recorder:
 
     def _partition(self, joint: fx.GraphModule, joint_inputs, **kwargs):
         # The partitioner mutates the joint graph (tag cleanup, RNG functionalization): keep it as received.
-        self.joint_texts.append(graph_text(joint, annotate=True))
-        try:
-            self.graphs["joint"].append(copy.deepcopy(joint))
-        except Exception:  # a graph holding something un-copyable: keep the live one
-            self.graphs["joint"].append(joint)
+        with self._timed():
+            self.joint_texts.append(graph_text(joint, annotate=True))
+            try:
+                self.graphs["joint"].append(copy.deepcopy(joint))
+            except Exception:  # a graph holding something un-copyable: keep the live one
+                self.graphs["joint"].append(joint)
         return partition_fn(self.axes.partitioner)(joint, joint_inputs, **kwargs)
 
     def _decompositions(self):
@@ -161,14 +173,16 @@ class Recorder:
 
         def inner(g, ex, *args, **kwargs):
             kind = "bw" if kwargs.get("is_backward") else "fw"
-            self.graphs[kind].append(copy.deepcopy(g))
+            with self._timed():
+                self.graphs[kind].append(copy.deepcopy(g))
             return cfx.compile_fx_inner(g, ex, *args, **kwargs)
 
         # Inductor calls the min-cut partitioner by its module-level name: wrap it to see the joint graph.
         real = cfx.min_cut_rematerialization_partition
 
         def spy(joint, joint_inputs, **kwargs):
-            self.joint_texts.append(graph_text(joint, annotate=True))
+            with self._timed():
+                self.joint_texts.append(graph_text(joint, annotate=True))
             self.graphs["joint"].append(joint)
             return real(joint, joint_inputs, **kwargs)
 
@@ -256,10 +270,13 @@ def run_cell(cell: Cell) -> Run:
     run = Run(cell)
     fresh_state()
     if case.custom is not None:
+        start = time.perf_counter()
         with config_patches(case, axes):
             ctx = BuildContext(device=axes.device, dtype=DTYPES[axes.dtype], ac=True)
             torch.manual_seed(BUILD_SEED)
             custom: CustomRun = case.custom(ctx, axes)
+        run.timings["custom"] = time.perf_counter() - start
+        start = time.perf_counter()
         for kind, value in custom.graphs.items():
             if isinstance(value, str):
                 run.texts[kind] = value if value.endswith("\n") else value + "\n"
@@ -268,19 +285,34 @@ def run_cell(cell: Cell) -> Run:
                 run.texts[kind] = graphs_text(value, annotate=kind != "dynamo")
         run.comparisons = list(custom.comparisons)
         run.info = dict(custom.info)
+        run.timings["normalize"] = time.perf_counter() - start
         return run
     if case.raises is None:
+        start = time.perf_counter()
         run.reference, run.eager = _eager_pair(case, axes.device, axes.dtype)
+        run.timings["eager"] = time.perf_counter() - start  # ~0 when another axis of the case computed it
     recorder = Recorder(case, axes)
     fresh_state()
     with config_patches(case, axes):
         start = time.perf_counter()
         run.compiled = execute(case, axes, ac=True, backend=recorder)
         run.compile_seconds = time.perf_counter() - start
+    run.timings.update(_split_compile(run.compile_seconds, recorder.seconds))
+    start = time.perf_counter()
     run.graphs = dict(recorder.graphs)
     run.texts = recorder.texts()
+    run.timings["normalize"] = time.perf_counter() - start
     run.counters = compile_counters(recorder)
     return run
+
+
+def _split_compile(total: float, recording: float) -> dict[str, float]:
+    """Split a compiled execution's wall time into compile (Dynamo + AOT + backend, forward and lazy backward,
+    as Dynamo's own timers saw it, less our recording inside it), recording, and run (the rest)."""
+    metrics = getattr(torch._dynamo.utils, "compilation_time_metrics", {})
+    compiled = sum(sum(metrics.get(k, ())) for k in ("_compile.compile_inner", "backward._backward_impl"))
+    compile_s = min(max(compiled - recording, 0.0), total)
+    return {"compile": compile_s, "record": recording, "run": max(total - compile_s - recording, 0.0)}
 
 
 def compile_counters(recorder: Recorder) -> dict[str, Any]:

@@ -1,0 +1,175 @@
+"""Suite benchmark: serial vs xdist, cold vs warm compile caches, and where each cell's time goes.
+
+One round runs the selection four times -- serial cold, serial warm, ``-n W --dist loadgroup`` cold, the same warm --
+"cold" pointing every compile cache (inductor FX graph / AOT caches, triton) at a fresh empty directory, "warm"
+reusing the directory the cold run just filled.  Each cell's time is split into eager reference, compile, compiled
+run, a custom pipeline (cases that replace the standard one), harness overhead (graph recording, normalization,
+checks, golden comparison) and the rest (pytest, fixtures), from the ``*_seconds`` user properties
+``harness.suite.check_cell`` records, read back from a JUnit XML.  Ratios are taken within one round; with several
+rounds every figure is the median over rounds.  Prints a table and writes JSON (reports/bench.json).
+
+Environment:
+  BENCH_ARGS     pytest selection and options (default "suites"); -m "not slow" is added unless it names -m
+  BENCH_REPEAT   rounds; "auto" (default): 3 when the first round took under BENCH_SHORT seconds, else 1
+  BENCH_SHORT    seconds (default 240)
+  BENCH_WORKERS  xdist workers of the parallel runs (default 2)
+  BENCH_TOP      slowest cells listed (default 10)
+  BENCH_OUT      JSON path (default reports/bench.json)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PARTS = ("eager", "compile", "run", "custom", "harness", "other")
+HARNESS = ("record", "normalize", "check", "golden")  # harness overhead, as recorded by pipeline/suite
+CACHE_VARS = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
+
+
+def parse_junit(path: Path) -> dict:
+    """Per cell: outcome, total seconds (setup+call+teardown) and the split into PARTS."""
+    cells = {}
+    for tc in ET.parse(path).getroot().iter("testcase"):
+        props = {p.get("name"): p.get("value") for p in tc.iter("property")}
+        outcome = "passed"
+        for tag in ("failure", "error", "skipped"):
+            if tc.find(tag) is not None:
+                outcome = tag
+        total = float(tc.get("time") or 0.0)
+        secs = {k[: -len("_seconds")]: float(v) for k, v in props.items() if k.endswith("_seconds")}
+        split = {p: secs.get(p, 0.0) for p in ("eager", "compile", "run", "custom")}
+        split["harness"] = sum(secs.get(k, 0.0) for k in HARNESS)
+        split["other"] = max(total - sum(split.values()), 0.0)
+        cells[f"{tc.get('classname')}::{tc.get('name')}"] = {"outcome": outcome, "seconds": total, "split": split}
+    return cells
+
+
+def run_pytest(args: list[str], cache: Path, workers: int, work: Path, label: str) -> dict:
+    junit = work / f"{label}.xml"
+    cmd = [sys.executable, "-m", "pytest", *args, "-q", f"--junitxml={junit}", "-o", "junit_duration_report=total"]
+    if workers > 1:
+        cmd += ["-n", str(workers), "--dist", "loadgroup"]
+    env = dict(os.environ, **{v: str(cache / v.lower()) for v in CACHE_VARS})  # wins over conftest's setdefault
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode not in (0, 1) or not junit.exists():  # 1: some tests failed -- still measured, and said so
+        sys.exit(f"bench: {label}: pytest exited {proc.returncode}\n$ {shlex.join(cmd)}\n{(proc.stdout + proc.stderr)[-4000:]}")
+    cells = parse_junit(junit)
+    outcomes: dict[str, int] = {}
+    for c in cells.values():
+        outcomes[c["outcome"]] = outcomes.get(c["outcome"], 0) + 1
+    totals = {p: round(sum(c["split"][p] for c in cells.values()), 3) for p in PARTS}
+    return {"label": label, "wall_seconds": round(wall, 3), "exit_code": proc.returncode, "outcomes": outcomes,
+            "cell_seconds": round(sum(c["seconds"] for c in cells.values()), 3), "split": totals, "cells": cells}
+
+
+def one_round(args: list[str], workers: int, work: Path, index: int) -> dict:
+    runs = {}
+    for mode, w in (("serial", 1), (f"-n {workers}", workers)):
+        cache = Path(tempfile.mkdtemp(prefix=f"cache-r{index}-w{w}-", dir=work))  # empty: cold
+        for temp in ("cold", "warm"):
+            key = f"{mode} {temp}"
+            runs[key] = run_pytest(args, cache, w, work, f"r{index}-{key.replace(' ', '_')}")
+            print(f"  round {index + 1}: {key:<12} {runs[key]['wall_seconds']:8.1f} s  {runs[key]['outcomes']}", flush=True)
+    par = f"-n {workers}"
+    wall = {k: r["wall_seconds"] for k, r in runs.items()}
+    ratios = {
+        f"{par} speed-up, cold": wall["serial cold"] / wall[f"{par} cold"],
+        f"{par} speed-up, warm": wall["serial warm"] / wall[f"{par} warm"],
+        "warm speed-up, serial": wall["serial cold"] / wall["serial warm"],
+        f"warm speed-up, {par}": wall[f"{par} cold"] / wall[f"{par} warm"],
+    }
+    return {"runs": runs, "ratios": {k: round(v, 3) for k, v in ratios.items()}}
+
+
+def median_of(rounds: list[dict], get) -> float:
+    return round(statistics.median(get(r) for r in rounds), 3)
+
+
+def main() -> int:
+    args = shlex.split(os.environ.get("BENCH_ARGS", "") or "suites")
+    if "-m" not in args:
+        args += ["-m", "not slow"]
+    workers = int(os.environ.get("BENCH_WORKERS", "2"))
+    repeat = os.environ.get("BENCH_REPEAT", "auto") or "auto"
+    short = float(os.environ.get("BENCH_SHORT", "240"))
+    top = int(os.environ.get("BENCH_TOP", "10"))
+    out = Path(os.environ.get("BENCH_OUT", ROOT / "reports" / "bench.json"))
+    print(f"bench: pytest {shlex.join(args)}; serial vs -n {workers}, cold vs warm; repeat={repeat}", flush=True)
+    load_before = os.getloadavg()
+    rounds = []
+    with tempfile.TemporaryDirectory(prefix="ac-bench-") as tmp:
+        work = Path(tmp)
+        start = time.perf_counter()
+        rounds.append(one_round(args, workers, work, 0))
+        n = (3 if time.perf_counter() - start < short else 1) if repeat == "auto" else int(repeat)
+        for i in range(1, n):
+            rounds.append(one_round(args, workers, work, i))
+    keys = list(rounds[0]["runs"])
+    summary = {k: {"wall_seconds": median_of(rounds, lambda r, k=k: r["runs"][k]["wall_seconds"]),
+                   "cell_seconds": median_of(rounds, lambda r, k=k: r["runs"][k]["cell_seconds"]),
+                   "split": {p: median_of(rounds, lambda r, k=k, p=p: r["runs"][k]["split"][p]) for p in PARTS}}
+               for k in keys}
+    ratios = {k: median_of(rounds, lambda r, k=k: r["ratios"][k]) for k in rounds[0]["ratios"]}
+    # Slowest cells: median over rounds of the serial cold run (no cache, no contention from a second worker).
+    names = rounds[0]["runs"]["serial cold"]["cells"]
+    slow = []
+    for name in names:
+        per = [r["runs"]["serial cold"]["cells"].get(name) for r in rounds]
+        per = [c for c in per if c]
+        slow.append({"cell": name, "seconds": round(statistics.median(c["seconds"] for c in per), 3),
+                     "split": {p: round(statistics.median(c["split"][p] for c in per), 3) for p in PARTS}})
+    slow.sort(key=lambda c: -c["seconds"])
+    par = f"-n {workers}"
+    harness_share = {k: (s["split"]["harness"] / s["cell_seconds"] if s["cell_seconds"] else 0.0) for k, s in summary.items()}
+    targets = {
+        "harness overhead <= 5% of cell time (serial cold)": [round(harness_share["serial cold"], 4), harness_share["serial cold"] <= 0.05],
+        f"{par} vs serial >= 1.6x (cold)": [ratios[f"{par} speed-up, cold"], ratios[f"{par} speed-up, cold"] >= 1.6],
+        "warm vs cold >= 2x (parallel, as make test runs)": [ratios[f"warm speed-up, {par}"], ratios[f"warm speed-up, {par}"] >= 2.0],
+        "parallel cold wall <= 480 s (full suite only)": [summary[f"{par} cold"]["wall_seconds"], summary[f"{par} cold"]["wall_seconds"] <= 480],
+    }
+    doc = {"args": args, "workers": workers, "rounds_run": len(rounds), "cpu_count": os.cpu_count(),
+           "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+           "summary": summary, "ratios": ratios, "harness_share": {k: round(v, 4) for k, v in harness_share.items()},
+           "targets": targets, "slowest": slow[:top],
+           "rounds": [{"ratios": r["ratios"], "runs": {k: {x: v for x, v in run.items() if x != "cells"} for k, run in r["runs"].items()}}
+                      for r in rounds]}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1) + "\n")
+    print_table(doc, rounds[0]["runs"]["serial cold"]["outcomes"])
+    print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    return 0
+
+
+def print_table(doc: dict, outcomes: dict) -> None:
+    n = doc["rounds_run"]
+    print(f"\npytest {shlex.join(doc['args'])}: {sum(outcomes.values())} cells {outcomes}; "
+          f"{'median of ' + str(n) + ' rounds' if n > 1 else '1 round'}; {doc['cpu_count']} CPUs, "
+          f"load average {doc['loadavg_before'][0]} -> {doc['loadavg_after'][0]}")
+    head = f"{'run':<12} {'wall s':>8} {'cells s':>8} " + " ".join(f"{p:>8}" for p in PARTS) + f" {'harness%':>8}"
+    print(head)
+    print("-" * len(head))
+    for k, s in doc["summary"].items():
+        print(f"{k:<12} {s['wall_seconds']:8.1f} {s['cell_seconds']:8.1f} " + " ".join(f"{s['split'][p]:8.2f}" for p in PARTS)
+              + f" {100 * doc['harness_share'][k]:7.1f}%")
+    print("(cells s: the cells' own time summed over workers; wall s: the whole pytest process, start-up included)")
+    print("ratios (within a round): " + "; ".join(f"{k} {v:.2f}x" for k, v in doc["ratios"].items()))
+    print("targets: " + "; ".join(f"{k}: {v} {'ok' if ok else 'MISSED'}" for k, (v, ok) in doc["targets"].items()))
+    print(f"slowest cells (serial cold): cell s = " + " + ".join(PARTS))
+    for c in doc["slowest"]:
+        print(f"  {c['seconds']:7.2f}  " + " ".join(f"{c['split'][p]:6.2f}" for p in PARTS) + f"  {c['cell']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
