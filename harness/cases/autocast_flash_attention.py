@@ -1,0 +1,172 @@
+"""Area "autocast_flash_attention": attention inside a checkpointed region, under autocast and through inductor's
+SDPA pattern matcher (CATALOGUE.md items 33, 36).
+
+* Item 33 (CUDA): ``aten._scaled_dot_product_efficient_attention`` called directly, checkpointed (reentrant), run
+  under ``torch.autocast`` entered *outside* the compiled function, with the inductor decompositions and min-cut
+  (upstream's ``aot_eager_decomp_partition``), not fullgraph, forward only.  CPU analogues: a hand-written attention
+  softmax(q·kᵀ/√d)·v with dropout, and ``F.scaled_dot_product_attention``, each checkpointed under
+  ``torch.autocast("cpu", dtype=torch.bfloat16)`` on float32 inputs, forward and backward.
+* Item 36: the hand-written attention applied to (q.sin(), k, v) under inductor: the joint-graph pattern matcher
+  fuses it into one SDPA op whose recompute tag percolates, so fw has 1 fused op, bw recomputes it (1) and does not
+  recompute the sin (0).  Which fused op is device-dependent: on CUDA ``_scaled_dot_product_cudnn_attention`` when
+  cuDNN > 9.15.00 on a capability 9.0/9.3/10.0/10.3 device, else ``_scaled_dot_product_flash_attention``; on CPU
+  ``_scaled_dot_product_flash_attention_for_cpu``."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+import torch.nn.functional as F
+
+from harness.case import Axes, BuildContext, Case, Cell, Program, find_case
+from harness.checks import count_of, expect_equal
+from harness.pipeline import CustomRun, run_cell
+
+aten = torch.ops.aten
+SIN = "aten.sin.default"
+EFFICIENT = "aten._scaled_dot_product_efficient_attention.default"
+EFFICIENT_BW = "aten._scaled_dot_product_efficient_attention_backward.default"
+FLASH_CPU = "aten._scaled_dot_product_flash_attention_for_cpu.default"
+FLASH_CPU_BW = "aten._scaled_dot_product_flash_attention_for_cpu_backward.default"
+BMM = "aten.bmm.default"
+SCALE = 0.17677669529663687  # 1/sqrt(32), the head dim
+SHAPE = (4, 2, 16, 32)  # batch, heads, sequence, head dim
+AUTOCAST_TOLERANCE = (1.6e-2, 1e-2)  # bf16/fp16 compute on float32 inputs
+# The attention ops take a dropout probability, so AOTAutograd wraps them (and dropout) in run_and_save_rng_state:
+# the partitioned graphs then carry an RNG state whose size symbol (u8[s29]) depends on process history, so only the
+# Dynamo and joint graphs are snapshotted; the fw/bw facts are asserted as op counts.
+STABLE_GOLDENS = ("dynamo", "joint")
+
+
+def expected_fused_sdpa(device: str) -> str:
+    """The op inductor's SDPA pattern replaces a hand-written attention with (upstream test_pattern_matcher's rule)."""
+    if device == "cpu":
+        return FLASH_CPU
+    major, minor = torch.cuda.get_device_capability()
+    cudnn = torch.backends.cudnn.version() or 0
+    if torch.version.cuda and cudnn > 91500 and major in (9, 10) and minor in (0, 3):
+        return "aten._scaled_dot_product_cudnn_attention.default"
+    return "aten._scaled_dot_product_flash_attention.default"
+
+
+def _qkv(ctx: BuildContext) -> tuple:
+    return tuple(ctx.randn(*SHAPE) for _ in range(3))
+
+
+# --- programs ----------------------------------------------------------------------------------------------------
+
+def efficient_attention(ctx: BuildContext) -> Program:
+    def body(q, k, v):
+        return aten._scaled_dot_product_efficient_attention(q, k, v, None, True, scale=SCALE)[0]
+
+    def fn(q, k, v):
+        return ctx.checkpoint(body, q, k, v, use_reentrant=True)
+
+    return Program(fn, _qkv(ctx))
+
+
+def _attention(q, k, v, dropout_p=0.0):
+    weights = torch.matmul(q, k.transpose(-2, -1)).mul(1.0 / math.sqrt(q.shape[-1])).softmax(dim=-1)
+    if dropout_p:
+        weights = F.dropout(weights, dropout_p, training=True)
+    return weights.matmul(v)
+
+
+def hand_written_attention(dropout_p: float = 0.0):
+    def build(ctx: BuildContext) -> Program:
+        def fn(q, k, v):
+            return ctx.checkpoint(_attention, q.sin(), k, v, dropout_p, use_reentrant=True)
+
+        return Program(fn, _qkv(ctx))
+
+    return build
+
+
+def sdpa(ctx: BuildContext) -> Program:
+    def fn(q, k, v):
+        return ctx.checkpoint(F.scaled_dot_product_attention, q.sin(), k, v, use_reentrant=True)
+
+    return Program(fn, _qkv(ctx))
+
+
+# --- the autocast pipeline ---------------------------------------------------------------------------------------
+
+def under_autocast(name: str, dtype: torch.dtype | None = None):
+    """Custom pipeline: case ``name``'s standard pipeline (eager with and without AC, compiled with AC, recorded)
+    run inside ``torch.autocast(<cell device>, dtype)``, entered outside the compiled function as upstream does."""
+
+    def custom(ctx: BuildContext, axes: Axes) -> CustomRun:
+        plain = dataclasses.replace(find_case(name), custom=None)
+        with torch.autocast(device_type=axes.device, dtype=dtype):
+            run = run_cell(Cell(plain, axes))
+        low = dtype or torch.get_autocast_dtype(axes.device)
+        expect_equal(f"{name}: dtype of the attention output (autocast's)", run.compiled.outputs[0].dtype, low)
+        comparisons = []
+        for label, actual, ref in (("compiled vs eager with AC", run.compiled, run.eager),
+                                   ("compiled vs eager without AC", run.compiled, run.reference),
+                                   ("eager with AC vs eager without AC", run.eager, run.reference)):
+            expect_equal(f"{name}: number of outputs, {label}", len(actual.outputs), len(ref.outputs))
+            expect_equal(f"{name}: gradient names, {label}", sorted(actual.grads), sorted(ref.grads))
+            comparisons += [(f"{label}: output[{i}]", a, e) for i, (a, e) in enumerate(zip(actual.outputs, ref.outputs))]
+            comparisons += [(f"{label}: grad of {n}", actual.grads[n], ref.grads[n]) for n in sorted(ref.grads)]
+        return CustomRun(graphs=run.graphs, comparisons=comparisons, info={"counters": run.counters})
+
+    return custom
+
+
+def autocast_case(name: str, build, dtype: torch.dtype | None = None, **kwargs) -> Case:
+    return Case(name, "autocast_flash_attention", build, custom=under_autocast(name, dtype),
+                tolerance=AUTOCAST_TOLERANCE, goldens=STABLE_GOLDENS, **kwargs)
+
+
+# --- checks ------------------------------------------------------------------------------------------------------
+
+def _fused_sdpa_recomputed_not_sin(run) -> None:
+    """Item 36's facts: one fused SDPA op in fw, recomputed once in bw, and no sin recomputed in bw."""
+    __tracebackhide__ = True
+    if run.cell.axes.backend != "inductor":
+        return  # the SDPA pattern is an inductor joint-graph pass (the slow matrix also runs aot_eager cells)
+    op = expected_fused_sdpa(run.cell.axes.device)
+    problems = [f"{kind} graph: expected {want} of {op}, saw {count_of(run, kind, op)}"
+                for kind, want in (("fw", 1), ("bw", 1)) if count_of(run, kind, op) != want]
+    if count_of(run, "bw", SIN):
+        problems.append(f"bw graph: expected no {SIN} (the tags percolate to the fused op, sin is saved), "
+                        f"saw {count_of(run, 'bw', SIN)}")
+    if problems:
+        raise AssertionError(f"{run.cell.id}: SDPA pattern-matcher facts do not hold:\n  " + "\n  ".join(problems)
+                             + f"\n--- fw ---\n{run.texts.get('fw')}\n--- bw ---\n{run.texts.get('bw')}")
+
+
+EFFICIENT_ONLY_CUDA = dict(devices=("cuda",), requires="cuda",
+                          requires_reason="aten._scaled_dot_product_efficient_attention has no CPU kernel")
+CPU_ONLY = dict(devices=("cpu",))
+
+CASES = [
+    autocast_case("autocast_efficient_attention", efficient_attention, catalogue=(33,), checkpoint="reentrant",
+                  partitioners=("min_cut",), decompositions="inductor", fullgraph=False, backward=False,
+                  expect={"fw": {EFFICIENT: 1}}, **EFFICIENT_ONLY_CUDA),
+    autocast_case("autocast_efficient_attention_backward", efficient_attention, catalogue=(33,),
+                  checkpoint="reentrant", partitioners=("min_cut",), decompositions="inductor", fullgraph=False,
+                  expect={"fw": {EFFICIENT: 1}, "bw": {EFFICIENT: 1, EFFICIENT_BW: 1}},
+                  notes="beyond upstream (forward only): the backward recomputes the attention", **EFFICIENT_ONLY_CUDA),
+    autocast_case("autocast_bf16_attention_dropout_cpu", hand_written_attention(dropout_p=0.2), torch.bfloat16,
+                  catalogue=(33,), checkpoint="reentrant", backends=("aot_eager", "inductor"),
+                  config={"inductor": {"fallback_random": True}}, expect={"fw": {BMM: 2}, "bw": {BMM: 5}},
+                  notes="CPU analogue of item 33: bf16 autocast around a checkpointed hand-written attention with "
+                        "dropout; fallback_random keeps inductor's dropout on eager's stream, so numerics are exact",
+                  **CPU_ONLY),
+    autocast_case("autocast_bf16_sdpa_cpu", sdpa, torch.bfloat16, catalogue=(33,), checkpoint="reentrant",
+                  backends=("aot_eager", "inductor"),
+                  expect={"fw": {FLASH_CPU: 1}, "bw": {FLASH_CPU: 1, FLASH_CPU_BW: 1}},
+                  notes="CPU analogue of item 33 through the public SDPA entry point", **CPU_ONLY),
+    Case("sdpa_pattern_matcher", "autocast_flash_attention", hand_written_attention(), catalogue=(36,),
+         checkpoint="reentrant", backends=("inductor",), dtypes=("float16",), check=_fused_sdpa_recomputed_not_sin,
+         goldens=STABLE_GOLDENS,
+         tolerance=(1e-2, 1e-2), devices=("cuda",), requires="cuda",
+         requires_reason="fused SDPA kernels and the cuDNN/capability rule are CUDA's"),
+    Case("sdpa_pattern_matcher_cpu", "autocast_flash_attention", hand_written_attention(), catalogue=(36,),
+         checkpoint="reentrant", backends=("inductor",), check=_fused_sdpa_recomputed_not_sin, goldens=STABLE_GOLDENS,
+         notes="CPU analogue of item 36 in float32: the pattern fuses into the CPU flash-attention op", **CPU_ONLY),
+]

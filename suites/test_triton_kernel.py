@@ -1,0 +1,7 @@
+"""Triton kernel: a user Triton kernel inside a SAC region, CUDA only (cases in harness/cases/triton_kernel.py)."""
+
+from harness.suite import check_cell
+
+
+def test_case(cell, goldens, record):
+    check_cell(cell, goldens, record)
