@@ -78,7 +78,20 @@ def _unmet_requirement(case, device: str) -> str | None:
             have = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[: len(want)])
             if have < want:
                 return f"needs torch>={req[7:]} (installed {torch.__version__}): {case.requires_reason}"
+        if req.startswith("api:") and not _has_api(req[4:]):  # e.g. api:torch.autograd.graph.region_activation_memory_budget
+            return f"needs {req[4:]}, missing in torch {torch.__version__}: {case.requires_reason}"
     return None
+
+
+def _has_api(dotted: str) -> bool:
+    import importlib
+
+    obj = importlib.import_module(dotted.split(".")[0])
+    for part in dotted.split(".")[1:]:
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return False
+    return True
 
 
 def pytest_generate_tests(metafunc):
@@ -99,10 +112,13 @@ def pytest_generate_tests(metafunc):
             cell = Cell(case, Axes(device=device))
             params.append(pytest.param(cell, id=f"{case.name}-{device}", marks=pytest.mark.skip(reason=reason)))
             continue
-        for a in axes:
-            cell = Cell(case, a)
+        from harness.matrix import matrix_cells
+
+        # The declared cells, then the partitioner x budget x backend matrix (slow; harness/matrix.py).
+        for cell in [Cell(case, a) for a in axes] + matrix_cells(case, device):
+            a = cell.axes
             marks = [pytest.mark.xdist_group(case.name)]
-            if a.budget is not None or a.backend == "inductor" and "slow" in case.notes:
+            if a.budget is not None or a.backend == "inductor" and "slow" in case.notes or cell.case is not case:
                 marks.append(pytest.mark.slow)
             if "cuda" in case.requires:
                 marks.append(pytest.mark.cuda)
@@ -187,8 +203,10 @@ def _report_unmatched_known_failures(terminalreporter, config) -> None:
     """An entry that matches no cell of the database (on any device) has rotted: say so."""
     from harness import known_failures
     from harness.case import all_cases, cells
+    from harness.matrix import matrix_cells
 
     ids = [c.id for dev in ("cpu", "cuda") for c in cells(all_cases(), dev)]
+    ids += [c.id for dev in ("cpu", "cuda") for case in all_cases() for c in matrix_cells(case, dev)]
     stale = known_failures.unmatched(known_failures.load(Path(config.getoption("--known-failures"))), ids)
     for e in stale:
         terminalreporter.write_line(f"WARNING known_failures.txt:{e.line}: '{e.prefix}' matches no cell of the case database")

@@ -80,7 +80,7 @@ class Axes:
     def id(self) -> str:
         parts = [self.partitioner, self.backend, self.device, self.dtype]
         if self.budget is not None:
-            parts.append(f"budget{self.budget:g}")
+            parts.append(f"budget{float(self.budget)!r}")  # budget0.0, not budget0: a known-failure prefix must not match budget0.5
         return "-".join(parts)
 
 

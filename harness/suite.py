@@ -8,10 +8,12 @@ import time
 from harness.case import Cell
 from harness.checks import assert_numerics, assert_op_counts, assert_raises_as_documented
 from harness.golden import Goldens
+from harness.invariants import INVARIANTS
+from harness.matrix import golden_texts
 from harness.pipeline import Run, run_cell
 
 # Extra semantic checks run on every recorded cell (the invariants register here): f(run) -> number of checks.
-SEMANTIC_CHECKS: list = []
+SEMANTIC_CHECKS: list = list(INVARIANTS)
 # Observers of every recorded run, before any check (the nightly plugin records graphs and metrics here): f(run).
 RUN_OBSERVERS: list = []
 
@@ -65,6 +67,7 @@ def check_cell(cell: Cell, goldens: Goldens, record=lambda key, value: None) -> 
             e.ac_check = stage
         raise
     texts = run.texts if case.goldens is None else {k: v for k, v in run.texts.items() if k in case.goldens}
+    texts = golden_texts(run, texts)  # adds the "summary" kind; matrix-only cells (harness/matrix.py) compare none
     start = time.perf_counter()
     record("graphs_compared", goldens.assert_match(texts))
     run.timings["golden"] = time.perf_counter() - start
