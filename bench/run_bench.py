@@ -3,8 +3,9 @@
 One round runs the selection four times -- serial cold, serial warm, ``-n W --dist loadgroup`` cold, the same warm --
 "cold" pointing every compile cache (inductor FX graph / AOT caches, triton) at a fresh empty directory, "warm"
 reusing the directory the cold run just filled.  Each cell's time is split into eager reference, compile, compiled
-run, a custom pipeline (cases that replace the standard one), harness overhead (graph recording, normalization,
-checks, golden comparison) and the rest (pytest, fixtures), from the ``*_seconds`` user properties
+run, a custom pipeline (cases that replace the standard one), the semantic invariants (harness/invariants.py: mostly
+the no-AC baseline compile they make), harness overhead (graph recording, normalization, checks, golden summary and
+comparison) and the rest (pytest, fixtures), from the ``*_seconds`` user properties
 ``harness.suite.check_cell`` records, read back from a JUnit XML.  Ratios are taken within one round; with several
 rounds every figure is the median over rounds.  Prints a table and writes JSON (reports/bench.json).
 
@@ -31,8 +32,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PARTS = ("eager", "compile", "run", "custom", "harness", "other")
+PARTS = ("eager", "compile", "run", "custom", "invariants", "harness", "other")
 HARNESS = ("record", "normalize", "check", "golden")  # harness overhead, as recorded by pipeline/suite
+ALL_PARTS = PARTS + tuple(f"harness.{k}" for k in HARNESS)
 CACHE_VARS = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
 
 
@@ -47,9 +49,10 @@ def parse_junit(path: Path) -> dict:
                 outcome = tag
         total = float(tc.get("time") or 0.0)
         secs = {k[: -len("_seconds")]: float(v) for k, v in props.items() if k.endswith("_seconds")}
-        split = {p: secs.get(p, 0.0) for p in ("eager", "compile", "run", "custom")}
+        split = {p: secs.get(p, 0.0) for p in ("eager", "compile", "run", "custom", "invariants")}
         split["harness"] = sum(secs.get(k, 0.0) for k in HARNESS)
         split["other"] = max(total - sum(split.values()), 0.0)
+        split.update({f"harness.{k}": secs.get(k, 0.0) for k in HARNESS})
         cells[f"{tc.get('classname')}::{tc.get('name')}"] = {"outcome": outcome, "seconds": total, "split": split}
     return cells
 
@@ -69,7 +72,7 @@ def run_pytest(args: list[str], cache: Path, workers: int, work: Path, label: st
     outcomes: dict[str, int] = {}
     for c in cells.values():
         outcomes[c["outcome"]] = outcomes.get(c["outcome"], 0) + 1
-    totals = {p: round(sum(c["split"][p] for c in cells.values()), 3) for p in PARTS}
+    totals = {p: round(sum(c["split"][p] for c in cells.values()), 3) for p in ALL_PARTS}
     return {"label": label, "wall_seconds": round(wall, 3), "exit_code": proc.returncode, "outcomes": outcomes,
             "cell_seconds": round(sum(c["seconds"] for c in cells.values()), 3), "split": totals, "cells": cells}
 
@@ -119,7 +122,7 @@ def main() -> int:
     keys = list(rounds[0]["runs"])
     summary = {k: {"wall_seconds": median_of(rounds, lambda r, k=k: r["runs"][k]["wall_seconds"]),
                    "cell_seconds": median_of(rounds, lambda r, k=k: r["runs"][k]["cell_seconds"]),
-                   "split": {p: median_of(rounds, lambda r, k=k, p=p: r["runs"][k]["split"][p]) for p in PARTS}}
+                   "split": {p: median_of(rounds, lambda r, k=k, p=p: r["runs"][k]["split"][p]) for p in ALL_PARTS}}
                for k in keys}
     ratios = {k: median_of(rounds, lambda r, k=k: r["ratios"][k]) for k in rounds[0]["ratios"]}
     # Slowest cells: median over rounds of the serial cold run (no cache, no contention from a second worker).
@@ -129,7 +132,7 @@ def main() -> int:
         per = [r["runs"]["serial cold"]["cells"].get(name) for r in rounds]
         per = [c for c in per if c]
         slow.append({"cell": name, "seconds": round(statistics.median(c["seconds"] for c in per), 3),
-                     "split": {p: round(statistics.median(c["split"][p] for c in per), 3) for p in PARTS}})
+                     "split": {p: round(statistics.median(c["split"][p] for c in per), 3) for p in ALL_PARTS}})
     slow.sort(key=lambda c: -c["seconds"])
     par = f"-n {workers}"
     harness_share = {k: (s["split"]["harness"] / s["cell_seconds"] if s["cell_seconds"] else 0.0) for k, s in summary.items()}
@@ -157,13 +160,15 @@ def print_table(doc: dict, outcomes: dict) -> None:
     print(f"\npytest {shlex.join(doc['args'])}: {sum(outcomes.values())} cells {outcomes}; "
           f"{'median of ' + str(n) + ' rounds' if n > 1 else '1 round'}; {doc['cpu_count']} CPUs, "
           f"load average {doc['loadavg_before'][0]} -> {doc['loadavg_after'][0]}")
-    head = f"{'run':<12} {'wall s':>8} {'cells s':>8} " + " ".join(f"{p:>8}" for p in PARTS) + f" {'harness%':>8}"
+    head = f"{'run':<12} {'wall s':>8} {'cells s':>8} " + " ".join(f"{p:>10}" for p in PARTS) + f" {'harness%':>8}"
     print(head)
     print("-" * len(head))
     for k, s in doc["summary"].items():
-        print(f"{k:<12} {s['wall_seconds']:8.1f} {s['cell_seconds']:8.1f} " + " ".join(f"{s['split'][p]:8.2f}" for p in PARTS)
+        print(f"{k:<12} {s['wall_seconds']:8.1f} {s['cell_seconds']:8.1f} " + " ".join(f"{s['split'][p]:10.2f}" for p in PARTS)
               + f" {100 * doc['harness_share'][k]:7.1f}%")
     print("(cells s: the cells' own time summed over workers; wall s: the whole pytest process, start-up included)")
+    print("harness = " + "; ".join(f"{k}: " + " + ".join(f"{h} {s['split']['harness.' + h]:.2f}" for h in HARNESS)
+                                   for k, s in doc["summary"].items()))
     print("ratios (within a round): " + "; ".join(f"{k} {v:.2f}x" for k, v in doc["ratios"].items()))
     print("targets: " + "; ".join(f"{k}: {v} {'ok' if ok else 'MISSED'}" for k, (v, ok) in doc["targets"].items()))
     print(f"slowest cells (serial cold): cell s = " + " + ".join(PARTS))
