@@ -123,7 +123,7 @@ class Case:
     custom: Callable[..., Any] | None = None
     # Which graph kinds are snapshotted (None: all recorded).
     goldens: tuple[str, ...] | None = None
-    requires: str = ""  # "cuda", "triton", "distributed", "torch>=2.14" ...
+    requires: str = ""  # "cuda", "triton", "distributed", "torch>=2.14", "api:<dotted name that must exist>" ...
     requires_reason: str = ""
     notes: str = ""
 

@@ -9,7 +9,6 @@ Error cells have no goldens: nothing is recorded when the documented error is ra
 from __future__ import annotations
 
 import torch
-from torch.autograd.graph import region_activation_memory_budget
 
 from torch._dynamo.exc import BackendCompilerFailed
 
@@ -17,6 +16,15 @@ from harness.case import BuildContext, Case, Program
 from harness.pipeline import CustomRun
 
 ERROR_CELL = dict(partitioners=("min_cut",), backends=("aot_eager",))  # the error does not depend on these axes
+# Newer than the torch 2.11 some machines run: looked up at call time, and its cases declare the API they need.
+BUDGET_API = "torch.autograd.graph.region_activation_memory_budget"
+NEEDS_BUDGET = dict(requires=f"api:{BUDGET_API}", requires_reason="region activation memory budgets (torch 2.13 has them)")
+NEEDS_NON_STRICT = dict(requires="api:torch.compiler._patch_autograd_grad,api:torch.compiler._patch_engine_backward",
+                        requires_reason="the autograd patches of non-strict tracing (torch 2.13 has them)")
+
+
+def region_activation_memory_budget(budget):
+    return torch.autograd.graph.region_activation_memory_budget(budget)
 
 
 # --- 31: a context_fn whose pair is not two TorchDispatchModes ------------------------------------------------------
@@ -137,9 +145,9 @@ def _unused_build(ctx: BuildContext) -> Program:
     raise AssertionError("an eager error case runs its custom pipeline, never the standard build")
 
 
-def eager_error_case(name: str, custom, catalogue: tuple[int, ...], raises, notes: str = "") -> Case:
+def eager_error_case(name: str, custom, catalogue: tuple[int, ...], raises, **kwargs) -> Case:
     return Case(name, "errors", _unused_build, catalogue=catalogue, checkpoint="none", custom=custom, raises=raises,
-                backward=False, notes=notes, **ERROR_CELL)
+                backward=False, **ERROR_CELL, **kwargs)
 
 
 EXPECTS_FLOAT = (TypeError, r"region_activation_memory_budget: expects a float, got ")
@@ -160,27 +168,33 @@ CASES = [
     Case("error_user_graph_break_fullgraph", "errors", user_graph_break, catalogue=(34,), checkpoint="reentrant",
          raises=(torch._dynamo.exc.Unsupported, r"User-inserted graph break"), fullgraph=True, backward=False,
          decompositions="inductor", **ERROR_CELL),
-    eager_error_case("error_budget_rejects_bool", eager_budget(True), (50,), (TypeError, EXPECTS_FLOAT[1] + "bool")),
-    eager_error_case("error_budget_rejects_str", eager_budget("0.5"), (50,), (TypeError, EXPECTS_FLOAT[1] + "str")),
-    eager_error_case("error_budget_rejects_above_one", eager_budget(2.0), (50,), (ValueError, OUT_OF_RANGE[1] + r"2\.0")),
+    eager_error_case("error_budget_rejects_bool", eager_budget(True), (50,), (TypeError, EXPECTS_FLOAT[1] + "bool"),
+                     **NEEDS_BUDGET),
+    eager_error_case("error_budget_rejects_str", eager_budget("0.5"), (50,), (TypeError, EXPECTS_FLOAT[1] + "str"),
+                     **NEEDS_BUDGET),
+    eager_error_case("error_budget_rejects_above_one", eager_budget(2.0), (50,),
+                     (ValueError, OUT_OF_RANGE[1] + r"2\.0"), **NEEDS_BUDGET),
     eager_error_case("error_budget_rejects_negative", eager_budget(-0.1), (50,),
-                     (ValueError, OUT_OF_RANGE[1] + r"-0\.1")),
+                     (ValueError, OUT_OF_RANGE[1] + r"-0\.1"), **NEEDS_BUDGET),
     eager_error_case("error_budget_in_eager", eager_budget(0.5), (51,),
-                     (RuntimeError, r"region_activation_memory_budget can only be used inside a torch\.compile region")),
+                     (RuntimeError, r"region_activation_memory_budget can only be used inside a torch\.compile region"),
+                     **NEEDS_BUDGET),
     Case("error_budget_conflict", "errors", conflicting_budgets, catalogue=(52,), checkpoint="none",
          raises=BUDGET_CONFLICT, partitioners=("min_cut",), backends=("aot_eager", "inductor"),
-         notes="only the min-cut partitioner reads region budgets"),
+         notes="only the min-cut partitioner reads region budgets", **NEEDS_BUDGET),
     Case("error_budget_partial_annotation", "errors", partial_budget, catalogue=(53,), checkpoint="none",
          raises=(BackendCompilerFailed, r"RuntimeError: torch\.autograd\.graph\.region_activation_memory_budget: must "
                                         r"cover the entire forward of a graph \(including HOP bodies\), but 2 forward "
                                         r"op\(s\) are unannotated"),
-         notes="the two unannotated forward ops are the mul and the relu outside the region",
-         partitioners=("min_cut",), backends=("aot_eager", "inductor")),
+         partitioners=("min_cut",), backends=("aot_eager", "inductor"),
+         notes="the two unannotated forward ops are the mul and the relu outside the region", **NEEDS_BUDGET),
     Case("error_budget_distinct_per_invoke_subgraph", "errors", budgets_per_invoke_subgraph, catalogue=(55,),
          checkpoint="none", raises=BUDGET_CONFLICT, partitioners=("min_cut",), backends=("aot_eager", "inductor"),
-         config={"dynamo": {"inline_single_use_invoke_subgraph": False}}),
+         config={"dynamo": {"inline_single_use_invoke_subgraph": False}}, **NEEDS_BUDGET),
     eager_error_case("error_patch_autograd_grad_outside_non_strict", patched_grad_outside_non_strict, (68,),
-                     (AssertionError, r"_patch_autograd_grad\(\) must be used under _non_strict_tracing_context\(\)")),
+                     (AssertionError, r"_patch_autograd_grad\(\) must be used under _non_strict_tracing_context\(\)"),
+                     **NEEDS_NON_STRICT),
     eager_error_case("error_patch_engine_backward_outside_non_strict", patched_backward_outside_non_strict, (69,),
-                     (AssertionError, r"_patch_engine_backward\(\) must be used under _non_strict_tracing_context\(\)")),
+                     (AssertionError, r"_patch_engine_backward\(\) must be used under _non_strict_tracing_context\(\)"),
+                     **NEEDS_NON_STRICT),
 ]
