@@ -1,0 +1,7 @@
+"""CUDA RNG: checkpointed dropout under Philox RNG, fwd/bw randomness consistency (cases in harness/cases/cuda_rng.py)."""
+
+from harness.suite import check_cell
+
+
+def test_case(cell, goldens, record):
+    check_cell(cell, goldens, record)
