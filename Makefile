@@ -10,7 +10,7 @@ XDIST   ?= -n 2 --dist loadgroup
 FUZZ_SECONDS ?= 180
 FUZZ_SEED    ?= 0
 
-.PHONY: fuzz install test test-cuda snapshot-update snapshot-new check meta coverage clean
+.PHONY: fuzz install test test-cuda snapshot-update-cuda snapshot-update snapshot-new check meta coverage clean
 
 install: .venv/.installed
 
@@ -23,8 +23,19 @@ install: .venv/.installed
 test: install  ## the conformance suites on CPU against the committed goldens
 	$(PYTEST) suites $(XDIST) -m "not slow" $(ARGS)
 
-test-cuda: install  ## the same on CUDA (CPU-only cases included), one worker per visible GPU
-	$(PYTEST) suites --device cuda $(ARGS)
+# make test-cuda: one xdist worker per visible GPU (conftest.py pins worker gwN to GPU N); one GPU runs without xdist.
+# CUDA_WORKERS overrides the count (workers share GPUs round-robin); INSTALL= skips the venv (e.g. PY=python3 on a
+# machine whose own Python has torch, as scripts/gpu_check.sh does).
+CUDA_WORKERS ?= $(shell $(PY) -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 1)
+CUDA_XDIST    = $(if $(filter-out 0 1,$(CUDA_WORKERS)),-n $(CUDA_WORKERS) --dist loadgroup)
+INSTALL      ?= install
+CUDA_PYTEST   = $(PYTEST) suites --device cuda $(CUDA_XDIST) -m "not slow"
+
+test-cuda: $(INSTALL)  ## the same on CUDA (CPU-only cases included), one worker per visible GPU
+	$(CUDA_PYTEST) $(ARGS)
+
+snapshot-update-cuda: $(INSTALL)  ## regenerate golden/cuda from a CUDA run (same selection as test-cuda)
+	$(CUDA_PYTEST) --snapshot-update $(ARGS)
 
 snapshot-update: install  ## regenerate goldens of passing cells, remove stale ones, print a review summary
 	$(PYTEST) suites -m "not slow" --snapshot-update $(ARGS)

@@ -24,6 +24,30 @@ def _worker() -> str:
     return os.environ.get("PYTEST_XDIST_WORKER", "main")
 
 
+def _pin_xdist_worker_to_gpu() -> None:
+    """xdist worker gwN sees only GPU N (mod the GPUs visible): make test-cuda starts one worker per GPU.
+
+    Runs when this module is imported, before anything initializes CUDA (CUDA reads CUDA_VISIBLE_DEVICES once)."""
+    import subprocess
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        try:
+            listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=60).stdout
+        except (OSError, subprocess.SubprocessError):
+            return  # no NVIDIA driver: nothing to pin
+        visible = ",".join(str(i) for i, line in enumerate(listing.splitlines()) if line.startswith("GPU "))
+    gpus = [g.strip() for g in visible.split(",") if g.strip()]
+    if len(gpus) > 1:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus[int(worker[2:]) % len(gpus)]
+
+
+_pin_xdist_worker_to_gpu()
+
+
 def pytest_configure(config):
     # Per-worker compile caches that persist across runs (inductor FX/AOT caches, triton kernels).
     cache = ROOT / ".cache" / _worker()

@@ -1,4 +1,4 @@
-"""CUDA RNG: checkpointed dropout under Philox RNG, fwd/bw randomness consistency (cases in harness/cases/cuda_rng.py)."""
+"""Compiled RNG: checkpointed dropout with inductor's / Philox RNG, fwd/bw randomness consistency (cases in harness/cases/compiled_rng.py)."""
 
 from harness.suite import check_cell
 

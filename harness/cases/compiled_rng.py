@@ -1,7 +1,7 @@
-"""Area "cuda_rng": dropout in a checkpointed region on CUDA with compiled RNG that does not follow eager's stream
-(CATALOGUE.md items 14, 30 without ``fallback_random``).
+"""Area "compiled_rng": dropout in a checkpointed region with the compiled code's own RNG, which does not follow
+eager's stream (CATALOGUE.md items 14, 30 without ``fallback_random``).
 
-On CUDA inductor draws random numbers from its own Philox-based generator, and AOTAutograd's
+Inductor draws random numbers with its own generator (Philox-based on CUDA), and on CUDA AOTAutograd's
 ``functionalize_rng_ops`` replaces random ops by ``rngprims.philox_rand`` with an explicit seed and offset.  Neither
 matches eager's values, so numerics are checked by the mask-replay oracle of the rng_dropout area: the dropout mask
 is read off the compiled forward's output, the program is replayed eagerly with that mask, and the compiled output
@@ -13,10 +13,10 @@ from harness.case import Case
 from harness.cases.rng_dropout import (STABLE_GOLDENS, _replay_dropout_module, _sac_random_oracle, dropout_module,
                                        mask_replay, sac_random_op)
 
-CUDA_RNG = dict(devices=("cuda",), requires="cuda", requires_reason="Philox RNG of compiled code is CUDA's",
-                goldens=STABLE_GOLDENS, numerics="shape",
-                numerics_reason="compiled dropout draws from Philox, not eager's stream; the mask-replay oracle "
-                                "checks outputs and gradients against an eager replay with the compiled mask")
+COMPILED_RNG = dict(goldens=STABLE_GOLDENS, numerics="shape",
+                    numerics_reason="compiled dropout draws from inductor's (or Philox) RNG, not eager's stream; the "
+                                    "mask-replay oracle checks outputs and gradients against an eager replay with the "
+                                    "compiled mask")
 _dropout_oracle = mask_replay(lambda out: out != 0, _replay_dropout_module)
 
 
@@ -32,11 +32,12 @@ def _philox_in_forward_and_backward(run) -> None:
 
 
 CASES = [
-    Case("cuda_rng_dropout_module_inductor", "cuda_rng", dropout_module, catalogue=(14,), checkpoint="reentrant",
-         backends=("inductor",), check=_dropout_oracle, **CUDA_RNG),
-    Case("cuda_rng_sac_random_op_inductor", "cuda_rng", sac_random_op(True), catalogue=(30,), checkpoint="sac",
-         backends=("inductor",), check=_sac_random_oracle, **CUDA_RNG),
-    Case("cuda_rng_dropout_module_functionalized_philox", "cuda_rng", dropout_module, catalogue=(14,),
+    Case("compiled_rng_dropout_module_inductor", "compiled_rng", dropout_module, catalogue=(14,),
+         checkpoint="reentrant", backends=("inductor",), check=_dropout_oracle, **COMPILED_RNG),
+    Case("compiled_rng_sac_random_op_inductor", "compiled_rng", sac_random_op(True), catalogue=(30,), checkpoint="sac",
+         backends=("inductor",), check=_sac_random_oracle, **COMPILED_RNG),
+    Case("compiled_rng_dropout_module_functionalized_philox", "compiled_rng", dropout_module, catalogue=(14,),
          checkpoint="reentrant", config={"functorch": {"functionalize_rng_ops": True}}, partitioners=("min_cut",),
-         check=_philox_in_forward_and_backward, **CUDA_RNG),
+         check=_philox_in_forward_and_backward, devices=("cuda",), requires="cuda",
+         requires_reason="functionalize_rng_ops (philox_rand) is CUDA-only", **COMPILED_RNG),
 ]
