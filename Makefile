@@ -6,6 +6,10 @@ PYTEST  = $(PY) -m pytest
 ARGS    ?=
 # Parallel workers; grouped by case so a case's cells share a worker (and its eager reference).
 XDIST   ?= -n 2 --dist loadgroup
+# Shard i of N across machines (make test SHARD=1/2): pytest-split, balanced by .test_durations; the shards of one
+# selection together run it exactly once.  Split first, then xdist distributes the shard's cells over the workers.
+SHARD   ?=
+SPLIT    = $(if $(SHARD),--splits $(word 2,$(subst /, ,$(SHARD))) --group $(word 1,$(subst /, ,$(SHARD))))
 
 FUZZ_SECONDS ?= 180
 FUZZ_SEED    ?= 0
@@ -21,7 +25,7 @@ install: .venv/.installed
 	touch $@
 
 test: install  ## the conformance suites on CPU against the committed goldens
-	$(PYTEST) suites $(XDIST) -m "not slow" $(ARGS)
+	$(PYTEST) suites $(XDIST) -m "not slow" $(SPLIT) $(ARGS)
 
 # make test-cuda: one xdist worker per visible GPU (conftest.py pins worker gwN to GPU N); one GPU runs without xdist.
 # CUDA_WORKERS overrides the count (workers share GPUs round-robin); INSTALL= skips the venv (e.g. PY=python3 on a
@@ -50,6 +54,14 @@ check: meta test  ## the harness's own tests, then the conformance suite
 
 coverage: install  ## write docs/coverage.md: each catalogue test -> our cases, where they run, known failures
 	$(PY) -m harness.coverage
+
+.PHONY: bench durations
+
+bench: install  ## serial vs -n 2, cold vs warm caches, time split per cell: table + reports/bench.json (BENCH_ARGS, BENCH_REPEAT)
+	$(PY) bench/run_bench.py
+
+durations: install  ## refresh .test_durations (what SHARD balances by); ARGS='-m ""' times the slow matrix too
+	$(PYTEST) suites $(XDIST) -m "not slow" --store-durations $(ARGS)
 
 clean:
 	rm -rf .cache reports .pytest_cache

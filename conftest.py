@@ -49,8 +49,11 @@ _pin_xdist_worker_to_gpu()
 
 
 def pytest_configure(config):
-    # Per-worker compile caches that persist across runs (inductor FX/AOT caches, triton kernels).
-    cache = ROOT / ".cache" / _worker()
+    # Compile caches that persist across runs (inductor FX graph cache and C++/triton kernels), one directory shared
+    # by every xdist worker: inductor and triton write it atomically under file locks (several processes share
+    # /tmp/torchinductor_<user> by default), and --dist loadgroup does not put a case on the same worker from one
+    # run to the next, so per-worker directories would miss kernels another worker (or a serial run) compiled.
+    cache = ROOT / ".cache"
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache / "inductor"))
     os.environ.setdefault("TRITON_CACHE_DIR", str(cache / "triton"))
     device = config.getoption("--device")

@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PARTS = ("eager", "compile", "run", "custom", "invariants", "harness", "other")
 HARNESS = ("record", "normalize", "check", "golden")  # harness overhead, as recorded by pipeline/suite
 ALL_PARTS = PARTS + tuple(f"harness.{k}" for k in HARNESS)
+CACHE_COUNTS = ("fxgraph_cache_hit", "fxgraph_cache_miss", "fxgraph_cache_bypass")  # recorded per cell
 CACHE_VARS = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
 
 
@@ -53,7 +54,9 @@ def parse_junit(path: Path) -> dict:
         split["harness"] = sum(secs.get(k, 0.0) for k in HARNESS)
         split["other"] = max(total - sum(split.values()), 0.0)
         split.update({f"harness.{k}": secs.get(k, 0.0) for k in HARNESS})
-        cells[f"{tc.get('classname')}::{tc.get('name')}"] = {"outcome": outcome, "seconds": total, "split": split}
+        cache = {k.removeprefix("fxgraph_cache_"): int(props.get(k, 0)) for k in CACHE_COUNTS}
+        cells[f"{tc.get('classname')}::{tc.get('name')}"] = {"outcome": outcome, "seconds": total, "split": split,
+                                                            "fxgraph_cache": cache}
     return cells
 
 
@@ -74,7 +77,8 @@ def run_pytest(args: list[str], cache: Path, workers: int, work: Path, label: st
         outcomes[c["outcome"]] = outcomes.get(c["outcome"], 0) + 1
     totals = {p: round(sum(c["split"][p] for c in cells.values()), 3) for p in ALL_PARTS}
     return {"label": label, "wall_seconds": round(wall, 3), "exit_code": proc.returncode, "outcomes": outcomes,
-            "cell_seconds": round(sum(c["seconds"] for c in cells.values()), 3), "split": totals, "cells": cells}
+            "cell_seconds": round(sum(c["seconds"] for c in cells.values()), 3), "split": totals, "cells": cells,
+            "fxgraph_cache": {k: sum(c["fxgraph_cache"][k] for c in cells.values()) for k in ("hit", "miss", "bypass")}}
 
 
 def one_round(args: list[str], workers: int, work: Path, index: int) -> dict:
@@ -122,6 +126,7 @@ def main() -> int:
     keys = list(rounds[0]["runs"])
     summary = {k: {"wall_seconds": median_of(rounds, lambda r, k=k: r["runs"][k]["wall_seconds"]),
                    "cell_seconds": median_of(rounds, lambda r, k=k: r["runs"][k]["cell_seconds"]),
+                   "fxgraph_cache": rounds[0]["runs"][k]["fxgraph_cache"],
                    "split": {p: median_of(rounds, lambda r, k=k, p=p: r["runs"][k]["split"][p]) for p in ALL_PARTS}}
                for k in keys}
     ratios = {k: median_of(rounds, lambda r, k=k: r["ratios"][k]) for k in rounds[0]["ratios"]}
@@ -169,6 +174,8 @@ def print_table(doc: dict, outcomes: dict) -> None:
     print("(cells s: the cells' own time summed over workers; wall s: the whole pytest process, start-up included)")
     print("harness = " + "; ".join(f"{k}: " + " + ".join(f"{h} {s['split']['harness.' + h]:.2f}" for h in HARNESS)
                                    for k, s in doc["summary"].items()))
+    print("inductor FX graph cache (hit/miss/bypass): " + "; ".join(
+        f"{k} {'/'.join(str(v) for v in s['fxgraph_cache'].values())}" for k, s in doc["summary"].items()))
     print("ratios (within a round): " + "; ".join(f"{k} {v:.2f}x" for k, v in doc["ratios"].items()))
     print("targets: " + "; ".join(f"{k}: {v} {'ok' if ok else 'MISSED'}" for k, (v, ok) in doc["targets"].items()))
     print(f"slowest cells (serial cold): cell s = " + " + ".join(PARTS))

@@ -63,6 +63,7 @@ class Run:
     compile_seconds: float = 0.0
     # Where the cell's time went (seconds): eager, compile, run, record, normalize (check_cell adds check, golden).
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    cache: dict[str, int] = dataclasses.field(default_factory=dict)  # inductor FX graph cache hits/misses of the compile
 
 
 @dataclasses.dataclass
@@ -301,6 +302,8 @@ def run_cell(cell: Cell) -> Run:
         run.compiled = execute(case, axes, ac=True, backend=recorder)
         run.compile_seconds = time.perf_counter() - start
     run.timings.update(_split_compile(run.compile_seconds, recorder.seconds))
+    inductor = torch._dynamo.utils.counters["inductor"]
+    run.cache = {k: inductor[k] for k in ("fxgraph_cache_hit", "fxgraph_cache_miss", "fxgraph_cache_bypass") if inductor[k]}
     start = time.perf_counter()
     run.graphs = dict(recorder.graphs)
     run.texts = recorder.texts()

@@ -75,4 +75,6 @@ def check_cell(cell: Cell, goldens: Goldens, record=lambda key, value: None) -> 
     run.timings["golden"] = time.perf_counter() - start
     for key, seconds in run.timings.items():  # read back by bench/run_bench.py from the JUnit XML
         record(f"{key}_seconds", round(seconds, 4))
+    for key, count in run.cache.items():
+        record(key, count)
     return run
