@@ -31,8 +31,15 @@ NO_INDUCTOR = {
 }
 
 
+# Areas left out of the matrix altogether, with the reason.
+NOT_IN_MATRIX = {
+    "memory_budget": "its cases set region budgets themselves and check what those do under min-cut; a global budget "
+                     "or the default partitioner (which ignores budgets) changes the premise, not the promise",
+}
+
+
 def eligible(case: Case) -> bool:
-    return (case.backward and case.custom is None and case.raises is None and case.budgets == (None,)
+    return (case.area not in NOT_IN_MATRIX and case.backward and case.custom is None and case.raises is None and case.budgets == (None,)
             and "activation_memory_budget" not in case.config.get("functorch", {}))
 
 
