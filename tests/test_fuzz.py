@@ -27,6 +27,9 @@ def _perturb_one_recomputed_node(real_partition):
 
 
 def test_planted_fault_is_found_and_shrunk(monkeypatch):
+    from harness.fuzz import oracles
+
+    monkeypatch.setattr(oracles, "SKIP_CHECKS", oracles.EXPENSIVE_CHECKS)
     real = pipeline.partition_fn
     monkeypatch.setattr(pipeline, "partition_fn", lambda name: _perturb_one_recomputed_node(real(name)))
     stats, findings = runner.fuzz(max_examples=30, derandomize=True, known={}, write=False, database=False,

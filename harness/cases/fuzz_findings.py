@@ -1,0 +1,27 @@
+"""Area "fuzz_findings": programs the fuzzer (harness/fuzz) found failing, promoted to regular cases with
+`python -m harness.fuzz promote findings/fuzz/<hash>.py`.  Each runs its repro's program through the standard
+pipeline plus the fuzz oracles (random-op replay, SAC policy respected); each has a known-failure entry until
+torch fixes it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.fuzz import oracles, repro
+
+FINDINGS = Path(__file__).resolve().parents[2] / "findings" / "fuzz"
+
+PROMOTED = [
+    "fc98edfb17",  # numerics-random:aot_eager:compiled vs eager replaying the compiled draws
+    "6cd5cde65f",  # numerics-random:inductor:compiled vs eager replaying the compiled draws
+    "322a665cbf",  # policy:MUST_SAVE recomputed (activation_memory_budget=0)
+    # promoted findings go above this line
+]
+
+
+def finding_case(digest: str):
+    prog, sig = repro.read_spec(FINDINGS / f"{digest}.py")
+    return oracles.case_for(prog, area="fuzz_findings", name=f"fuzz_{digest}")
+
+
+CASES = [finding_case(d) for d in PROMOTED]
