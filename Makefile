@@ -47,6 +47,12 @@ snapshot-update: install  ## regenerate goldens of passing cells, remove stale o
 snapshot-new: install  ## write goldens only for cells that have none yet
 	$(PYTEST) suites -m "not slow" --snapshot-update-new-only $(ARGS)
 
+memory-report: install  ## saved-activation bytes vs recompute FLOPs per case and policy/budget: reports/memory_report.{md,png}
+	$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install -q -e ".[report]"
+	$(PY) -m harness.memory_report --out reports $(ARGS)
+
+.PHONY: memory-report
+
 meta: install  ## the harness's own tests
 	$(PYTEST) tests $(XDIST) $(ARGS)
 
