@@ -14,7 +14,7 @@ SPLIT    = $(if $(SHARD),--splits $(word 2,$(subst /, ,$(SHARD))) --group $(word
 FUZZ_SECONDS ?= 180
 FUZZ_SEED    ?= 0
 
-.PHONY: fuzz install test test-cuda snapshot-update-cuda snapshot-update snapshot-new check meta coverage clean
+.PHONY: fuzz install test test-cuda snapshot-update-cuda snapshot-update snapshot-new check meta coverage clean nightly
 
 install: .venv/.installed
 
@@ -46,6 +46,10 @@ snapshot-update: install  ## regenerate goldens of passing cells, remove stale o
 
 snapshot-new: install  ## write goldens only for cells that have none yet
 	$(PYTEST) suites -m "not slow" --snapshot-update-new-only $(ARGS)
+
+nightly:  ## whole suite (slow matrix too) vs committed goldens under TORCH in .nightly-venv/<spec>; runs/<ts>-<torch>/; exit 0 clean, 1 graph-only drift, 2 semantic failures
+	$(MAKE) install TORCH=torch==2.13.0  # .venv keeps the pinned torch; TORCH only picks the nightly's environment
+	$(PY) -m harness.nightly run --torch "$(TORCH)" $(if $(ARGS),-- $(ARGS))
 
 memory-report: install  ## saved-activation bytes vs recompute FLOPs per case and policy/budget: reports/memory_report.{md,png}
 	$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install -q -e ".[report]"

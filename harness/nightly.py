@@ -295,7 +295,9 @@ def cmd_run(a) -> int:
     if not any(not x.startswith("-") and Path(x.split("::")[0]).exists() for x in args):
         args = ["suites", *args]
     cmd = [str(py), "-m", "pytest", *args, "-p", "harness.nightly_plugin", "--nightly-out", str(run_dir / "cells.jsonl"),
-           f"--junitxml={run_dir / 'junit.xml'}", "-q", "-n", str(a.workers), "--dist", "loadgroup"]
+           f"--junitxml={run_dir / 'junit.xml'}", "-q", "-n", str(a.workers), "--dist", "load"]
+    # --dist load, not loadgroup: under xdist 3.8 a crashed worker's replacement is never given work with loadgroup
+    # (the run hangs), while load reschedules; cells of a case then may not share a worker's eager cache.
     print("[nightly] " + " ".join(cmd), file=sys.stderr)
     t0 = time.monotonic()
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_XDIST_WORKER"}

@@ -17,7 +17,7 @@ def project(tmp_path):
 
 @pytest.mark.parametrize("xdist", [[], ["-n", "2", "--dist", "loadgroup"]], ids=["serial", "xdist"])
 def test_refused_cell_is_listed_with_reason_and_keeps_goldens(project, xdist):
-    sel = ["suites/test_planted.py", "-k", "planted-", *xdist]
+    sel = ["suites/test_planted.py", "-m", "not slow", "-k", "planted-", *xdist]
     ok = run_in(project, *sel, "--snapshot-update")
     assert ok.returncode == 0, f"expected a clean first update, saw rc={ok.returncode}:\n{ok.stdout[-3000:]}"
     before = goldens_of(project)
@@ -40,7 +40,7 @@ def test_selected_update_keeps_other_goldens_and_full_update_removes_stale_ones(
     (project / "golden" / target).write_text((project / "golden" / target).read_text() + "stale: line\n")
 
     # as `make snapshot-update ARGS="-k <cell>"` runs it
-    sel = run_in(project, "suites", "-k", CELL, "--snapshot-update", *xdist)
+    sel = run_in(project, "suites", "-m", "not slow", "-k", CELL, "--snapshot-update", *xdist)
     assert sel.returncode == 0, sel.stdout[-3000:]
     after = goldens_of(project)
     assert after[target] == before[target], f"the selected cell's changed golden should be rewritten: {target}"
@@ -51,7 +51,7 @@ def test_selected_update_keeps_other_goldens_and_full_update_removes_stale_ones(
     assert f"C golden/{target}" in sel.stdout, \
         f"expected the changed golden in the review summary, saw:\n{sel.stdout[-2000:]}"
 
-    full = run_in(project, "suites", "--snapshot-update", *xdist)
+    full = run_in(project, "suites", "-m", "not slow", "--snapshot-update", *xdist)
     assert full.returncode == 0, full.stdout[-3000:]
     assert not gone.exists(), "a full update must remove the golden of a cell that no longer exists"
     tags = {k: v for k, v in goldens_of(project).items() if k.startswith("cpu/test_tags/")}
@@ -111,7 +111,7 @@ def test_update_killed_midway_leaves_each_golden_old_or_new(project):
         old[rel] = path.read_bytes()
     (project / "killer.py").write_text(KILLER)
 
-    killed = run_in(project, "-p", "killer", "suites/test_tags.py", "-k", "tags_function-", "--snapshot-update")
+    killed = run_in(project, "-p", "killer", "suites/test_tags.py", "-m", "not slow", "-k", "tags_function-", "--snapshot-update")
     assert killed.returncode == -9, f"expected the update to die by SIGKILL, saw rc={killed.returncode}:\n{killed.stdout[-2000:]}"
     after = goldens_of(project)
     half = [p for p in cells if after.get(p) not in (old[p], new[p])]
@@ -121,6 +121,6 @@ def test_update_killed_midway_leaves_each_golden_old_or_new(project):
     leftovers = list((project / "golden").rglob(".*.tmp"))
     assert leftovers, "expected the interrupted write's temp file (the kill landed inside a write)"
 
-    rerun = run_in(project, "suites/test_tags.py", "-k", "tags_function-", "--snapshot-update")
+    rerun = run_in(project, "suites/test_tags.py", "-m", "not slow", "-k", "tags_function-", "--snapshot-update")
     assert rerun.returncode == 0, rerun.stdout[-3000:]
     assert all(goldens_of(project)[p] == new[p] for p in cells), "a rerun after the kill must complete the update"
