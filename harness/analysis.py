@@ -6,7 +6,8 @@ For each (joint, fw, bw) triple of a :class:`~harness.pipeline.Run`:
   backward state.  That is exactly how ``torch/_functorch/partitioners.py::_extract_fwd_bwd_modules`` builds the
   backward: its inputs are ``saved_sym_nodes + saved_values + saved_opaque_objects + saved_opaque_nodes +
   tangent_inputs + bwd_seed_offset_inputs + backward_state_inputs``, keeping the joint graph's node names.
-  A saved ``primals_*`` is an input kept alive (no new memory); the others are activations.
+  A saved ``primals_*``, or a view of one (a transposed weight), is an input kept alive (no new memory); a
+  generator state feeding an RNG replay is an RNG state; the others are activations.
 * **recomputed ops**: backward call nodes whose name is a forward node of the joint graph (``node_copy`` keeps
   names), i.e. forward work redone in the backward.
 * **policies**: the ``recompute`` tag (CheckpointPolicy) of each joint node, as the partitioner received it.
@@ -119,13 +120,21 @@ def is_saved_placeholder(node: fx.Node) -> bool:
     return isinstance(_val(node), torch.Tensor)
 
 
-def saved_tensors(bw: fx.GraphModule) -> list[Saved]:
+def _aliases_input(name: str, joint: fx.GraphModule | None) -> bool:
+    """``name`` is a primal, or a view chain of one in the joint graph (a transposed weight): no new memory."""
+    node = next((n for n in joint.graph.nodes if n.name == name), None) if joint is not None else None
+    while node is not None and node.op == "call_function" and getattr(node.target, "is_view", False):
+        node = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
+    return name.startswith("primals") or (node is not None and node.op == "placeholder" and node.name.startswith("primals"))
+
+
+def saved_tensors(bw: fx.GraphModule, joint: fx.GraphModule | None = None) -> list[Saved]:
     out = []
     for n in bw.graph.find_nodes(op="placeholder"):
         if is_saved_placeholder(n):
             v = _val(n)
             rng = any(is_rng_replay(u) and u.args and u.args[0] is n for u in n.users)
-            kind = "rng_state" if rng else "input" if n.name.startswith("primals") else "activation"
+            kind = "rng_state" if rng else "input" if _aliases_input(n.name, joint) else "activation"
             out.append(Saved(n.name, type_str(v), _nbytes(v), kind))
     return out
 
@@ -228,7 +237,7 @@ def analyse_graphs(joint: fx.GraphModule, fw: fx.GraphModule | None, bw: fx.Grap
     recomputed_nodes = [n for n in bw.graph.nodes if n.op == "call_function" and n.target not in _SKIP_RECOMPUTE
                         and (n.name in fwd or is_rng_replay(n))]
     return GraphAnalysis(
-        saved=saved_tensors(bw),
+        saved=saved_tensors(bw, joint),
         recomputed=[(n.name, op_name(n) or str(n.target)) for n in recomputed_nodes],
         policies={n.name: p for n in joint.graph.nodes if (p := policy_name(n))},
         boundaries=boundaries(joint),

@@ -1,0 +1,168 @@
+"""Each semantic invariant (harness/invariants.py) fires on a run built or perturbed to violate it, with a message that
+names the cell, the node and its policy; and it stays quiet on the documented exceptions."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from harness import invariants
+from harness.analysis import Analysis, GraphAnalysis, Saved, analyse
+from harness.case import Axes, BuildContext, Case, Cell, Program, find_case
+from harness.pipeline import run_cell
+
+
+def _run(name: str, **axes):
+    return run_cell(Cell(find_case(name), Axes(**axes)))
+
+
+def _set_policy(run, name: str, policy: str):
+    """Perturb the recorded joint graph: give node ``name`` another recompute tag, and re-analyse."""
+    from torch.utils.checkpoint import CheckpointPolicy
+
+    node = next(n for n in run.graphs["joint"][0].graph.nodes if n.name == name)
+    node.meta["recompute"] = CheckpointPolicy[policy]
+    run.info.pop("analysis", None)
+
+
+def _fires(check, run, *parts):
+    with pytest.raises(AssertionError) as info:
+        check(run)
+    msg = str(info.value)
+    for part in (run.cell.id, *parts):
+        assert part in msg, f"expected {part!r} in the message of {check.__name__}, saw:\n{msg[:2000]}"
+
+
+def test_analysis_matches_the_partitioners_saved_values():
+    run = _run("reference_block_sac_save_mm")
+    a = invariants.analysis_of(run)
+    saved = {s.name: s.kind for s in a.saved}
+    assert {"mm", "mm_1", "mm_2"} <= set(saved), f"expected the three MUST_SAVE mm saved, saw {saved}"
+    assert [op for _, op in a.recomputed].count("aten.bmm.default") == 1, f"expected bmm recomputed once, saw {a.recomputed}"
+    assert a.activation_bytes == 3 * 16 * 16 * 4, f"expected 3 f32[16, 16] activations, saw {a.activation_bytes} bytes"
+
+
+def test_must_save_recomputed_fires():
+    run = _run("reference_block_full_ac")  # every mm is recomputed
+    assert invariants.must_save_not_recomputed(run) == 0
+    _set_policy(run, "mm", "MUST_SAVE")
+    _fires(invariants.must_save_not_recomputed, run, "node mm (policy MUST_SAVE)", "recomputed in the backward")
+
+
+def test_must_recompute_saved_fires():
+    run = _run("reference_block_sac_save_mm")  # the mm are saved
+    assert invariants.recompute_tagged_not_saved(run) > 0
+    _set_policy(run, "mm_1", "MUST_RECOMPUTE")
+    _fires(invariants.recompute_tagged_not_saved, run, "node mm_1 (policy MUST_RECOMPUTE)", "a MUST_RECOMPUTE node")
+
+
+def test_plain_ac_intermediate_saved_fires_but_a_region_boundary_does_not():
+    run = _run("reference_block_sac_save_mm")
+    _set_policy(run, "mm", "PREFER_RECOMPUTE")
+    _fires(invariants.recompute_tagged_not_saved, run, "node mm (policy PREFER_RECOMPUTE)", "intermediate")
+    # Two consecutive regions: the first's output (cos_1) is saved, as cleanup_recompute_tags documents.
+    boundary = _run("tags_sequential_layers")
+    a = invariants.analysis_of(boundary)
+    assert "cos_1" in {s.name for s in a.saved} and "cos_1" in a.graphs[0].boundaries, \
+        f"expected the boundary cos_1 saved and recognised, saw saved {[s.name for s in a.saved]}"
+    assert invariants.recompute_tagged_not_saved(boundary) > 0
+
+
+def _case(name, build):
+    return Case(name, "meta", build)
+
+
+def _ac_saves_more(ctx: BuildContext) -> Program:
+    """Legitimately worse with AC: the region reduces a big input to a small tensor the backward needs.  Without AC
+    the small tensor is saved; with AC it must be recomputed, so its big input is saved instead."""
+    def fn(x):
+        big = x.repeat(16, 1) * 2.0
+        return ctx.checkpoint(lambda b: torch.sin(b.sum(0)), big, use_reentrant=False)
+
+    return Program(fn, (ctx.randn(8),))
+
+
+def _ac_computes_less(ctx: BuildContext) -> Program:
+    """Not the same program with and without AC: the AC variant drops the matmul, so its backward computes less."""
+    def fn(x):
+        if ctx.ac:
+            return ctx.checkpoint(torch.sin, x, use_reentrant=False)
+        return torch.sin(x @ x)
+
+    return Program(fn, (ctx.randn(8, 8),))
+
+
+def test_ac_saving_more_than_no_ac_fires():
+    run = run_cell(Cell(_case("meta_ac_saves_more", _ac_saves_more), Axes()))
+    _fires(invariants.ac_saves_no_more_and_computes_no_less, run, "expected saved bytes", "with AC <= without AC")
+
+
+def test_ac_backward_computing_less_than_no_ac_fires():
+    run = run_cell(Cell(_case("meta_ac_computes_less", _ac_computes_less), Axes()))
+    _fires(invariants.ac_saves_no_more_and_computes_no_less, run, "expected backward FLOPs with AC >= without AC")
+
+
+def test_budget_sweep_saving_more_at_a_lower_budget_fires(monkeypatch):
+    run = _run("reference_block_full_ac", budget=0.5)
+    real = invariants.compiled_analysis
+
+    def fake(case, axes, ac):  # budget 0.0 "saves" an extra KiB
+        a = real(case, axes, ac)
+        if axes.budget == 0.0:
+            extra = Saved("extra", "f32[256]", 1024, "activation")
+            a = Analysis([dataclasses.replace(a.graphs[0], saved=a.graphs[0].saved + [extra])])
+        return a
+
+    monkeypatch.setattr(invariants, "compiled_analysis", fake)
+    _fires(invariants.budget_monotone, run, "not to increase as activation_memory_budget goes 0.5 -> 0.0")
+
+
+def _replay_node(run):
+    bw = run.graphs["bw"][0]
+    return bw, next(n for n in bw.graph.nodes if n.op == "call_function" and "rng_state" in str(n.target))
+
+
+def test_random_op_recomputed_without_the_forward_rng_state_fires():
+    run = _run("reference_dropout_ac_oracle")
+    assert invariants.random_ops_replayed(run) == 1
+    bw, replay = _replay_node(run)
+    replay.target, replay.args = replay.args[1], replay.args[2:]  # a fresh draw instead of the replay
+    replay._rename("native_dropout")  # the forward node's name: recomputed
+    run.info.pop("analysis", None)
+    _fires(invariants.random_ops_replayed, run, "forward random op native_dropout", "without the forward's RNG state")
+
+
+def test_rng_replay_from_an_unsaved_state_fires():
+    run = _run("reference_dropout_ac_oracle")
+    bw, replay = _replay_node(run)
+    with bw.graph.inserting_before(replay):
+        state = bw.graph.call_function(torch.ops.aten.clone.default, (replay.args[0],))
+    replay.args = (state, *replay.args[1:])
+    _fires(invariants.random_ops_replayed, run, "takes its state from", "expected a tensor the forward saved")
+
+
+def test_dropout_oracle_fires_on_a_mask_mismatch_and_minds_exact_zeros():
+    x = torch.tensor([1.0, 2.0, 0.0, 3.0, 4.0])
+    y = torch.tensor([2.0, 0.0, 0.0, 6.0, 0.0])  # kept: 0, 3
+    grad = torch.tensor([2.0, 0.0, 5.0, 2.0, 0.0])  # position 2 is an exact-zero input: not judged
+    assert invariants.check_dropout_oracle("cell", x, y, grad) == 1
+    with pytest.raises(AssertionError, match=r"cell: expected the input gradient to be non-zero exactly where .* "
+                                             r"differ at 1 positions, first \[\[1\]\]"):
+        invariants.check_dropout_oracle("cell", x, y, torch.tensor([2.0, 1.0, 0.0, 2.0, 0.0]))
+    with pytest.raises(AssertionError, match="the oracle would be vacuous"):
+        invariants.check_dropout_oracle("cell", x, x, x)
+
+
+def test_dropout_oracle_runs_on_its_registered_cells():
+    run = _run("reference_dropout_ac_oracle")
+    assert invariants.dropout_oracle(run) == 1
+    run.compiled.grads["input[0]"] = torch.ones_like(run.compiled.grads["input[0]"])  # gradient everywhere
+    _fires(invariants.dropout_oracle, run, "expected the input gradient to be non-zero exactly where")
+
+
+def test_custom_pipeline_cells_are_skipped():
+    from harness.pipeline import Run
+
+    run = Run(Cell(_case("meta_custom", _ac_saves_more), Axes()))
+    assert analyse(run) is None
+    assert all(f(run) == 0 for f in invariants.INVARIANTS), "a run without graphs must be skipped, not judged"
