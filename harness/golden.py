@@ -8,6 +8,7 @@ interrupted update leaves every golden either old or new.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import tempfile
@@ -70,6 +71,7 @@ class GoldenGraphExtension(SingleFileSnapshotExtension):
             raise
 
 
+@functools.cache  # one class per device: syrupy discovers the golden tree once per extension class, not per test
 def extension_for(device: str) -> type[GoldenGraphExtension]:
     return type(f"GoldenGraphExtension_{device}", (GoldenGraphExtension,), {"device": device})
 
