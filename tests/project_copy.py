@@ -43,10 +43,12 @@ CASES = [Case("planted", "planted", build, partitioners=("min_cut",)),
 
 
 def make_project(tmp: Path, tags_goldens: bool = True) -> Path:
-    for name in ("harness", "suites/test_tags.py", "conftest.py", "pyproject.toml", "known_failures.txt", "docs"):
+    skip = {".git", ".venv", ".nightly-venv", "golden", "runs", "reports", ".cache", "tests", "suites", ".hypothesis"}
+    names = [p.name for p in ROOT.iterdir() if p.name not in skip and not p.name.endswith(".egg-info")]
+    for name in [*names, "suites/test_tags.py"]:  # everything the case modules may read (e.g. findings/), one suite
         src = ROOT / name
         if src.is_dir():
-            shutil.copytree(src, tmp / name, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(src, tmp / name, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
         elif src.exists():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(src, tmp / name)
