@@ -96,7 +96,7 @@ def test_missing_and_changed_goldens_fail_with_the_fix(project):
     update = pytest_in(project, *sel, "--snapshot-update")
     assert update.returncode == 0, update.stdout[-3000:]
     written = goldens_of(project, "test_tags")
-    assert len(written) == 4, f"expected dynamo/joint/fw/bw goldens, saw {sorted(written)}"
+    assert len(written) == 5, f"expected dynamo/joint/fw/bw/summary goldens, saw {sorted(written)}"
 
     fw = next(p for p in (project / "golden" / "cpu" / "test_tags").glob("*[[]fw].txt"))
     fw.write_text(fw.read_text().replace("aten.sigmoid.default", "aten.tanh.default"))
