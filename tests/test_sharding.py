@@ -1,0 +1,57 @@
+"""Sharding across machines (make test SHARD=i/N -> pytest-split --splits N --group i): the shards of a selection
+together collect exactly its cells, each cell in one shard only."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SELECTION = ["suites", "-m", "not slow"]  # what make test runs
+
+
+def _collect(*extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "pytest", *SELECTION, "--collect-only", "-q", *extra],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _ids(proc: subprocess.Popen, what: str) -> list[str]:
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, f"collecting {what}: expected exit 0, saw {proc.returncode}:\n{out[-3000:]}"
+    return [line.strip() for line in out.splitlines() if "::" in line and not line.startswith(("WARNING", "ERROR"))]
+
+
+def test_two_shards_partition_the_selection():
+    procs = {"unsharded": _collect(), "shard 1/2": _collect("--splits", "2", "--group", "1"),
+             "shard 2/2": _collect("--splits", "2", "--group", "2")}
+    ids = {name: _ids(p, name) for name, p in procs.items()}
+    full, one, two = ids["unsharded"], ids["shard 1/2"], ids["shard 2/2"]
+    assert full, "expected the unsharded selection to collect cells, saw none"
+    assert len(set(full)) == len(full), f"expected unique node ids, saw {len(full) - len(set(full))} repeated"
+    assert one and two, f"expected both shards non-empty, saw {len(one)} and {len(two)} cells"
+    both = set(one) & set(two)
+    assert not both, f"expected disjoint shards, saw {len(both)} cells in both, e.g. {sorted(both)[:3]}"
+    missing, extra = set(full) - set(one) - set(two), (set(one) | set(two)) - set(full)
+    assert not missing and not extra, (f"expected shards 1/2 + 2/2 to be exactly the unsharded selection "
+                                       f"({len(full)} cells), saw {len(missing)} missing (e.g. {sorted(missing)[:3]}) "
+                                       f"and {len(extra)} extra (e.g. {sorted(extra)[:3]})")
+
+
+def test_durations_file_is_valid():
+    path = ROOT / ".test_durations"
+    assert path.exists(), f"expected {path} (make durations writes it), saw none"
+    data = json.loads(path.read_text())
+    bad = {k: v for k, v in data.items() if "::" not in k or not isinstance(v, (int, float)) or v < 0}
+    assert data and not bad, f"expected a non-empty map of node id -> seconds, saw {len(data)} entries, bad: {list(bad.items())[:3]}"
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_translates_shard():
+    out = subprocess.run(["make", "-n", "test", "SHARD=2/3"], cwd=ROOT, capture_output=True, text=True).stdout
+    line = next((ln for ln in out.splitlines() if "pytest" in ln and "suites" in ln), "")
+    assert "--splits 3 --group 2" in line, f"expected make test SHARD=2/3 to pass '--splits 3 --group 2', saw: {line!r}"
