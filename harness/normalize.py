@@ -8,6 +8,7 @@ global ``ac_graph_id`` counter, which is relabelled ``ac0, ac1, ...`` in order o
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterable
 
 import torch
@@ -127,10 +128,32 @@ def _node_line(node: fx.Node, annotate: bool, ac: _AcLabels) -> str:
     return line
 
 
+_SYMBOL = re.compile(r"(?<![\w.])([su])(\d+)(?![\w\[])")  # not u8[...]: that is a dtype
+
+
+def relabel_symbols(text: str) -> str:
+    """Rename shape symbols (``s29``, ``u3``) by order of first appearance (``s0, s1, ...``).
+
+    Torch numbers symbols from process-wide state (the meta converter names an RNG state's size after the size of a
+    weak memo), so the same graph gets other numbers after other work or under another xdist worker."""
+    labels: dict[str, str] = {}
+    counts: dict[str, int] = {}
+
+    def rename(m: re.Match) -> str:
+        key = m.group(0)
+        if key not in labels:
+            prefix = m.group(1)
+            labels[key] = f"{prefix}{counts.get(prefix, 0)}"
+            counts[prefix] = counts.get(prefix, 0) + 1
+        return labels[key]
+
+    return _SYMBOL.sub(rename, text)
+
+
 def graph_text(gm: fx.GraphModule | fx.Graph, *, annotate: bool = False, indent: str = "") -> str:
     """One canonical text for one graph, subgraphs (HOP bodies) appended after it, indented."""
     ac = _AcLabels()
-    return _graph_text(gm, annotate, indent, ac)
+    return relabel_symbols(_graph_text(gm, annotate, indent, ac))
 
 
 def _graph_text(gm, annotate: bool, indent: str, ac: _AcLabels) -> str:
