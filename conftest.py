@@ -232,11 +232,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 def _report_unmatched_known_failures(terminalreporter, config) -> None:
     """An entry that matches no cell of the database (on any device) has rotted: say so."""
     from harness import known_failures
-    from harness.case import all_cases, cells
-    from harness.matrix import matrix_cells
+    from harness.matrix import all_cell_ids
 
-    ids = [c.id for dev in ("cpu", "cuda") for c in cells(all_cases(), dev)]
-    ids += [c.id for dev in ("cpu", "cuda") for case in all_cases() for c in matrix_cells(case, dev)]
-    stale = known_failures.unmatched(known_failures.load(Path(config.getoption("--known-failures"))), ids)
+    stale = known_failures.unmatched(known_failures.load(Path(config.getoption("--known-failures"))), all_cell_ids())
     for e in stale:
         terminalreporter.write_line(f"WARNING known_failures.txt:{e.line}: '{e.prefix}' matches no cell of the case database")

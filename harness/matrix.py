@@ -88,3 +88,11 @@ def golden_texts(run, texts: dict[str, str]) -> dict[str, str]:
         if a is not None:
             texts = {**texts, "summary": summary_text(a)}
     return texts
+
+
+def all_cell_ids(devices=("cpu", "cuda")) -> list[str]:
+    """Every cell id the suites can collect on these devices: declared cells and the slow matrix."""
+    from harness.case import all_cases
+
+    return [c.id for dev in devices for case in all_cases()
+            for c in [Cell(case, a) for a in case.axes(dev)] + matrix_cells(case, dev)]

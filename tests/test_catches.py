@@ -1,10 +1,6 @@
 """The harness catches what it must: a perturbed gradient, a changed op count, a changed graph, a missing golden,
 and a snapshot update refuses to bless a case with wrong numerics (and keeps its old goldens)."""
 
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,8 +8,8 @@ import pytest
 from harness.case import Axes, Cell, find_case
 from harness.checks import assert_numerics, assert_op_counts
 from harness.pipeline import run_cell
+from project_copy import goldens_of, make_project, run_in
 
-ROOT = Path(__file__).resolve().parent.parent
 CELL = "tags_function-min_cut-aot_eager-cpu-float32"
 
 
@@ -38,53 +34,18 @@ def test_changed_op_count_is_reported_with_expected_and_seen():
     assert "bw graph: expected aten.mm.default == 3, saw 1" in msg, f"unexpected message:\n{msg}"
 
 
-PLANTED = '''
-import os
-import torch
-from harness.case import Case, Program
-
-
-def build(ctx):
-    wrong = os.environ.get("PLANTED_WRONG") == "1"
-
-    def fn(x):
-        y = ctx.checkpoint(torch.sin, x, use_reentrant=False)
-        if wrong and torch.compiler.is_compiling():
-            y = y * 1.01  # the compiled program no longer matches eager
-        return y
-
-    return Program(fn, (ctx.randn(4, 4),))
-
-
-CASES = [Case("planted", "planted", build, partitioners=("min_cut",))]
-'''
-
-
 @pytest.fixture
 def project(tmp_path):
-    """A copy of the harness with the tags suite restricted to one case and a planted case of our own."""
-    for name in ("harness", "suites", "conftest.py", "pyproject.toml", "known_failures.txt"):
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, tmp_path / name)
-    (tmp_path / "harness" / "cases" / "planted.py").write_text(PLANTED)
-    (tmp_path / "suites" / "test_planted.py").write_text((ROOT / "suites" / "test_tags.py").read_text())
-    (tmp_path / "golden").mkdir()
-    return tmp_path
+    """A copy of the project (tests/project_copy.py) with a planted case and an empty golden dir."""
+    return make_project(tmp_path, tags_goldens=False)
 
 
-def pytest_in(project: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "AC_GOLDEN_DIR": str(project / "golden"), **(env or {})}
-    full_env.pop("PYTEST_XDIST_WORKER", None)
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args],
-                          cwd=project, env=full_env, capture_output=True, text=True, timeout=600)
+def pytest_in(project: Path, *args: str, env: dict | None = None):
+    return run_in(project, *args, env=env)
 
 
-def goldens_of(project: Path, suite: str) -> dict[str, bytes]:
-    d = project / "golden" / "cpu" / suite
-    return {p.name: p.read_bytes() for p in sorted(d.glob("*.txt"))} if d.exists() else {}
+def goldens_in(project: Path, suite: str) -> dict[str, bytes]:
+    return {k: v for k, v in goldens_of(project).items() if k.startswith(f"cpu/{suite}/")}
 
 
 def test_missing_and_changed_goldens_fail_with_the_fix(project):
@@ -95,7 +56,7 @@ def test_missing_and_changed_goldens_fail_with_the_fix(project):
 
     update = pytest_in(project, *sel, "--snapshot-update")
     assert update.returncode == 0, update.stdout[-3000:]
-    written = goldens_of(project, "test_tags")
+    written = goldens_in(project, "test_tags")
     assert len(written) == 5, f"expected dynamo/joint/fw/bw/summary goldens, saw {sorted(written)}"
 
     fw = next(p for p in (project / "golden" / "cpu" / "test_tags").glob("*[[]fw].txt"))
@@ -109,11 +70,11 @@ def test_snapshot_update_refuses_wrong_numerics_and_keeps_old_goldens(project):
     sel = ["suites/test_planted.py"]
     ok = pytest_in(project, *sel, "--snapshot-update")
     assert ok.returncode == 0, ok.stdout[-3000:]
-    before = goldens_of(project, "test_planted")
+    before = goldens_in(project, "test_planted")
     assert before, "expected goldens for the planted case after a clean update"
 
     refused = pytest_in(project, *sel, "--snapshot-update", env={"PLANTED_WRONG": "1"})
     assert refused.returncode == 1, f"expected the update to fail, saw rc={refused.returncode}:\n{refused.stdout[-3000:]}"
     assert "numerics mismatch" in refused.stdout and "output[0]" in refused.stdout, refused.stdout[-3000:]
-    after = goldens_of(project, "test_planted")
+    after = goldens_in(project, "test_planted")
     assert after == before, "a refused cell's goldens must stay byte-identical (neither rewritten nor deleted)"
