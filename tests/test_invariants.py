@@ -94,7 +94,7 @@ def _ac_computes_less(ctx: BuildContext) -> Program:
 
 def test_ac_saving_more_than_no_ac_fires():
     run = run_cell(Cell(_case("meta_ac_saves_more", _ac_saves_more), Axes()))
-    _fires(invariants.ac_saves_no_more_and_computes_no_less, run, "expected saved bytes", "with AC <= without AC")
+    _fires(invariants.ac_saves_no_more_and_computes_no_less, run, "expected saved activation bytes", "AC <= without AC")
 
 
 def test_ac_backward_computing_less_than_no_ac_fires():
