@@ -56,3 +56,18 @@ def test_finding_script_reproduces_standalone(tmp_path, monkeypatch):
     ok = subprocess.run([sys.executable, str(path)], capture_output=True, text=True)
     assert ok.returncode == 0 and "OK:" in ok.stdout, f"expected a healthy program's repro to exit 0 with OK, saw rc={ok.returncode}:\n{ok.stdout}\n{ok.stderr[-2000:]}"
     assert repro.read_spec(path) == (prog, "numerics:demo"), "expected the SPEC line to round-trip the program and signature"
+
+
+def test_every_vocabulary_op_names_a_real_aten_overload():
+    """Policies are rendered as torch.ops.aten.<name>: a wrong overload name crashed a 30-minute campaign."""
+    import torch
+
+    from harness.fuzz.program import VOCAB
+
+    bad = []
+    for name, (_, _, _, ops, _) in VOCAB.items():
+        for op in ops:
+            packet, overload = op.rsplit(".", 1)
+            if not hasattr(getattr(torch.ops.aten, packet, None) or object(), overload):
+                bad.append(f"{name}: aten.{op}")
+    assert bad == [], f"expected every vocabulary op to resolve to an aten overload, saw unresolved: {bad}"

@@ -55,7 +55,7 @@ VOCAB: dict[str, tuple[int, int, tuple[str, ...], tuple[str, ...], bool]] = {
                   ("permute.default", "view.default"), False),
     "flip_flat": (U, 1, ("{o} = {a}.reshape(-1).flip(0).reshape({n}, {d})",), ("flip.default",), False),
     "expand_sum": (U, 1, ("{o} = {a}.unsqueeze(0).expand(3, {n}, {d}).sum(0)",), ("expand.default", "sum.dim_IntList"), False),
-    "slice_repeat": (U, 1, ("{o} = {a}[:, ::2].repeat(1, 2)",), ("slice.default", "repeat.default"), False),
+    "slice_repeat": (U, 1, ("{o} = {a}[:, ::2].repeat(1, 2)",), ("slice.Tensor", "repeat.default"), False),
     "transpose_mm": (U, 1, ("{o} = ({a}.t() @ {a}).matmul({W}.t())[:1].expand({n}, {d}) * {a}",),
                      ("t.default", "mm.default"), False),
     # cat / split
