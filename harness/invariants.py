@@ -174,8 +174,18 @@ def budget_monotone(run) -> int:
 # --- randomness ---------------------------------------------------------------------------------------------
 
 def _is_random(node) -> bool:
-    return (node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload)
-            and torch.Tag.nondeterministic_seeded in node.target.tags)
+    """A seeded-nondeterministic op, except one whose ``dropout_p`` is literally 0.0 (SDPA-family ops are tagged
+    nondeterministic_seeded wholesale but draw nothing without dropout; torch >= 2.14's partitioner likewise
+    recomputes them without an RNG replay: ``partitioners.is_rng_op``, pytorch/pytorch#187985)."""
+    if not (node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload)
+            and torch.Tag.nondeterministic_seeded in node.target.tags):
+        return False
+    schema = node.target._schema.arguments
+    i = next((i for i, a in enumerate(schema) if a.name == "dropout_p"), None)
+    if i is None:
+        return True
+    p = node.args[i] if len(node.args) > i else node.kwargs.get("dropout_p", schema[i].default_value)
+    return not (isinstance(p, (int, float)) and p == 0.0)
 
 
 def random_ops_replayed(run) -> int:
