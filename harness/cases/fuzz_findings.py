@@ -15,6 +15,8 @@ PROMOTED = [
     "fc98edfb17",  # numerics-random:aot_eager:compiled vs eager replaying the compiled draws
     "6cd5cde65f",  # numerics-random:inductor:compiled vs eager replaying the compiled draws
     "322a665cbf",  # policy:MUST_SAVE recomputed (activation_memory_budget=0)
+    "6fc4a74d08",  # crash:compile:AssertionError:expected all tensors_saved_with_vc_check to be Tensors, got t
+    "7183f894a5",  # invariant:ac_saves_no_more_and_computes_no_less
     # promoted findings go above this line
 ]
 
