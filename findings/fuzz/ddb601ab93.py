@@ -1,0 +1,161 @@
+"""Fuzz finding ddb601ab93: invariant:must_save_not_recomputed
+
+Found by `make fuzz` (harness/fuzz) on torch 2.13.0+cpu; program: 6 ops (mm log1p_abs add add mul cos), regions [0:1]N+sac, min_cut/aot_eager/budget 0.
+Run `python findings/fuzz/ddb601ab93.py` (needs only torch): it prints what is wrong and exits 1 while the problem reproduces.
+First lines of the failure as the fuzzer saw it:
+    fuzz_ddb601ab93-min_cut-aot_eager-cpu-float32-budget0.0: node mm (policy MUST_SAVE) is recomputed in the backward; expected a MUST_SAVE node to be saved (or unused), saw it recomputed:
+    --- bw ---
+    primals_1: f32[1, 4] = input  # is_forward
+    primals_2: f32[4, 4] = input  # is_forward
+    tangents_1: f32[1, 4] = input  # is_backward
+    mm: f32[1, 4] = aten.mm.default(primals_1, primals_2)  # MUST_SAVE ac0 is_forward
+    abs_1: f32[1, 4] = aten.abs.default(mm)  # is_forward
+    log1p: f32[1, 4] = aten.log1p.default(abs_1)  # is_forward
+    add: f32[1, 4] = aten.add.Tensor(log1p, log1p)  # is_forward
+    add_1: f32[1, 4] = aten.add.Tensor(add, add)  # is_forward
+    mul: f32[1, 4] = aten.mul.Tensor(add_1, add_1)  # is_forward
+    sin: f32[1, 4] = aten.sin.default(mul)  # is_backward
+"""
+SPEC = '{"autocast": false, "backend": "aot_eager", "budget": 0.0, "d": 4, "default_policy": "PREFER_RECOMPUTE", "input_grads": [true], "n": 1, "n_biases": 1, "n_weights": 1, "partitioner": "min_cut", "policy": {"mm.default": "MUST_SAVE"}, "regions": [{"end": 1, "reentrant": false, "sac": true, "start": 0}], "steps": [{"args": [0], "b": 0, "op": "mm", "w": 0}, {"args": [1], "b": 0, "op": "log1p_abs", "w": 0}, {"args": [2, 2], "b": 0, "op": "add", "w": 0}, {"args": [3, 3], "b": 0, "op": "add", "w": 0}, {"args": [4, 4], "b": 0, "op": "mul", "w": 0}, {"args": [5], "b": 0, "op": "cos", "w": 0}], "weights_are_params": true}'  # the program, for `python -m harness.fuzz promote findings/fuzz/ddb601ab93.py`
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
+
+POLICY = {
+    torch.ops.aten.mm.default: CheckpointPolicy.MUST_SAVE,
+}
+
+
+def policy_fn(ctx, op, *args, **kwargs):
+    return POLICY.get(op, CheckpointPolicy.PREFER_RECOMPUTE)
+
+
+def program(ckpt, R, x0, w0, b0):
+    v0 = x0
+    def region0(v0):
+        v1 = torch.mm(v0, w0)
+        return (v1,)
+    v1, = ckpt(region0, v0, use_reentrant=False, context_fn=functools.partial(create_selective_checkpoint_contexts, policy_fn))
+    v2 = torch.log1p(v1.abs())
+    v3 = v2 + v2
+    v4 = v3 + v3
+    v5 = v4 * v4
+    v6 = torch.cos(v5)
+    return (v6,)
+
+
+import copy
+import sys
+
+from functorch.compile import default_partition, make_boxed_func, min_cut_rematerialization_partition
+from torch._dynamo.backends.common import aot_autograd
+
+N, D, INPUT_GRADS, N_WEIGHTS, N_BIASES = 1, 4, [True], 1, 1
+PARAMS, PARTITIONER, BACKEND, BUDGET, N_DRAWS = True, 'min_cut', 'aot_eager', 0.0, 0
+RTOL, ATOL = 1e-05, 1e-05
+GRAPHS = {}
+
+
+def no_checkpoint(fn, *args, use_reentrant=None, context_fn=None):
+    return fn(*args)
+
+
+def tensors():
+    g = torch.Generator().manual_seed(0)
+    xs = [torch.randn(N, D, generator=g).requires_grad_(rg) for rg in INPUT_GRADS]
+    ws = [torch.randn(D, D, generator=g) / D ** 0.5 for _ in range(N_WEIGHTS)]
+    ws += [torch.randn(D, generator=g) for _ in range(N_BIASES)]
+    return xs, [w.requires_grad_() for w in ws]
+
+
+def recording_backend():
+    def keep(kind):
+        def compiler(gm, example_inputs):
+            GRAPHS.setdefault(kind, []).append(gm)
+            return make_boxed_func(gm.forward)
+        return compiler
+
+    real = min_cut_rematerialization_partition if PARTITIONER == "min_cut" else default_partition
+
+    def partition(joint, joint_inputs, **kwargs):
+        GRAPHS.setdefault("joint", []).append(copy.deepcopy(joint))
+        return real(joint, joint_inputs, **kwargs)
+
+    return aot_autograd(fw_compiler=keep("fw"), bw_compiler=keep("bw"), partition_fn=partition,
+                        keep_inference_input_mutations=True)
+
+
+def run(ckpt, compiled=False, replay=None):
+    xs, ws = tensors()
+    if PARAMS:
+        module = torch.nn.Module()
+        for i, w in enumerate(ws):
+            module.register_parameter(f"p{i}", torch.nn.Parameter(w.detach()))
+        ws = list(module.parameters())
+        fn = lambda *a: program(ckpt, replay, *a, *ws)  # noqa: E731
+        args = xs
+    else:
+        fn = lambda *a: program(ckpt, replay, *a)  # noqa: E731
+        args = xs + ws
+    if compiled:
+        fn = torch.compile(fn, backend=recording_backend() if BACKEND == "aot_eager" else BACKEND, fullgraph=True)
+    torch.manual_seed(1)
+    with torch._functorch.config.patch(activation_memory_budget=1.0 if BUDGET is None else BUDGET):
+        outs = fn(*args)
+    g = torch.Generator().manual_seed(1234)
+    weights = [torch.randn(o.shape, generator=g) if o.is_floating_point() else None for o in outs]
+    terms = [(o * w.to(o.dtype)).sum() for o, w in zip(outs, weights) if o.requires_grad]
+    if terms:
+        sum(terms).backward()
+    return [o.detach() for o in outs], [t.grad for t in list(xs) + list(ws) if t.requires_grad]
+
+
+def compare(label, a, b):
+    problems = []
+    for kind, xs, ys in (("output", a[0], b[0]), ("grad", a[1], b[1])):
+        for i, (x, y) in enumerate(zip(xs, ys)):
+            if (x is None) != (y is None):
+                problems.append(f"{label}: {kind} {i}: one side has no gradient")
+            elif x is not None and not torch.allclose(x.double(), y.double(), RTOL, ATOL, equal_nan=True):
+                err = (x.double() - y.double()).abs().max().item()
+                problems.append(f"{label}: {kind} {i} differs (max abs error {err:.3g})")
+    return problems
+
+
+def policy_problems():
+    from torch._functorch.partitioners import must_recompute
+    from torch.utils.checkpoint import CheckpointPolicy
+
+    problems = []
+    for joint, bw in zip(GRAPHS.get("joint", []), GRAPHS.get("bw", [])):
+        recomputed = {n.name: n.target for n in bw.graph.nodes if n.op == "call_function"}
+        saved = {n.name for n in bw.graph.nodes if n.op == "placeholder"}
+        for n in joint.graph.nodes:
+            tag = n.meta.get("recompute")
+            if n.op != "call_function" or not isinstance(n.target, torch._ops.OpOverload) or n.target.is_view:
+                continue
+            if tag == CheckpointPolicy.MUST_SAVE and recomputed.get(n.name) == n.target:
+                problems.append(f"{n.name} = {n.target} is tagged MUST_SAVE but the backward graph recomputes it")
+            boundary = any(must_recompute(u) and u.meta.get("ac_graph_id", -1) > n.meta.get("ac_graph_id", -1)
+                           for u in n.users)
+            if tag == CheckpointPolicy.MUST_RECOMPUTE and n.name in saved and not boundary:
+                problems.append(f"{n.name} = {n.target} is tagged MUST_RECOMPUTE but the forward saves it")
+    return problems
+
+
+if __name__ == "__main__":
+    reference = run(no_checkpoint)
+    eager_ac = run(torch.utils.checkpoint.checkpoint)
+    compiled = run(torch.utils.checkpoint.checkpoint, compiled=True)
+    problems = compare("eager with AC vs eager without AC", eager_ac, reference)
+    if N_DRAWS:  # random ops: replay the compiled run's own draws in eager (RNG-independent reference)
+        draws = tuple(t.clone() for t in compiled[0][len(compiled[0]) - N_DRAWS:])
+        problems += compare("compiled vs eager replaying the compiled draws", compiled, run(no_checkpoint, replay=draws))
+    else:
+        problems += compare("compiled vs eager without AC", compiled, reference)
+    problems += policy_problems()
+    print("\n".join(problems) or "OK: compiled matches eager and the SAC policy is respected")
+    sys.exit(1 if problems else 0)
