@@ -65,7 +65,10 @@ check: meta test  ## the harness's own tests, then the conformance suite
 coverage: install  ## write docs/coverage.md: each catalogue test -> our cases, where they run, known failures
 	$(PY) -m harness.coverage
 
-.PHONY: bench durations
+.PHONY: bench durations findings
+
+findings: install  ## run every repro under findings/ on TORCH (default: the pinned one): each verdict vs its known-failure entry
+	$(PY) -m harness.findings --torch "$(TORCH)" --out reports/findings-$(subst ==,-,$(TORCH)).md
 
 bench: install  ## serial vs -n 2, cold vs warm caches, time split per cell: table + reports/bench.json (BENCH_ARGS, BENCH_REPEAT)
 	$(PY) bench/run_bench.py

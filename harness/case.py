@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
+import importlib.util
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -137,10 +139,38 @@ class Case:
             cells.append(Axes(part, backend, device, dtype, budget))
         return cells
 
+    def unmet_requirement(self, device: str) -> str | None:
+        """Why this case cannot run on ``device`` with the installed torch (None: it can)."""
+        for req in filter(None, (r.strip() for r in self.requires.split(","))):
+            if req == "cuda" and device != "cuda":
+                return f"CUDA-only: {self.requires_reason or 'needs a CUDA device'} (runs under make test-cuda)"
+            if req == "triton" and importlib.util.find_spec("triton") is None:
+                return f"needs triton: {self.requires_reason}"
+            if req == "distributed" and not torch.distributed.is_available():
+                return "needs torch.distributed"
+            if req.startswith("torch>="):
+                want = tuple(int(x) for x in req[len("torch>="):].split("."))
+                have = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[: len(want)])
+                if have < want:
+                    return f"needs {req} (installed {torch.__version__}): {self.requires_reason}"
+            if req.startswith("api:") and not has_api(req[4:]):  # e.g. api:torch.autograd.graph.region_activation_memory_budget
+                return f"needs {req[4:]}, missing in torch {torch.__version__}: {self.requires_reason}"
+        return None
+
     def expectations(self, axes: Axes) -> tuple[Mapping, Mapping]:
         def resolve(e):
             return e(axes) if callable(e) else e
         return resolve(self.expect), resolve(self.expect_ge)
+
+
+def has_api(dotted: str) -> bool:
+    """Whether the dotted name (``torch.autograd.graph.region_activation_memory_budget``) exists in this torch."""
+    obj = importlib.import_module(dotted.split(".")[0])
+    for part in dotted.split(".")[1:]:
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return False
+    return True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +189,6 @@ class Cell:
 @functools.cache
 def all_cases() -> tuple[Case, ...]:
     """Every case of every area module under ``harness.cases``, checked for unique names."""
-    import importlib
     import pkgutil
 
     from harness import cases as pkg
@@ -172,14 +201,6 @@ def all_cases() -> tuple[Case, ...]:
     if dupes:
         raise ValueError(f"duplicate case names in the case database: {dupes}")
     return tuple(found)
-
-
-def cases_for_area(area: str) -> list[Case]:
-    return [c for c in all_cases() if c.area == area]
-
-
-def cells(cases: Sequence[Case], device: str) -> list[Cell]:
-    return [Cell(c, a) for c in cases for a in c.axes(device)]
 
 
 def find_case(name: str) -> Case:

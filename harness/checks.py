@@ -4,13 +4,10 @@ the cell, the thing checked, what was expected and what was seen."""
 from __future__ import annotations
 
 import re
-from collections import Counter
-from collections.abc import Iterable, Mapping
 
 import torch
-import torch.fx as fx
 
-from harness.normalize import target_str
+from harness.analysis import op_counts
 from harness.pipeline import Outcome, Run
 
 # (rtol, atol) per dtype; compiled graphs reorder and recompute, so exact equality is not promised.
@@ -19,36 +16,6 @@ TOLERANCES = {
     "float16": (1e-3, 1e-3),
     "bfloat16": (1.6e-2, 1e-2),
 }
-
-# RNG-wrapping higher-order ops: an occurrence of the wrapped op counts as the op (as upstream's count_ops does).
-_RNG_WRAPPERS = {"run_and_save_rng_state": 0, "run_with_rng_state": 1, "graphsafe_run_with_rng_state": 0}
-
-
-def op_name(node: fx.Node) -> str | None:
-    if node.op not in ("call_function", "call_method", "call_module"):
-        return None
-    name = target_str(node)
-    for wrapper, idx in _RNG_WRAPPERS.items():
-        if wrapper in node.name or name.endswith(wrapper):
-            inner = node.args[idx] if len(node.args) > idx else None
-            if isinstance(inner, torch._ops.OpOverload):
-                return str(inner)
-    return name
-
-
-def op_counts(gms: Iterable[fx.GraphModule]) -> Counter:
-    """Ops of every graph of one kind, HOP bodies (subgraphs) included."""
-    counts: Counter = Counter()
-    for gm in gms:
-        for node in gm.graph.nodes:
-            name = op_name(node)
-            if name:
-                counts[name] += 1
-        for _, sub in gm.named_children():
-            if isinstance(sub, fx.GraphModule):
-                counts.update(op_counts([sub]))
-    return counts
-
 
 def _mismatch(name: str, actual: torch.Tensor, expected: torch.Tensor, rtol: float, atol: float) -> str | None:
     if actual is None or expected is None:
@@ -174,5 +141,33 @@ def expect_equal(what: str, seen, expected) -> None:
         raise AssertionError(f"{what}: expected {expected!r}, saw {seen!r}")
 
 
-def mapping_str(m: Mapping) -> str:
-    return ", ".join(f"{k}={v}" for k, v in sorted(m.items()))
+
+def dropout_oracle(out_index: int, in_index: int):
+    """A case ``check`` for ``output = dropout-like(input)`` (elementwise, derivative non-zero where kept): the input
+    gradient is non-zero exactly where the forward output is non-zero (positions where the input is exactly 0
+    excepted).  Rule: the backward of dropout multiplies by the forward's mask, so it holds whatever the RNG stream."""
+    def check(run) -> None:
+        __tracebackhide__ = True
+        from harness.pipeline import input_tensors
+
+        y = run.compiled.outputs[out_index]
+        grad = run.compiled.grads[f"input[{in_index}]"]
+        check_dropout_oracle(run.cell.id, input_tensors(run.cell)[in_index], y, grad)
+
+    return check
+
+
+def check_dropout_oracle(cell_id: str, x, y, grad) -> int:
+    __tracebackhide__ = True
+    live = x.detach().cpu() != 0
+    kept, flows = (y.cpu() != 0) & live, (grad.cpu() != 0) & live
+    if not 0 < int(kept.sum()) < int(live.sum()):
+        raise AssertionError(f"{cell_id}: expected a dropout mask that keeps some but not all of the {int(live.sum())} "
+                             f"non-zero inputs, saw {int(kept.sum())} kept: the oracle would be vacuous")
+    bad = (kept != flows).nonzero().tolist()
+    if bad:
+        raise AssertionError(f"{cell_id}: expected the input gradient to be non-zero exactly where the forward output "
+                             f"is non-zero (the backward replays the forward's mask); they differ at {len(bad)} "
+                             f"positions, first {bad[:5]}: forward kept {int(kept.sum())}, gradient flows through "
+                             f"{int(flows.sum())}")
+    return 1

@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 from harness import known_failures
-from harness.case import Case, all_cases, cells
+from harness.case import Case, all_cases
+from harness.collect import case_cells
+from harness.paths import CATALOGUE, KNOWN_FAILURES, ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-CATALOGUE = ROOT.parent / "shared" / "CATALOGUE.md"
 OUTPUT = ROOT / "docs" / "coverage.md"
 DEVICES = ("cpu", "cuda")
 
@@ -75,8 +75,8 @@ def where_it_runs(case: Case) -> str:
 
 
 def case_known_failures(case: Case, entries: list[known_failures.KnownFailure]) -> list[known_failures.KnownFailure]:
-    ids = [c.id for dev in DEVICES for c in cells([case], dev)]
-    return [e for e in entries if any(i.startswith(e.prefix) for i in ids)]
+    cells = [c for dev in DEVICES for c in case_cells(case, dev)]
+    return [e for e in entries if any(e.select.selects(c) for c in cells)]
 
 
 def _md(text: str) -> str:
@@ -90,7 +90,7 @@ class Coverage:
     unknown_numbers: dict[str, list[int]]  # case -> catalogue numbers that are not in the catalogue
 
 
-def build(catalogue: Path = CATALOGUE, kf_path: Path = known_failures.FILE) -> Coverage:
+def build(catalogue: Path = CATALOGUE, kf_path: Path = KNOWN_FAILURES) -> Coverage:
     entries = parse_catalogue(catalogue)
     known = known_failures.load(kf_path)
     cases = all_cases()
@@ -125,7 +125,7 @@ def build(catalogue: Path = CATALOGUE, kf_path: Path = known_failures.FILE) -> C
         fails = []
         for c in mapped:
             found = case_known_failures(c, known)
-            fails.append(", ".join(f"`{k.prefix}`" for k in found) or "-")
+            fails.append(", ".join(f"`{k.id}`" for k in found) or "-")
             used_failures += [k for k in found if k not in used_failures]
         lines.append(f"| {e.number} | `{e.test}` | {_md(e.upstream_cpu_213)} | {names} | {runs} | {'<br>'.join(fails)} |")
     mapped_count = sum(1 for e in entries if by_number[e.number])
@@ -133,8 +133,8 @@ def build(catalogue: Path = CATALOGUE, kf_path: Path = known_failures.FILE) -> C
     lines += ["", f"Mapped: {mapped_count} of {len(entries)} catalogue tests, by {sum(1 for c in cases if c.catalogue)} cases.",
               f"Unmapped: {', '.join(map(str, unmapped)) or 'none'}."]
     if used_failures:
-        lines += ["", "## Known failures (known_failures.txt)", ""]
-        lines += [f"- `{k.prefix}`: {k.reason}" for k in sorted(used_failures, key=lambda k: k.line)]
+        lines += ["", "## Known failures (known_failures.toml)", ""]
+        lines += [f"- `{k.id}` (check `{k.stage}`, torch {k.torch}): {k.reason}" for k in sorted(used_failures, key=lambda k: k.id)]
     extra = [c for c in cases if not c.catalogue]
     if extra:
         lines += ["", "## Cases beyond the catalogue", ""]

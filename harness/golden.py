@@ -8,18 +8,21 @@ interrupted update leaves every golden either old or new.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import os
+import re
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 
-ROOT = Path(__file__).resolve().parent.parent
-# AC_GOLDEN_DIR points the store elsewhere (the harness's own tests use a temporary one).
-GOLDEN_DIR = Path(os.environ.get("AC_GOLDEN_DIR", ROOT / "golden")).resolve()
+from harness import analysis
+from harness.paths import GOLDEN_DIR, ROOT
+
 HEADER_END = "# ---\n"
 UPDATE_HINT = "make snapshot-update"
 
@@ -42,8 +45,30 @@ def golden_text(cell_id: str, kind: str, device: str, body: str) -> str:
     return header + HEADER_END + body
 
 
+def texts_for(run) -> dict[str, str]:
+    """The texts a cell compares with goldens, by kind: its recorded graphs (those the case snapshots), plus the
+    "summary" figures of its analysis (harness/analysis.py) when it recorded any graph.  A matrix cell snapshots none."""
+    case = run.cell.case
+    texts = run.texts if case.goldens is None else {k: v for k, v in run.texts.items() if k in case.goldens}
+    a = analysis.of(run) if texts else None
+    return {**texts, "summary": analysis.summary_text(a)} if a is not None else dict(texts)
+
+
+class Golden(NamedTuple):
+    """What one golden file holds: the body (canonical text) and the header fields."""
+
+    cell_id: str
+    kind: str
+    device: str
+    body: str
+
+
 class GoldenGraphExtension(SingleFileSnapshotExtension):
-    """Stores goldens as ``golden/<device>/<suite module>/<test>[<cell id>][<kind>].txt``."""
+    """Stores goldens as ``golden/<device>/<suite module>/<test>[<cell id>][<kind>].txt``.
+
+    syrupy's hooks do the work: ``serialize`` writes the header and body, ``matches`` compares bodies only (a golden
+    blessed under one torch release matches under another when the graph did not change), ``diff_lines`` shows the
+    body diff, ``write_snapshot_collection`` writes atomically."""
 
     _write_mode = WriteMode.TEXT
     file_extension = "txt"
@@ -53,8 +78,15 @@ class GoldenGraphExtension(SingleFileSnapshotExtension):
     def dirname(cls, *, test_location) -> str:
         return str(GOLDEN_DIR / cls.device / test_location.basename)
 
+    def serialize(self, data, **kwargs) -> str:
+        return golden_text(*data) if isinstance(data, Golden) else str(data)
+
     def matches(self, *, serialized_data, snapshot_data) -> bool:
         return split_golden(serialized_data)[1] == split_golden(snapshot_data)[1]
+
+    def diff_lines(self, serialized_data, snapshot_data):
+        old, new = split_golden(str(snapshot_data))[1], split_golden(str(serialized_data))[1]
+        yield from difflib.unified_diff(old.splitlines(), new.splitlines(), "golden", "recorded", lineterm="")
 
     @classmethod
     def write_snapshot_collection(cls, *, snapshot_collection, name_order=None) -> None:
@@ -92,9 +124,9 @@ class Goldens:
         return Path(self.snapshot.extension.get_location(test_location=self.snapshot.test_location, index=kind))
 
     def existing_kinds(self) -> list[str]:
-        prefix = self.path("KIND").name.split("[KIND]")[0]
-        return sorted(p.name[len(prefix) + 1:-len("].txt")] for p in self.path("x").parent.glob("*.txt")
-                      if p.name.startswith(prefix + "[") and p.name[len(prefix) + 1:-len("].txt")].count("[") == 0)
+        """The graph kinds this cell has goldens for (files ``<test>[<cell id>][<kind>].txt``)."""
+        name = re.escape(self.path("KIND").name).replace("KIND", r"(?P<kind>[^\[\]]+)")
+        return sorted(m["kind"] for p in self.path("KIND").parent.glob("*.txt") if (m := re.fullmatch(name, p.name)))
 
     def assert_match(self, texts: dict[str, str]) -> int:
         """Every recorded graph kind against its golden; the kinds recorded before but not now are reported."""
@@ -106,23 +138,20 @@ class Goldens:
                 problems.append(f"no golden for graph '{kind}' ({_shown(self.path(kind))}); "
                                 f"create it with `{UPDATE_HINT}` and review it before committing")
                 continue
-            if not self.snapshot(name=kind) == golden_text(self.cell_id, kind, self.device, body):
-                problems.append(self._diff(kind, body))
+            assertion = self.snapshot(name=kind)
+            if not assertion == Golden(self.cell_id, kind, self.device, body):
+                problems.append(f"graph '{kind}' drifted from {_shown(self.path(kind))}:\n"
+                                + "\n".join(assertion.get_assert_diff()))
         if stale and not self.update:
             problems.append(f"goldens exist for graph kinds no longer recorded: {stale}; `{UPDATE_HINT}` removes them")
         if problems:
             raise GoldenDrift(f"{self.cell_id}: graphs differ from goldens:\n" + "\n".join(problems))
         return len(texts)
 
-    def _diff(self, kind: str, body: str) -> str:
-        import difflib
-
-        old = split_golden(self.path(kind).read_text())[1] if self.path(kind).exists() else ""
-        diff = difflib.unified_diff(old.splitlines(), body.splitlines(), f"golden {kind}", f"recorded {kind}", lineterm="")
-        return f"graph '{kind}' drifted from {_shown(self.path(kind))}:\n" + "\n".join(diff)
-
     def keep_existing(self) -> None:
-        """Mark this cell's goldens as used without writing them (a failing cell must not lose or bless goldens)."""
+        """Keep this cell's goldens as they are (a failing cell must not lose or bless goldens).  syrupy counts a
+        snapshot as used only when it is asserted, and an update deletes unused ones, so each existing golden is
+        asserted against its own text."""
         for kind in self.existing_kinds():
             self.snapshot(name=kind) == self.path(kind).read_text()  # noqa: B015 (the comparison marks it used)
 

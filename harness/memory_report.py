@@ -15,9 +15,10 @@ import time
 import warnings
 from pathlib import Path
 
+from harness import analysis
 from harness.case import Axes, all_cases
-from harness.invariants import compiled_analysis
-from harness.matrix import SWEEP_BUDGETS, eligible
+from harness.collect import SWEEP_BUDGETS, eligible
+from harness.pipeline import baseline
 
 CONFIGS = [("no AC", "min_cut", None, False), ("AC", "min_cut", None, True), ("AC", "default", None, True)]
 CONFIGS += [(f"AC budget {b}", "min_cut", b, True) for b in SWEEP_BUDGETS]
@@ -33,7 +34,7 @@ def collect(substring: str = "") -> list[dict]:
                 continue
             axes = Axes(part, "aot_eager", "cpu", case.dtypes[0], budget)
             try:
-                a = compiled_analysis(case, axes, ac)
+                a = analysis.of(baseline(case, axes, ac))
             except Exception as e:  # a configuration the case does not support: reported, not fatal
                 rows.append(dict(case=case.name, policy=case.checkpoint, config=f"{label} ({part})", error=type(e).__name__))
                 continue

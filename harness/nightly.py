@@ -33,6 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "docs" / "nightly-schema.json"
+FIGURES = ("saved_bytes", "activation_bytes", "rng_state_bytes", "fw_flops", "bw_flops", "recompute_flops")
 CATEGORIES = ("semantic", "drift", "known_failure_passes", "known_failure", "pass", "skipped")
 EXIT_CLEAN, EXIT_DRIFT, EXIT_SEMANTIC, EXIT_BROKEN = 0, 1, 2, 3
 
@@ -91,7 +92,8 @@ def summarize(cells: list[dict]) -> dict:
                 drift_kinds[kind] = drift_kinds.get(kind, 0) + 1
     figures = [x["recorded"] for x in cells if x.get("recorded")]
     return {"cells": len(cells), **counts, "drifting_graphs_by_kind": dict(sorted(drift_kinds.items())),
-            "saved_bytes": sum(f["saved_bytes"] or 0 for f in figures), "flops": sum(f["flops"] or 0 for f in figures)}
+            "saved_bytes": sum(f["saved_bytes"] or 0 for f in figures),
+            "flops": sum((f["fw_flops"] or 0) + (f["bw_flops"] or 0) for f in figures)}
 
 
 def exit_code(summary: dict) -> int:
@@ -208,10 +210,10 @@ def render_report(doc: dict) -> str:
     for c in drifting:
         out.append(f"<h3 id='{html.escape(c['cell'])}' class='{c['category']}'>{html.escape(c['cell'])} — {_LABELS[c['category']]}</h3>")
         old, new = c.get("golden") or {}, c.get("recorded") or {}
-        rows = [("saved bytes", old.get("saved_bytes"), new.get("saved_bytes")), ("FLOPs", old.get("flops"), new.get("flops"))]
-        for kind in sorted(set(old.get("ops", {})) | set(new.get("ops", {}))):
-            o, n = old.get("ops", {}).get(kind, {}), new.get("ops", {}).get(kind, {})
-            rows += [(f"{kind}: {op}", o.get(op, 0), n.get(op, 0)) for op in sorted(set(o) | set(n)) if o.get(op, 0) != n.get(op, 0)]
+        rows = [(k.replace("_", " "), old.get(k), new.get(k)) for k in FIGURES if old.get(k) != new.get(k)]
+        changed = {k for k, g in c["graphs"].items() if g["status"] != "same"}
+        rows += [(f"{kind}: {op} (now)", None, n) for kind, ops in sorted(new.get("ops", {}).items()) if kind in changed
+                 for op, n in sorted(ops.items())]
         out.append("<table><tr><th>figure</th><th>golden → now (delta)</th></tr>"
                    + "".join(f"<tr><td>{html.escape(k)}</td><td>{_delta(a, b)}</td></tr>" for k, a, b in rows) + "</table>")
         for kind, g in sorted(c["graphs"].items()):

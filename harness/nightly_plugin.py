@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-_current: dict = {}
 
 
 def pytest_addoption(parser):
@@ -48,40 +47,21 @@ def env_info(device: str) -> dict:
 
 
 def pytest_configure(config):
-    from harness import suite
-
-    if _observe not in suite.RUN_OBSERVERS:
-        suite.RUN_OBSERVERS.append(_observe)
     if not _is_worker() and config.getoption("--nightly-out"):
         config.pluginmanager.register(_Controller(config), "ac-nightly-controller")
 
 
 # --- the process running the cell -------------------------------------------------------------------------------
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item):
-    _current["item"] = item
-    try:
-        return (yield)
-    finally:
-        _current.pop("item", None)
-
-
-def _observe(run) -> None:
+def pytest_ac_run_recorded(run, item) -> None:
     """Each graph kind against its golden, and the figures of both (before any check can stop the cell)."""
-    from harness.golden import split_golden
-    from harness.graph_metrics import metrics
+    from harness import analysis
+    from harness.golden import split_golden, texts_for
 
-    item = _current.get("item")
-    goldens = getattr(item, "funcargs", {}).get("goldens") if item else None
+    goldens = getattr(item, "funcargs", {}).get("goldens")
     if goldens is None:
         return
-    case = run.cell.case
-    texts = run.texts if case.goldens is None else {k: v for k, v in run.texts.items() if k in case.goldens}
-    from harness import suite
-
-    if hasattr(suite, "golden_texts"):  # the kinds check_cell compares (e.g. the derived "summary")
-        texts = suite.golden_texts(run, texts)
+    texts = texts_for(run)
     golden_texts = {k: split_golden(goldens.path(k).read_text())[1] for k in goldens.existing_kinds()}
     graphs = {}
     for kind in sorted(set(texts) | set(golden_texts)):
@@ -90,8 +70,9 @@ def _observe(run) -> None:
         graphs[kind] = {"status": status}
         if status != "same":
             graphs[kind].update(golden=old, recorded=new)
+    golden = analysis.parse_summary(golden_texts["summary"]) if "summary" in golden_texts else None
     item.user_properties.append(("nightly_graphs", {
-        "graphs": graphs, "recorded": metrics(texts), "golden": metrics(golden_texts) if golden_texts else None,
+        "graphs": graphs, "recorded": analysis.figures(run), "golden": golden,
         "compile_seconds": round(run.compile_seconds, 3)}))
 
 
@@ -99,8 +80,8 @@ def _observe(run) -> None:
 def pytest_runtest_makereport(item, call):
     rep = yield
     if call.when == "call" or (call.when == "setup" and call.excinfo is not None):
-        from harness import suite
         from harness.golden import GoldenDrift
+        from harness.invariants import INVARIANTS
 
         check, message = None, None
         if call.excinfo is not None and not call.excinfo.errisinstance(pytest.skip.Exception):
@@ -113,12 +94,11 @@ def pytest_runtest_makereport(item, call):
                 check = getattr(exc, "ac_check", None) or ("exception" if not isinstance(exc, AssertionError) else "assertion")
             message = f"{type(exc).__name__}: {exc}"[:4000]
         cell = getattr(item, "callspec", None) and item.callspec.params.get("cell")
-        xfail = item.get_closest_marker("xfail")
         rep.user_properties.append(("nightly_cell", {
             "failed_check": check, "message": message,
             "error_case": bool(cell is not None and getattr(cell.case, "raises", None) is not None),
-            "invariants": [getattr(f, "__name__", str(f)) for f in suite.SEMANTIC_CHECKS],
-            "known_failure": xfail.kwargs.get("reason") if xfail else None,
+            "invariants": [f.__name__ for f in INVARIANTS],
+            "known_failure": next((v for k, v in item.user_properties if k == "known_failure"), None),
             "cell": getattr(cell, "id", None), "case": getattr(getattr(cell, "case", None), "name", None)}))
     return rep
 

@@ -49,6 +49,9 @@ class Outcome:
     seconds: float = 0.0
 
 
+NOT_ANALYSED = object()  # Run.analysis before harness.analysis.of(run) computed it
+
+
 @dataclasses.dataclass
 class Run:
     cell: Cell
@@ -64,6 +67,7 @@ class Run:
     # Where the cell's time went (seconds): eager, compile, run, record, normalize (check_cell adds check, golden).
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     cache: dict[str, int] = dataclasses.field(default_factory=dict)  # inductor FX graph cache hits/misses of the compile
+    analysis: Any = NOT_ANALYSED  # harness.analysis.of(run) fills it once
 
 
 @dataclasses.dataclass
@@ -107,6 +111,8 @@ class Recorder:
         self.graphs: dict[str, list[fx.GraphModule]] = defaultdict(list)
         self.joint_texts: list[str] = []
         self.compile_ids: list[tuple[int, int]] = []  # (frame_id, frame_compile_id) per Dynamo graph
+        # Primals of the graph being compiled that are activations (non-leaf tensors requiring grad), for the analysis.
+        self.activation_inputs: frozenset[str] = frozenset()
         self.seconds = 0.0  # time spent recording (copying and printing graphs) inside the compile
 
     @contextlib.contextmanager
@@ -126,14 +132,19 @@ class Recorder:
 
         return compiler
 
-    def _partition(self, joint: fx.GraphModule, joint_inputs, **kwargs):
+    def _keep_joint(self, joint: fx.GraphModule) -> None:
         # The partitioner mutates the joint graph (tag cleanup, RNG functionalization): keep it as received.
         with self._timed():
             self.joint_texts.append(graph_text(joint, annotate=True))
             try:
-                self.graphs["joint"].append(copy.deepcopy(joint))
+                kept = copy.deepcopy(joint)
             except Exception:  # a graph holding something un-copyable: keep the live one
-                self.graphs["joint"].append(joint)
+                kept = joint
+            kept.ac_activation_inputs = self.activation_inputs  # read by harness.analysis.activation_inputs
+            self.graphs["joint"].append(kept)
+
+    def _partition(self, joint: fx.GraphModule, joint_inputs, **kwargs):
+        self._keep_joint(joint)
         return partition_fn(self.axes.partitioner)(joint, joint_inputs, **kwargs)
 
     def _decompositions(self):
@@ -147,6 +158,9 @@ class Recorder:
 
     def __call__(self, gm: fx.GraphModule, example_inputs):
         self.graphs["dynamo"].append(gm)
+        # AOTAutograd's primals are the Dynamo graph's inputs in order (primals_1 is example_inputs[0]).
+        self.activation_inputs = frozenset(f"primals_{i + 1}" for i, t in enumerate(example_inputs)
+                                           if isinstance(t, torch.Tensor) and t.requires_grad and not t.is_leaf)
         cid = torch._guards.CompileContext.current_compile_id()
         if cid is not None:
             self.compile_ids.append((cid.frame_id, cid.frame_compile_id))
@@ -182,12 +196,7 @@ class Recorder:
         real = cfx.min_cut_rematerialization_partition
 
         def spy(joint, joint_inputs, **kwargs):
-            with self._timed():
-                self.joint_texts.append(graph_text(joint, annotate=True))
-                try:  # as received: the partitioner rewrites recompute tags in place (harness/analysis.py reads them)
-                    self.graphs["joint"].append(copy.deepcopy(joint))
-                except Exception:
-                    self.graphs["joint"].append(joint)
+            self._keep_joint(joint)
             return real(joint, joint_inputs, **kwargs)
 
         # An AOTAutograd cache hit would skip the partitioner and inner compile, leaving nothing recorded;
@@ -261,8 +270,15 @@ def execute(case: Case, axes: Axes, *, ac: bool, backend=None) -> Outcome:
     return Outcome([o.detach() for o in outputs], grads, raw, time.perf_counter() - start)
 
 
+def input_tensors(cell: Cell) -> list[torch.Tensor]:
+    """The program inputs a cell's runs started from (rebuilt with the same seed)."""
+    torch.manual_seed(BUILD_SEED)
+    prog = cell.case.build(BuildContext(device=cell.axes.device, dtype=DTYPES[cell.axes.dtype], ac=True))
+    return flat_tensors(prog.inputs)
+
+
 @functools.lru_cache(maxsize=64)
-def _eager_pair(case: Case, device: str, dtype: str) -> tuple[Outcome, Outcome]:
+def eager_pair(case: Case, device: str, dtype: str) -> tuple[Outcome, Outcome]:
     """Eager with and without AC do not depend on partitioner, backend or budget: computed once per case."""
     axes = Axes(device=device, dtype=dtype)
     with config_patches(case, axes):
@@ -293,14 +309,24 @@ def run_cell(cell: Cell) -> Run:
         return run
     if case.raises is None:
         start = time.perf_counter()
-        run.reference, run.eager = _eager_pair(case, axes.device, axes.dtype)
+        run.reference, run.eager = eager_pair(case, axes.device, axes.dtype)
         run.timings["eager"] = time.perf_counter() - start  # ~0 when another axis of the case computed it
+    return compile_and_record(case, axes, ac=True, run=run)
+
+
+def compile_and_record(case: Case, axes: Axes, *, ac: bool, run: Run | None = None) -> Run:
+    """Compile the case's program (with or without AC) through the recording backend, run it forward and backward,
+    and return the run with its graphs, texts, counters and timings.  Every compile of a case goes through here:
+    the cell's own and the baselines its invariants compare with (:func:`baseline`)."""
+    run = run if run is not None else Run(Cell(case, axes))
     recorder = Recorder(case, axes)
     fresh_state()
     with config_patches(case, axes):
         start = time.perf_counter()
-        run.compiled = execute(case, axes, ac=True, backend=recorder)
+        outcome = execute(case, axes, ac=ac, backend=recorder)
         run.compile_seconds = time.perf_counter() - start
+    if ac:
+        run.compiled = outcome
     run.timings.update(_split_compile(run.compile_seconds, recorder.seconds))
     inductor = torch._dynamo.utils.counters["inductor"]
     run.cache = {k: inductor[k] for k in ("fxgraph_cache_hit", "fxgraph_cache_miss", "fxgraph_cache_bypass") if inductor[k]}
@@ -310,6 +336,13 @@ def run_cell(cell: Cell) -> Run:
     run.timings["normalize"] = time.perf_counter() - start
     run.counters = compile_counters(recorder)
     return run
+
+
+@functools.lru_cache(maxsize=256)
+def baseline(case: Case, axes: Axes, ac: bool) -> Run:
+    """``case`` compiled under ``axes`` with or without AC, once per process: what the invariants compare a cell with
+    (the same program without AC; the other budgets of a sweep) and what the memory report tabulates."""
+    return compile_and_record(case, axes, ac=ac)
 
 
 def _split_compile(total: float, recording: float) -> dict[str, float]:

@@ -76,14 +76,15 @@ def remove_orphans(root=None) -> list[str]:
     suite module still does; this does.  Called after a full (unfiltered by -k) ``--snapshot-update``."""
     import re
 
-    from harness.case import all_cases, cells
+    from harness.case import all_cases
+    from harness.collect import all_cell_ids, skipped_cell_id
 
     root = GOLDEN_DIR if root is None else root
     pattern = re.compile(r"^test_\w+\[(?P<cell>[^\]]+)\]\[[^\]]+\]\.txt$")
     removed = []
     for device_dir in sorted(p for p in root.iterdir() if p.is_dir()) if root.exists() else []:
-        known = {c.id for c in cells(all_cases(), device_dir.name)}
-        known |= {f"{c.name}-{device_dir.name}" for c in all_cases()}  # skipped-cell ids
+        known = set(all_cell_ids((device_dir.name,)))
+        known |= {skipped_cell_id(c, device_dir.name) for c in all_cases()}
         for path in sorted(device_dir.glob("test_*/*.txt")):
             m = pattern.match(path.name)
             if m and m["cell"] not in known:

@@ -34,7 +34,10 @@ def runs(tmp_path_factory):
     fw = project / "golden" / "cpu" / "test_tags" / f"test_case[{DRIFTED}][fw].txt"
     assert "aten.sigmoid.default" in fw.read_text(), "the golden to alter should contain a sigmoid"
     fw.write_text(fw.read_text().replace("aten.sigmoid.default", "aten.tanh.default"))
-    (project / "known_failures.txt").write_text(f"{FIXED}  # pretend upstream bug, fixed by now\n")
+    (project / "known_failures.toml").write_text(
+        '[[failure]]\nid = "pretend-fixed"\nreason = "pretend upstream bug, fixed by now"\nupstream = "none"\n'
+        f'stage = "numerics"\nmessage = "."\ntorch = ">=2.0"\nselect = {{ cases = ["{FIXED.split("-")[0]}"], '
+        'partitioner = ["min_cut"] }\n')
     bad = nightly(project, *SEL, env={"PLANTED_WRONG": "1", "PLANTED_CRASH": "1"})
     good = nightly(project, *SEL)
     return project, bad, good
@@ -63,8 +66,9 @@ def test_injected_failures_land_in_their_categories_and_exit_codes(runs):
         drift = {c["cell"]: c for c in doc["cells"]}[DRIFTED]
         assert drift["category"] == "drift" and drift["numerics"] == "pass", f"altered golden: expected drift, saw {drift['category']}"
         assert drift["graphs"]["fw"]["status"] == "changed" and drift["graphs"]["bw"]["status"] == "same", drift["graphs"]
-        assert drift["golden"]["ops"]["fw"].get("aten.tanh.default") == 1 and "aten.tanh.default" not in drift["recorded"]["ops"]["fw"], \
-            "the op-count delta should show tanh (golden) -> sigmoid (recorded)"
+        assert "aten.tanh.default" in drift["graphs"]["fw"]["golden"] and drift["recorded"]["ops"]["fw"].get("aten.sigmoid.default"), \
+            "the drift record should carry the golden (tanh) and the recorded op counts (sigmoid)"
+        assert drift["golden"]["bw_flops"] == drift["recorded"]["bw_flops"], "figures read back from the summary golden"
         fixed = {c["cell"]: c for c in doc["cells"]}[FIXED]
         assert fixed["category"] == "known_failure_passes", f"a known failure that passes must be reported, saw {fixed['category']}"
     others = [c for c in first["cells"] if c["cell"] not in (DRIFTED, FIXED) and not c["cell"].startswith("planted")]

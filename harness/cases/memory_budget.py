@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import torch
 
+from harness import analysis
 from harness.case import BuildContext, Case, Program, find_case
 from harness.checks import expect_equal
-from harness.invariants import analysis_of, compiled_analysis
-from harness.pipeline import CustomRun
+from harness.pipeline import CustomRun, baseline
 
 BUDGET_API = "torch.autograd.graph.region_activation_memory_budget"
 CPU_WIDTH, CUDA_WIDTH = 64, 1000  # upstream: Linear(1000, 1000); the CPU cells read bytes off graphs, so any width
@@ -94,7 +94,7 @@ def subgraph(budget, width=CPU_WIDTH):
 def activation_bytes(expect_zero: bool):
     def check(run) -> None:
         __tracebackhide__ = True
-        a = analysis_of(run)
+        a = analysis.of(run)
         seen = a.activation_bytes
         if expect_zero:
             expect_equal(f"{run.cell.id}: activation bytes saved for backward under budget 0.0 (inputs and parameters "
@@ -108,7 +108,7 @@ PER_REGION = {(1.0, 1.0): "both_save", (0.0, 1.0): "a_recompute", (1.0, 0.0): "b
 
 
 def _region_bytes(run_or_case, axes) -> list[int]:
-    a = analysis_of(run_or_case) if not isinstance(run_or_case, Case) else compiled_analysis(run_or_case, axes, True)
+    a = analysis.of(run_or_case if not isinstance(run_or_case, Case) else baseline(run_or_case, axes, True))
     return [g.activation_bytes for g in a.graphs]
 
 

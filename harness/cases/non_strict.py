@@ -297,7 +297,7 @@ CASES = [
                     check=seq_nr_shared_by_forward_and_backward(
                         lambda n: (n.meta.get("custom") or {}).get("autograd_backward")),
                     notes="as upstream reads it: meta['custom']['autograd_backward'], newer than torch 2.13 "
-                          "(see known_failures.txt)"),
+                          "(see known_failures.toml)"),
     non_strict_case("non_strict_patch_autograd_grad_does_not_leak_backward_tag", _grad_then_neg("grad"), (70,),
                     trace=non_strict_trace(_grad_then_neg("grad"), compare=False), check=_neg_has_no_backward_tag,
                     expect={"traced": {NEG: 1}}),

@@ -23,8 +23,8 @@ from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint
 from torch.utils.flop_counter import FlopCounterMode
 
 from harness.case import DTYPES, BuildContext, Case, Program
-from harness.checks import expect_equal
-from harness.invariants import DROPOUT_ORACLES, analysis_of
+from harness import analysis
+from harness.checks import dropout_oracle, expect_equal
 
 N = 16
 UNIT = 2 * N**3  # FLOPs of one n x n x n matmul
@@ -60,7 +60,7 @@ def backward_units(units: int):
         __tracebackhide__ = True
         if run.cell.axes.budget is not None:
             return  # the figures are those of the declared axes; a budget changes them by design (the matrix)
-        a = analysis_of(run)
+        a = analysis.of(run)
         expect_equal(f"{run.cell.id}: compiled backward FLOPs in units of one {N}x{N}x{N} matmul", a.bw_flops / UNIT, units)
         expect_equal(f"{run.cell.id}: compiled forward FLOPs in matmul units", a.fw_flops / UNIT, 4)
         axes = run.cell.axes
@@ -122,5 +122,4 @@ for _kind in ("dropout", "rand_like", "bernoulli"):
     for _sac in (False, True):
         _name = f"reference_{_kind}_{'sac' if _sac else 'ac'}_oracle"
         CASES.append(Case(_name, build=random_program(_kind, _sac), **{**REF, "checkpoint": "sac" if _sac else "non_reentrant"},
-                          notes="dropout oracle: input gradient non-zero exactly where the output is non-zero"))
-        DROPOUT_ORACLES[_name] = (0, 0)
+                          check=dropout_oracle(0, 0)))

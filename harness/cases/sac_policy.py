@@ -238,7 +238,7 @@ CASES = [
          sac_program(_inplace, 2, sac_context_fn(no_recompute_list=[aten.mm.default, aten.sigmoid.default])),
          catalogue=(29,), checkpoint="sac", expect={"fw": {MM: 2, SIGMOID: 1}, "bw": {MM: 4, SIGMOID: 0}},
          notes="upstream always skips this test; its body is invalid for autograd even without checkpointing "
-               "(relu_ overwrites the sigmoid output sigmoid's backward saved): see known_failures.txt"),
+               "(relu_ overwrites the sigmoid output sigmoid's backward saved): see known_failures.toml"),
     Case("sac_inplace_op_valid", "sac_policy",
          sac_program(_inplace_valid, 2, sac_context_fn(no_recompute_list=[aten.mm.default, aten.sigmoid.default])),
          catalogue=(29,), checkpoint="sac", expect={"fw": {MM: 2, SIGMOID: 1}, "bw": {MM: 4, SIGMOID: 0}},

@@ -1,4 +1,5 @@
-"""Oracles for a generated program, on top of the harness pipeline (run_cell, checks, SEMANTIC_CHECKS).
+"""Oracles for a generated program, on top of the harness pipeline: the numerics checks and the invariants of
+harness/invariants.py themselves (one definition of each rule, shared with the suites).
 
 ``check(prog)`` returns None when every oracle holds, raises :class:`Invalid` when the program is not a valid
 program (eager without checkpointing rejects it), and returns a :class:`Failure` (a stable signature for
@@ -8,18 +9,16 @@ de-duplication plus a readable message) otherwise.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import re
 
 import torch
-from torch.utils.checkpoint import CheckpointPolicy
 
 from harness import pipeline
 from harness.case import Axes, BuildContext, Case, Cell, Program
 from harness.checks import assert_numerics, compare_outcomes
-from harness.fuzz.program import VOCAB, Prog
+from harness.invariants import INVARIANTS, RECOMPILING
+from harness.fuzz.program import AUTOCAST_TOLERANCE, VOCAB, Prog
 
-AUTOCAST_TOLERANCE = (5e-2, 5e-2)
 
 
 class Invalid(Exception):
@@ -108,59 +107,11 @@ def replay_numerics(prog: Prog, run) -> list[str]:
     return problems
 
 
-def _is_view(node) -> bool:
-    return isinstance(node.target, torch._ops.OpOverload) and node.target.is_view
-
-
-def policy_violations(run) -> list[tuple[str, str]]:
-    """MUST_SAVE nodes are never recomputed in the backward graph; MUST_RECOMPUTE nodes are never saved for it.
-
-    Nodes keep their joint-graph names through partitioning.  Documented exceptions: a MUST_RECOMPUTE node feeding a
-    later checkpoint region's recomputed node is saved (cleanup_recompute_tags), and view ops are never banned from
-    recomputation."""
-    if run.cell.axes.backend != "aot_eager":
-        return []
-    from torch._functorch.partitioners import must_recompute
-
-    budget = run.cell.axes.budget
-    cond = "" if budget is None or budget >= 1 else " (activation_memory_budget=0)" if budget == 0 else " (activation_memory_budget<1)"
-    found = []
-    for joint, bw in zip(run.graphs.get("joint", []), run.graphs.get("bw", [])):
-        recomputed = {n.name: n for n in bw.graph.nodes if n.op == "call_function"}
-        saved = {n.name for n in bw.graph.nodes if n.op == "placeholder"}
-        for n in joint.graph.nodes:
-            tag = n.meta.get("recompute")
-            if n.op != "call_function" or tag is None or _is_view(n) or not isinstance(n.target, torch._ops.OpOverload):
-                continue
-            op = str(n.target)
-            if tag == CheckpointPolicy.MUST_SAVE and n.name in recomputed and recomputed[n.name].target == n.target:
-                found.append((f"policy:MUST_SAVE recomputed{cond}", f"{n.name} = {op} is tagged MUST_SAVE, but the backward "
-                              f"graph recomputes it"))
-            boundary = any(must_recompute(u) and u.meta.get("ac_graph_id", -1) > n.meta.get("ac_graph_id", -1) for u in n.users)
-            if tag == CheckpointPolicy.MUST_RECOMPUTE and n.name in saved and not boundary:
-                found.append((f"policy:MUST_RECOMPUTE saved{cond}", f"{n.name} = {op} is tagged MUST_RECOMPUTE, but the "
-                              f"forward saves it for the backward"))
-    return found
-
-
-def semantic_checks() -> list:
-    try:  # the invariants register themselves in harness.suite.SEMANTIC_CHECKS when imported
-        importlib.import_module("harness.invariants")
-    except ModuleNotFoundError:
-        pass
-    from harness.suite import SEMANTIC_CHECKS
-
-    return list(SEMANTIC_CHECKS)
-
-
-# Registered invariants that compile the program again (without AC, along a budget sweep): the smoke run skips them.
-EXPENSIVE_CHECKS = {"ac_saves_no_more_and_computes_no_less", "budget_monotone"}
-SKIP_CHECKS: set[str] = set()
-
-
-def failures(prog: Prog, run) -> list[Failure]:
+def failures(prog: Prog, run, cheap: bool = False) -> list[Failure]:
+    """Every oracle's failure on a recorded run; ``cheap`` leaves out the invariants that compile the program again
+    (without AC, along a budget sweep: 4 more compiles per program)."""
     out = []
-    checks = [c for c in semantic_checks() if getattr(c, "__name__", "") not in SKIP_CHECKS]
+    checks = [c for c in INVARIANTS if not (cheap and c.__name__ in RECOMPILING)]
     if prog.has_random():
         problems = replay_numerics(prog, run)
         if problems:
@@ -172,14 +123,11 @@ def failures(prog: Prog, run) -> list[Failure]:
         except AssertionError as e:
             which = "compiled" if "compiled vs" in str(e) else "eager-ac"
             out.append(Failure(f"numerics:{which}:{prog.backend}:{prog.partitioner}{':autocast' if prog.autocast else ''}", str(e)))
-    if not any(getattr(c, "__name__", "") == "must_save_not_recomputed" for c in checks):  # else the invariants do it
-        for sig, msg in policy_violations(run):
-            out.append(Failure(sig, msg + "\n" + run.texts.get("bw", "")))
     for inv in checks:
         try:
             inv(run)
         except AssertionError as e:
-            out.append(Failure(f"invariant:{getattr(inv, '__name__', inv)}", str(e)))
+            out.append(Failure(f"invariant:{inv.__name__}", str(e)))
     return out
 
 
@@ -191,8 +139,8 @@ def assert_oracles(prog: Prog, run) -> None:
         raise AssertionError("\n".join(f"{f.signature}: {f.message}" for f in found))
 
 
-def check(prog: Prog) -> Failure | None:
-    """Run every oracle on ``prog``; the first failure (or None)."""
+def check(prog: Prog, cheap: bool = False) -> Failure | None:
+    """Run every oracle on ``prog`` (``cheap``: see :func:`failures`); the first failure (or None)."""
     cell = cell_for(prog)
     case = cell.case
     try:
@@ -200,7 +148,7 @@ def check(prog: Prog) -> Failure | None:
     except Exception as e:
         raise Invalid(f"eager without AC rejects the program: {type(e).__name__}: {e}") from e
     try:
-        pipeline._eager_pair(case, "cpu", "float32")
+        pipeline.eager_pair(case, "cpu", "float32")
     except Exception as e:
         if is_documented(e):
             raise Invalid(f"eager checkpoint rejects the program (documented): {type(e).__name__}") from e
@@ -213,8 +161,8 @@ def check(prog: Prog) -> Failure | None:
         return Failure(error_signature("compile", root_cause(e)),
                        f"torch.compile raised {type(e).__name__} (root cause {type(root_cause(e)).__name__}): {root_cause(e)}")
     finally:
-        pipeline._eager_pair.cache_clear()
-    found = failures(prog, run)
+        pipeline.eager_pair.cache_clear()
+    found = failures(prog, run, cheap)
     if found and sac_with_inplace(prog):
         raise Invalid("documented limitation: SAC region with an in-place op (torch.compile warns: 'Please make sure "
                       f"the checkpointed region does not contain in-place ops'); would have been {found[0].signature}")

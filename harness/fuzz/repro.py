@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from harness.fuzz.program import VOCAB, Prog
+from harness.fuzz.program import AUTOCAST_TOLERANCE, VOCAB, Prog
 
 TEMPLATE = '''"""Fuzz finding {digest}: {signature}
 
@@ -137,8 +137,6 @@ if __name__ == "__main__":
 
 
 def render(prog: Prog, signature: str, message: str, path: str) -> str:
-    from harness.fuzz.oracles import AUTOCAST_TOLERANCE
-
     rtol, atol = AUTOCAST_TOLERANCE if prog.autocast else (1e-5, 1e-5)
     msg = "\n".join("    " + ln for ln in message.replace('"""', "'''").splitlines()[:12])
     return TEMPLATE.format(

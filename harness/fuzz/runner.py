@@ -16,12 +16,13 @@ from hypothesis.database import DirectoryBasedExampleDatabase
 from harness.fuzz import oracles, repro
 from harness.fuzz.program import VOCAB, Prog
 from harness.fuzz.strategies import programs
+from harness.paths import CACHE, KNOWN_FAILURES, ROOT
+from harness.paths import FINDINGS as ALL_FINDINGS
 
-ROOT = Path(__file__).resolve().parents[2]
-FINDINGS = ROOT / "findings" / "fuzz"
-DATABASE = ROOT / ".cache" / "hypothesis"
+FINDINGS = ALL_FINDINGS / "fuzz"
+DATABASE = CACHE / "hypothesis"
 CASES_FILE = ROOT / "harness" / "cases" / "fuzz_findings.py"
-KNOWN_FILE = ROOT / "known_failures.txt"
+INDEX_FILE = ALL_FINDINGS / "index.toml"
 
 
 @dataclasses.dataclass
@@ -109,11 +110,12 @@ class _FailureTypes:
 
 def fuzz(*, seconds: float | None = None, max_examples: int = 20, seed: int = 0, derandomize: bool = False,
          known: dict[str, Path] | None = None, write: bool = True, chunk: int = 20, database: bool = True,
-         strategy=None, verbose: bool = True) -> tuple[Stats, dict[str, tuple[Prog, Path | None]]]:
+         strategy=None, verbose: bool = True, cheap: bool = False) -> tuple[Stats, dict[str, tuple[Prog, Path | None]]]:
     """Run the campaign for ``seconds`` (or ``max_examples`` programs when seconds is None).
 
     Returns the statistics and the findings {signature: (minimal program, repro path)}.  Signatures in ``known`` are
-    not failures (they are findings already on file)."""
+    not failures (they are findings already on file).  ``cheap`` leaves out the invariants that recompile each program
+    (harness.invariants.RECOMPILING): the smoke run and the meta tests use it."""
     stats, found_now, findings = Stats(), {}, {}
     known = dict(known_signatures() if known is None else known)
     failure_type = _FailureTypes()
@@ -128,7 +130,7 @@ def fuzz(*, seconds: float | None = None, max_examples: int = 20, seed: int = 0,
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                failure = oracles.check(prog)
+                failure = oracles.check(prog, cheap)
         except oracles.Invalid as e:
             stats.invalid += 1
             stats.invalid_reasons[re.sub(r"\d+", "N", str(e))[:110]] += 1
@@ -186,17 +188,49 @@ def write_finding(prog: Prog, signature: str, message: str) -> Path:
     return path
 
 
-def promote(path: str, reason: str | None = None) -> str:
-    """Add the finding as a case of harness/cases/fuzz_findings.py and a known-failure entry with a reason."""
+def _stage_of(signature: str) -> tuple[str, str]:
+    """The check a finding's signature breaks, as a known-failure entry pins it: (stage, message regex)."""
+    kind, _, rest = signature.partition(":")
+    if kind == "invariant":
+        return f"invariant:{rest}", "."
+    if kind == "crash":  # crash:<where>:<exception type>:<first line, digits as N>
+        return "run", re.escape(rest.split(":")[1]) + ": "
+    return "case_check", re.escape(signature.split(":")[0])
+
+
+def promote(path: str, reason: str | None = None, python: str | None = None) -> str:
+    """Add the finding as a case of harness/cases/fuzz_findings.py, a known-failure entry and an index line, but only
+    after its standalone script reproduces it (exit 1) on the torch it was found on."""
+    import subprocess
+    import sys
+
+    import torch
+
     p = Path(path).resolve()
     prog, sig = repro.read_spec(p)
     digest = p.stem
+    found_on = re.search(r"on torch (\S+?);", p.read_text())
+    if found_on and found_on.group(1) != torch.__version__:
+        raise SystemExit(f"{p.name} was found on torch {found_on.group(1)}; promote it under that torch "
+                         f"(this is {torch.__version__})")
+    proc = subprocess.run([python or sys.executable, str(p)], capture_output=True, text=True, timeout=900)
+    if proc.returncode != 1:
+        raise SystemExit(f"{p.name} does not reproduce on torch {torch.__version__} (exit {proc.returncode}, expected 1): "
+                         f"not promoted\n{(proc.stdout + proc.stderr)[-1500:]}")
     text = CASES_FILE.read_text()
     if f'"{digest}"' in text:
         return f"{digest} is already promoted"
     marker = "    # promoted findings go above this line"
     CASES_FILE.write_text(text.replace(marker, f'    "{digest}",  # {sig[:90]}\n{marker}'))
-    reason = reason or f"fuzz finding {sig} (repro findings/fuzz/{p.name})"
-    with KNOWN_FILE.open("a") as f:
-        f.write(f"fuzz_{digest}-  # {reason}\n")
-    return f"promoted {digest}: case fuzz_{digest} in {CASES_FILE.relative_to(ROOT)}, known failure '{reason}'"
+    reason = reason or f"fuzz finding {sig}"
+    stage, message = _stage_of(sig)
+    rel = p.relative_to(ROOT)
+    with KNOWN_FAILURES.open("a") as f:
+        f.write(f'\n[[failure]]\nid = "fuzz-{digest}"\nreason = """{reason}"""\n'
+                f'upstream = "none yet: search pytorch/pytorch issues before filing"\nrepro = "{rel}"\n'
+                f'stage = "{stage}"\nmessage = {message!r}\ntorch = ">={torch.__version__.split("+")[0]}"\n'
+                f'select = {{ cases = ["fuzz_{digest}"] }}\n')
+    with INDEX_FILE.open("a") as f:
+        f.write(f'\n[[finding]]\nscript = "{rel}"\nstatus = "defect"\nknown_failure = "fuzz-{digest}"\n')
+    return (f"promoted {digest} (reproduces on torch {torch.__version__}): case fuzz_{digest} in "
+            f"{CASES_FILE.relative_to(ROOT)}, known failure fuzz-{digest} at {stage}; review both entries")

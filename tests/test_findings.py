@@ -1,0 +1,31 @@
+"""Every standalone repro under findings/ agrees, on the pinned torch, with what findings/index.toml and
+known_failures.toml declare: exit 1 where its defect holds on this torch, 0 where it is fixed or retracted."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from harness import findings
+
+FINDINGS, ENTRIES = findings.load()
+
+
+@pytest.mark.parametrize("finding", FINDINGS, ids=[f.script.removeprefix("findings/") for f in FINDINGS])
+def test_repro_exit_status_agrees_with_its_entry(finding):
+    want = finding.expected_exit(torch.__version__, ENTRIES)
+    rc, seconds, out = findings.run_script(sys.executable, finding.script, timeout=600)
+    assert rc == want, (f"{finding.script} ({finding.status}, entry {finding.known_failure or finding.holds}): expected "
+                        f"exit {want} on torch {torch.__version__}, saw {rc} after {seconds:.0f} s:\n{out[-2000:]}")
+
+
+def test_the_index_lists_every_script_and_names_real_entries(tmp_path):
+    assert {f.script for f in FINDINGS} >= {"findings/fuzz/7183f894a5.py", "findings/fuzz/57011d7d53.py"}
+    assert all(f.status == "retracted" for f in FINDINGS if f.script.endswith(("7183f894a5.py", "57011d7d53.py")))
+    bad = tmp_path / "index.toml"
+    bad.write_text('[[finding]]\nscript = "findings/budget_zero_ignores_must_save.py"\nstatus = "defect"\n'
+                   'known_failure = "no-such-entry"\n')
+    with pytest.raises(ValueError, match="is not an entry of"):
+        findings.load(bad)

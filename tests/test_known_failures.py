@@ -1,0 +1,122 @@
+"""Known failures pin one check (harness/known_failures.py, harness/suite.py): a covered cell still runs every other
+check, a second fault in it fails the cell naming that check, a fixed defect XPASSes, and selectors are predicates
+(budget 0.0 never matches budget 0.05)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from harness import analysis, known_failures, pipeline, suite
+from harness.analysis import Analysis, Saved
+from harness.case import Axes, Cell, find_case
+from harness.paths import KNOWN_FAILURES
+
+BUDGET_ZERO = Cell(find_case("sac_no_recompute_mm"), Axes("min_cut", "aot_eager", "cpu", "float32", 0.0))
+
+
+class _Goldens:
+    def keep_existing(self):
+        pass
+
+    def assert_match(self, texts):
+        return len(texts)
+
+
+class _Record(list):
+    def __init__(self, entries):
+        super().__init__()
+        self.known_failures = entries
+
+    def __call__(self, key, value):
+        self.append((key, value))
+
+
+def _entries():
+    return known_failures.load(KNOWN_FAILURES)
+
+
+def _check(cell, entries, monkeypatch=None, perturb=None):
+    if perturb is not None:
+        real = pipeline.run_cell
+
+        def faulty(c):
+            run = real(c)
+            perturb(run)
+            return run
+
+        monkeypatch.setattr(suite, "run_cell", faulty)
+    record = _Record(entries)
+    suite.check_cell(cell, _Goldens(), record)
+    return record
+
+
+def test_a_known_failure_cell_runs_every_other_check_and_xfails_naming_the_entry():
+    with pytest.raises(pytest.xfail.Exception) as info:
+        _check(BUDGET_ZERO, _entries())
+    msg = str(info.value)
+    assert "known failure budget-zero-ignores-must-save at invariant:must_save_not_recomputed" in msg and \
+        "8 other checks passed" in msg, f"expected the entry, its check and the other checks counted, saw: {msg}"
+
+
+def test_a_second_fault_in_a_known_failure_cell_fails_it_naming_that_check(monkeypatch):
+    def wrong_gradient(run):
+        g = run.compiled.grads["input[0]"]
+        run.compiled.grads["input[0]"] = g * 1.5
+
+    with pytest.raises(suite.CellFailure) as info:
+        _check(BUDGET_ZERO, _entries(), monkeypatch, wrong_gradient)
+    assert [s for s, _ in info.value.failures] == ["numerics"], info.value.failures
+    assert "besides known failure budget-zero-ignores-must-save" in str(info.value), str(info.value)
+
+
+def test_an_extra_saved_tensor_in_a_known_failure_cell_fails_it_naming_the_invariant(monkeypatch):
+    def extra_saved(run):
+        a = analysis.of(run)
+        g = a.graphs[0]
+        intermediate = next(n for n, p in g.policies.items() if p == "PREFER_RECOMPUTE" and n not in g.boundaries)
+        extra = Saved(intermediate, "f32[4, 4]", 64, "activation")  # a region intermediate saved after all
+        run.analysis = Analysis([dataclasses.replace(g, saved=g.saved + [extra])])
+
+    with pytest.raises(suite.CellFailure) as info:
+        _check(BUDGET_ZERO, _entries(), monkeypatch, extra_saved)
+    stages = [s for s, _ in info.value.failures]
+    assert "invariant:recompute_tagged_not_saved" in stages and "invariant:must_save_not_recomputed" not in stages, stages
+
+
+def test_a_known_failure_whose_check_passes_is_a_strict_xpass():
+    entry = dataclasses.replace(_entries()[0], id="pretend-open")
+    fixed = Cell(find_case("sac_no_recompute_mm"), Axes("min_cut", "aot_eager", "cpu", "float32", 0.5))
+    pretend = dataclasses.replace(entry, select=dataclasses.replace(entry.select, axes=(("budget", (0.5,)),)))
+    with pytest.raises(AssertionError, match=r"XPASS\(strict\) .*known failure pretend-open no longer fails: "
+                                             r"check invariant:must_save_not_recomputed passed"):
+        _check(fixed, [pretend])
+
+
+def test_an_entry_outside_its_torch_range_does_not_apply():
+    entry = _entries()[0]
+    assert entry.applies(BUDGET_ZERO, version=torch.__version__)
+    assert not dataclasses.replace(entry, torch=known_failures.SpecifierSet("<2.0")).applies(BUDGET_ZERO,
+                                                                                               version=torch.__version__)
+
+
+def test_a_budget_selector_never_matches_another_budget():
+    entry = next(e for e in _entries() if e.id == "budget-zero-ignores-must-save")
+    case = find_case("sac_no_recompute_mm")
+    for budget, want in ((0.0, True), (0.05, False), (0.5, False), (None, False)):
+        cell = Cell(case, Axes("min_cut", "aot_eager", "cpu", "float32", budget))
+        assert entry.select.selects(cell) is want, f"budget {budget}: expected selects={want}"
+
+
+def test_the_file_format_rejects_entries_without_their_fields(tmp_path):
+    bad = tmp_path / "kf.toml"
+    bad.write_text('[[failure]]\nid = "x"\nreason = "r"\nupstream = "u"\nstage = "run"\ntorch = ">=2"\n'
+                   'select = { cases = ["a"] }\n')
+    with pytest.raises(ValueError, match=r"lacks \['message'\]"):
+        known_failures.load(bad)
+    bad.write_text('[[failure]]\nid = "x"\nreason = "r"\nupstream = "u"\nstage = "run"\nmessage = "."\n'
+                   'torch = ">=2"\nselect = { budgets = [0.0] }\n')
+    with pytest.raises(ValueError, match="unknown selector keys"):
+        known_failures.load(bad)
