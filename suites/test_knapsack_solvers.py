@@ -361,18 +361,17 @@ def test_hirschberg_reaches_the_quantized_optimum(inst):
     )
 
 
-def test_hirschberg_minimal_overshoot():
-    """The minimal case of pytorch#197871, pinned (strict xfail flips when torch fixes it): two items of one quantum
-    each, capacity one quantum; the optimum saves one item (runtime 2.0)."""
-    if "dp_knapsack_sliding_hirschberg" not in SOLVERS:
-        pytest.skip("this torch has no hirschberg solver")
-    sol = solve("dp_knapsack_sliding_hirschberg", [1e-4, 1e-4], [1.0, 2.0], 1e-4)
-    expected = solve("dp", [1e-4, 1e-4], [1.0, 2.0], 1e-4)
+@pytest.mark.skipif("dp_knapsack_sliding_hirschberg" not in SOLVERS, reason="this torch has no hirschberg solver")
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="pytorch#197871 (minimal case); repro findings/hirschberg_knapsack_exceeds_budget.py")
+def test_hirschberg_minimal_case():
+    """The minimal case of pytorch#197871: two items of one quantum (1/S) each, capacity one quantum; the quantized
+    optimum (and dp_knapsack) saves only item 1 (runtime 2.0).  torch 2.13's hirschberg saves both (2 quanta)."""
+    memory, runtimes, cap = [1e-4, 1e-4], [1.0, 2.0], 1e-4
+    expected = solve("dp", memory, runtimes, cap)
     assert expected.saved == (1,), f"dp: expected saved=(1,), saw {expected.saved}"
-    if sol.saved == expected.saved:
-        pytest.fail("pytorch#197871 looks fixed: hirschberg now saves (1,) like dp; drop the xfail on "
-                    "test_hirschberg_is_feasible_for_its_quantized_instance and this pin")
-    assert sol.saved == (0, 1), f"hirschberg (torch 2.13 behaviour): expected saved=(0, 1) (2 quanta > 1), saw {sol.saved}"
+    sol = solve("dp_knapsack_sliding_hirschberg", memory, runtimes, cap)
+    assert sol.saved == (1,), f"hirschberg: expected saved=(1,) like dp (1 quantum of capacity), saw {sol.saved}"
 
 
 @pytest.mark.skipif("dynamic_memory_budget_dp" not in SOLVERS, reason="needs networkx")
@@ -398,16 +397,22 @@ def test_dynamic_budget_dp_is_feasible_above_its_min_budget(inst):
 
 
 @pytest.mark.skipif("dynamic_memory_budget_dp" not in SOLVERS, reason="needs networkx")
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="dynamic_memory_budget_dp: for max_memory < min_mem_budget=0.001 the knee search scans budgets from 0.001 "
+    "down to max_memory and may return one above it; repro findings/dynamic_budget_dp_exceeds_small_budget.py "
+    "(no upstream issue found)",
+)
 def test_dynamic_budget_dp_below_its_min_budget():
-    """Pinned torch 2.13 behaviour: with max_memory = 0.0005 < min_mem_budget = 0.001 the knee search evaluates budgets
-    in [0.0005, 0.001]; here the knee is 0.001 (the memory-minimal normalized point is the same for all, the runtime
-    one favours 0.001), so an item of weight 0.001 is saved above the 0.0005 budget.  The partitioner passes
-    ``max(memory_budget, 0)``; budget 0 itself never reaches the solver (``if memory_budget == 0: return
-    node_info.inputs``), but a budget in (0, 0.001) does."""
+    """The partitioner's promise ("choosing the fastest option that saves less activations than the memory budget",
+    config.py) for a budget in (0, 0.001): ``max(memory_budget, 0)`` reaches the solver (budget 0 itself returns
+    ``node_info.inputs`` before), and with max_memory = 0.0005 the knee is 0.001, so the 0.001 item is saved."""
     memory, runtimes, cap = [0.001, 0.5], [10.0, 1.0], 0.0005
     sol = solve("dynamic_memory_budget_dp", memory, runtimes, cap)
-    used = float(sol.memory(memory))
-    if used <= cap + _dp_real_slack(sol, cap):
-        pytest.fail(f"dynamic_memory_budget_dp now stays within max_memory={cap} (saved {sol.saved}, memory {used}); "
-                    "update this pin")
-    assert sol.saved == (0,), f"expected the 0.001 item saved above the 0.0005 budget, saw saved={sol.saved}"
+    used = sol.memory(memory)
+    bound = Fraction(cap) + Fraction(_dp_real_slack(sol, cap))
+    assert used <= bound, (
+        f"dynamic_memory_budget_dp: expected saved memory <= max_memory + (k+1)/(2S) = {float(bound)!r}, saw "
+        f"{float(used)!r} (saved={sol.saved}) for {_describe(memory, runtimes, cap)}"
+    )
