@@ -84,6 +84,19 @@ def test_fw_bw_default_partition_saves_the_intermediate():
     assert sorted(e.saved) == ["primals_1", "sin"], f"expected saved [primals_1, sin], saw {e.saved}"
 
 
+def test_gradients_handed_to_the_caller_unless_kept():
+    """sin(x) + cos(y), x and y [1024], min_cut: the backward computes grad_x = tangents * cos(x), then
+    grad_y = tangents * -sin(y).  By default a gradient is released after its last use in the graph (the autograd
+    engine takes it), so the bw peak is two tensors (8192); with keep_outputs=True grad_x is still live while grad_y
+    is computed from two temporaries: 12288."""
+    x = torch.randn(1024, requires_grad=True)
+    y = torch.randn(1024, requires_grad=True)
+    fw, bw = record(lambda a, b: torch.sin(a) + torch.cos(b), x, y, partition=min_cut_rematerialization_partition)
+    default, kept = estimate(fw, bw), estimate(fw, bw, keep_outputs=True)
+    seen = (default.bw_peak_bytes, kept.bw_peak_bytes)
+    assert seen == (2 * KB4, 3 * KB4), f"expected bw peaks (8192, 12288), saw {seen}\n{bw.code}"
+
+
 def test_fw_bw_min_cut_recomputes_and_saves_only_the_input():
     """min_cut on sin(sin(x)): recomputing sin(x) is cheaper than saving it, so saved = [x] only (0 activation
     bytes).  fw peak 8192 (sin, sin_1); bw: sin (recomputed) 4096, cos 8192, mul 8192, cos_1 8192, mul_1 12288."""
