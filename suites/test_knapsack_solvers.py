@@ -46,7 +46,7 @@ SOLVERS = available_solvers()
 EXACT = [s for s in ("dp", "ilp", "dp_knapsack_sliding_hirschberg") if s in SOLVERS]
 
 settings.register_profile(
-    "knapsack-ci", derandomize=True, database=None, deadline=None, max_examples=60, print_blob=True,
+    "knapsack-ci", derandomize=True, database=None, deadline=None, max_examples=45, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile(
