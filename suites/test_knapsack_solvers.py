@@ -43,7 +43,6 @@ from hypothesis import strategies as st
 from harness.knapsack import SCALE, Solution, available_solvers, exhaustive, quantize, solve
 
 SOLVERS = available_solvers()
-EXACT = [s for s in ("dp", "ilp", "dp_knapsack_sliding_hirschberg") if s in SOLVERS]
 
 settings.register_profile(
     "knapsack-ci", derandomize=True, database=None, deadline=None, max_examples=45, print_blob=True,
