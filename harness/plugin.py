@@ -185,8 +185,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         for rep in terminalreporter.stats.get(key, []):
             if getattr(rep, "when", "call") != "call":
                 continue
-            if "[" in rep.nodeid and rep.nodeid.split("::")[0].startswith("suites/"):
-                cells += 1
+            cells += any(k == "case" for k, _ in rep.user_properties)  # a cell (check_cell records its case)
             for k, v in rep.user_properties:
                 if k == "case":
                     cases.add(v)
