@@ -141,11 +141,21 @@ def fake_cpu():
         yield mode
 
 
+@contextlib.contextmanager
+def _default_dtype(dtype):
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
 def llama_policy_saved(cfg: models.LlamaConfig, seq: int, batch: int, policy: policies.Policy, n_layers: int = 2,
                        dtype=torch.bfloat16, device: str = "meta", moe: bool = False) -> CompiledSaved:
     torch.manual_seed(0)
-    with torch.device(device):
-        model = models.llama(cfg, n_layers, moe=moe).to(dtype)
+    with torch.device(device), _default_dtype(dtype):  # not .to(dtype): fake parameters cannot be swapped
+        model = models.llama(cfg, n_layers, moe=moe)
         x = torch.randn(batch, seq, cfg.dim, dtype=dtype)
     policy.apply(model, via="wrapper")
     return compiled_saved(model, x, policy)
@@ -195,18 +205,47 @@ def korthikanti_rows(cfg: models.GPTConfig, s: int, b: int, eager: bool = True) 
     return rows
 
 
+def korthikanti_table(cfg: models.GPTConfig, s: int, b: int, eager: bool, fake: bool) -> str:
+    sbh = s * b * cfg.h
+    ctx = fake_cpu() if fake else contextlib.nullcontext()
+    with ctx:
+        rows = korthikanti_rows(cfg, s, b, eager=eager)
+    lines = [f"### GPT block h={cfg.h}, a={cfg.a}, s={s}, b={b}, bf16, dropout {cfg.dropout} "
+             f"({'FakeTensorMode, CPU dispatch' if fake else 'real CPU tensors'}); bytes and units of s·b·h\n",
+             "| recompute | paper bytes (s·b·h) | eager bytes (s·b·h) | compiled bytes (s·b·h) | compiled RNG-state bytes |",
+             "|---|---:|---:|---:|---:|"]
+    for r in rows:
+        e = f"{r['eager_bytes']} ({r['eager_bytes'] / sbh:.4g})" if "eager_bytes" in r else "-"
+        rng = sum(i[2] for i in r["compiled_items"] if i[3] == "rng_state")
+        lines.append(f"| {r['mode']} | {r['paper_bytes']} ({r['paper_bytes'] / sbh:.4g}) | {e} | "
+                     f"{r['compiled_bytes']} ({r['compiled_bytes'] / sbh:.4g}) | {rng} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seq", type=int, default=4096)
     ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--skip-llama", action="store_true")
     args = ap.parse_args(argv)
-    print(f"## Llama-3-8B layer (d=4096, 32 heads, 8 KV heads, FFN 14336), seq {args.seq}, batch {args.batch}, bf16; "
-          "compiled (aot_eager, min-cut), meta tensors; MB per layer (2-layer model / 2)\n")
-    print("| policy | saved activations MB/layer | + layer input MB/layer | dynamo graphs |\n|---|---:|---:|---:|")
-    for r in policy_table(models.LLAMA3_8B, args.seq, args.batch):
-        print(f"| {r['policy']} | {r['activation_MB_per_layer']:.1f} | {r['with_layer_input_MB_per_layer']:.1f} | {r['dynamo_graphs']} |")
+    if not args.skip_llama:
+        print(f"## Llama-3-8B layer (d=4096, 32 heads, 8 KV heads, FFN 14336), seq {args.seq}, batch {args.batch}, "
+              "bf16; compiled (aot_eager, min-cut) under FakeTensorMode (CPU dispatch: SDPA flash-for-CPU); "
+              "MB per layer (2-layer model / 2)\n", flush=True)
+        print("| policy | saved activations MB/layer | + layer input MB/layer | dynamo graphs |\n|---|---:|---:|---:|", flush=True)
+        cfg = dataclasses.replace(models.LLAMA3_8B, max_seq=args.seq)
+        for name, params in TABLE_POLICIES:
+            p = policies.get(name, **params)
+            with fake_cpu():
+                r = llama_policy_saved(cfg, args.seq, args.batch, p, n_layers=2, device="cpu")
+            print(f"| {p.id} | {r.activation / 2 / MB:.1f} | {r.total / 2 / MB:.1f} | {r.dynamo_graphs} |", flush=True)
+        print()
+    print("## Korthikanti et al. (2022), per-layer activation memory\n", flush=True)
+    print(korthikanti_table(models.GPTConfig(h=64, a=4), 32, 2, eager=True, fake=False), flush=True)
+    print()
+    print(korthikanti_table(models.GPTConfig(h=12288, a=96), 2048, 1, eager=False, fake=True), flush=True)
     return 0
 
 
