@@ -59,6 +59,25 @@ class Recorder:
 
         return [s for bw in self.bw_graphs for s in saved_tensors(bw)]
 
+    def saved_producers(self) -> dict[str, int]:
+        """Count of the forward ops whose outputs are saved activations; a collective's result, read through
+        ``wait_tensor``, counts as the collective (``_c10d_functional.reduce_scatter_tensor.default``)."""
+        from collections import Counter
+
+        names = {s.name for s in self.saved() if s.kind == "activation"}
+        out: Counter = Counter()
+        for fw in self.fw_graphs:
+            for n in fw.graph.nodes:
+                if n.name not in names or n.op != "call_function":
+                    continue
+                src = n
+                while src.op == "call_function" and "wait_tensor" in str(src.target) and src.args:
+                    src = src.args[0]
+                if src.op == "call_function" and "getitem" in str(src.target) and src.args:
+                    src = src.args[0]
+                out[str(src.target)] += 1
+        return dict(out)
+
     def saved_bytes(self, *kinds) -> int | None:
         sizes = [s.bytes for s in self.saved() if not kinds or s.kind in kinds]
         return None if None in sizes else sum(sizes)
@@ -275,7 +294,8 @@ def rank_program(rank: int, world: int, scenario: Scenario, with_reference: bool
         loss = step(m, xl, _numel_for_loss(sc, x, world), pol, sc.autocast)
         result[label] = {"loss": loss.item(), "grads": grads(model),
                          "saved_activation_bytes": rec.saved_bytes("activation") if sc.backend == "record" else None,
-                         "bw_graphs": len(rec.bw_graphs), "dynamo_graphs": rec.dynamo_graphs}
+                         "bw_graphs": len(rec.bw_graphs), "dynamo_graphs": rec.dynamo_graphs,
+                         "saved_producers": rec.saved_producers() if sc.backend == "record" else None}
         result["seconds"][label] = time.perf_counter() - t0
     if with_reference and rank == 0:
         ref = build(sc.model, n_layers=sc.n_layers)

@@ -63,6 +63,7 @@ def test_policy(model, policy, record):
     assert not problems, "\n".join(problems)
 
 
+@pytest.mark.slow
 def test_every_other_mm_saves_less_than_every_mm(record):
     """torchtitan's alternate-mm rule: recomputing every other mm saves strictly fewer bytes than saving them all,
     and more than full AC."""

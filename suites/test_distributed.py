@@ -100,6 +100,11 @@ def check(key: str, sc: T.Scenario, ranks: list[dict], record) -> None:
         record(f"rank{r}_saved_activation_bytes", {"ac": out["ac"]["saved_activation_bytes"],
                                                    "no_ac": out["no_ac"]["saved_activation_bytes"]})
         record(f"rank{r}_dynamo_graphs", {"ac": out["ac"]["dynamo_graphs"], "no_ac": out["no_ac"]["dynamo_graphs"]})
+        if sc.parallel == "tp_sp" and sc.policy in ("selective_op", "every_other_mm") and sc.backend == "record":
+            prod = out["ac"]["saved_producers"]
+            if not any("reduce_scatter" in k for k in prod):
+                problems.append(f"rank {r}: expected the save list's reduce-scatter output among the saved activations "
+                                f"under sequence parallel; seen producers {prod}")
         ac_b, no_b = out["ac"]["saved_activation_bytes"], out["no_ac"]["saved_activation_bytes"]
         if sc.backend == "record" and sc.compile != "none" and sc.policy in ("full", "selective_op", "every_other_mm"):
             if not (ac_b is not None and no_b is not None and ac_b < no_b):
