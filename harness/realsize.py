@@ -66,12 +66,22 @@ def _non_reentrant(fn, *args):
     return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False)
 
 
+@contextlib.contextmanager
+def _default_dtype(dtype):
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
 def gpt_model(cfg: models.GPTConfig, mode: str, reentrant: bool, dtype=torch.bfloat16, device="cpu") -> nn.Module:
     """One Korthikanti GPT block with no / selective (attention core) / full recompute."""
     ck = _reentrant if reentrant else _non_reentrant
     torch.manual_seed(0)
-    with torch.device(device):
-        block = models.GPTBlock(cfg, attention_checkpoint=ck if mode == "selective" else None).to(dtype)
+    with torch.device(device), _default_dtype(dtype):  # not .to(dtype): fake parameters cannot be swapped
+        block = models.GPTBlock(cfg, attention_checkpoint=ck if mode == "selective" else None)
     if mode == "full":
         inner = block
 
@@ -137,18 +147,9 @@ def fake_cpu():
     """FakeTensorMode on the CPU device: real shapes and CPU dispatch (SDPA backend choice), no storage."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    with FakeTensorMode(allow_non_fake_inputs=False) as mode:
+    # allow_non_fake_inputs: the generator state a checkpoint saves to replay randomness is a real tensor
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
         yield mode
-
-
-@contextlib.contextmanager
-def _default_dtype(dtype):
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
 
 
 def llama_policy_saved(cfg: models.LlamaConfig, seq: int, batch: int, policy: policies.Policy, n_layers: int = 2,
