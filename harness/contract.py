@@ -261,7 +261,7 @@ def _short(t):
 class Clause:
     id: str
     source: str  # the API whose docstring (or code) makes the promise
-    quote: str  # verbatim from torch/utils/checkpoint.py (whitespace-normalized)
+    quote: str  # verbatim from torch/utils/checkpoint.py (whitespace-normalized); " [...] " joins fragments
     oracle: Callable  # oracle(obs) -> None, records checks on obs
     modes: tuple = (True, False)  # use_reentrant values it applies to; (None,) when the clause has no such axis
     programs: tuple = ("",)
@@ -584,7 +584,7 @@ def _early_stop(obs: Obs):
 @clause("ckpt.early_stop.disabled", "checkpoint(early_stop=False), set_checkpoint_early_stop(False)",
         "early_stop(bool, optional): If ``True``, non-reentrant checkpoint stops recomputation as soon as it has "
         "computed all needed Tensors. This argument is ignored if ``use_reentrant=True``. Can be overridden "
-        "globally using :func:`set_checkpoint_early_stop` context manager. Default: ``True``. "
+        "globally using :func:`set_checkpoint_early_stop` context manager. Default: ``True``. [...] "
         "This context manager only needs to be active when forward is run. It does not need to be active during "
         "backward.",
         modes=(False,), programs=("kwarg", "context-forward-only", "context-overrides-kwarg"),
@@ -1246,6 +1246,29 @@ def check(cell: Cell, ignore: tuple = ()) -> Obs:
     return obs
 
 
+def in_default_selection(cell: Cell) -> bool:
+    """`make test` budget (<= 40 s serially on 2 cores): every eager cell; per clause one aot_eager cell (its first
+    program, its non-reentrant mode where it has one; partitioners alternate by clause so both are exercised);
+    and the aot_eager_min_cut cell of every known failure.  All other compiled cells, inductor included, are slow."""
+    if cell.variant == "eager":
+        return True
+    if cell.variant == "inductor":
+        return False
+    c = BY_ID[cell.clause]
+    if cell.id in KNOWN and cell.variant == "aot_eager_min_cut":
+        return True
+    rep_mode = False if False in c.modes else c.modes[0]
+    rep_variant = ("aot_eager_min_cut", "aot_eager_default")[CLAUSES.index(c) % 2]
+    return cell.program == c.programs[0] and cell.reentrant == rep_mode and cell.variant == rep_variant
+
+
+QUOTE_GAP = " [...] "
+
+
+def quote_fragments(c: Clause) -> list[str]:
+    return c.quote.split(QUOTE_GAP)
+
+
 def requires_cuda(cell: Cell) -> bool:
     return cell.program in BY_ID[cell.clause].requires_cuda
 
@@ -1279,7 +1302,7 @@ def build_table() -> str:
         eager_known = sorted({k.check for x in mine if x.variant == "eager" and (k := KNOWN.get(x.id))})
         comp_known = sorted({f"{x.variant}:{k.check}" for x in mine if x.variant != "eager" and (k := KNOWN.get(x.id))})
         eager = "pass" if not eager_known else "known failure: " + ", ".join(f"`{k}`" for k in eager_known)
-        comp = c.compiled if c.compiled == "same" else f"documented difference: {c.compiled}"
+        comp = c.compiled if c.compiled.startswith("same") else f"documented difference: {c.compiled}"
         if comp_known:
             comp += "; known failure: " + ", ".join(f"`{k}`" for k in comp_known)
         progs = ", ".join(p or "-" for p in c.programs) + " x " + ", ".join(MODES.get(m, "na") for m in c.modes)
