@@ -1118,19 +1118,37 @@ def _sac_list(obs: Obs):
         "raise RuntimeError( \"Trying to backward an extra time. You are only allowed to backward once \" \"on any "
         "region computed under selective activation checkpoint.\" )", modes=_SAC_MODES, from_code=True,
         compiled="no error: the compiled backward does not consume a SAC cache, so a retained graph can be "
-                 "backpropagated twice (gradients accumulate correctly)")
+                 "backpropagated twice, and the gradients must accumulate correctly (or the compiled backward must "
+                 "refuse retain_graph with its donated-buffer error). The program is compiled twice with the compile "
+                 "caches on, a backward without retain_graph in between, so the second compile is a cache hit, as in "
+                 "a training job's second process")
 def _sac_twice(obs: Obs):
     x = _leaf(4)
-    f = prepare(lambda x: ckpt(_sac_body, x, reentrant=False, context_fn=_sac_context([CSIN])), obs.variant)
-    out = f(x)
-    out.sum().backward(retain_graph=True)
-    if obs.compiled:
-        obs.no_error("second_backward", lambda: out.sum().backward())
-        xd = x.detach()
-        obs.close("gradients_accumulate", x.grad, 2 * torch.cos(torch.sin(xd)) * torch.cos(xd))
-    else:
+    xd = x.detach()
+    want = torch.cos(torch.sin(xd)) * torch.cos(xd)
+
+    def fn(x):
+        return ckpt(_sac_body, x, reentrant=False, context_fn=_sac_context([CSIN]))
+
+    if not obs.compiled:
+        out = fn(x)
+        out.sum().backward(retain_graph=True)
         obs.raises("second_backward_rejected", lambda: out.sum().backward(), RuntimeError,
                    "Trying to backward an extra time")
+        return
+    with _compile_caches(True):
+        prepare(fn, obs.variant)(x).sum().backward()  # a first run: compiles, fills the caches
+        x.grad = None
+        out = prepare(fn, obs.variant)(x)  # recompiled after torch._dynamo.reset(): a cache hit where caches exist
+        try:
+            out.sum().backward(retain_graph=True)
+        except RuntimeError as e:  # a compiled backward with donated buffers refuses retain_graph: a clear error
+            obs.expect("retain_graph_refused_clearly", "donated buffers" in str(e), "the donated-buffer error",
+                       str(e)[:200])
+            return
+        obs.close("first_backward", x.grad, want)
+        obs.no_error("second_backward", lambda: out.sum().backward())
+        obs.close("gradients_accumulate", x.grad, 2 * want)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -1195,7 +1213,17 @@ _DEBUG = Known(
     "findings/contract_debug_true_fails_under_compile.py",
     "no issue found; related upstream change: https://github.com/pytorch/pytorch/pull/185285 (and #175338, "
     "'Allow debug mode with context_fn in checkpoint()', both closed)")
+_DONATED = Known(
+    "gradients_accumulate",
+    "inductor, SAC region, compile-cache hit: the compiled backward reuses (donates) a saved buffer but does not "
+    "refuse retain_graph=True, so the second backward silently returns a wrong gradient (without SAC the cache hit "
+    "raises the donated-buffer error; a fresh compile accumulates correctly)",
+    "findings/contract_sac_inductor_cache_hit_retain_graph_wrong_grad.py",
+    "no matching issue found; related: https://github.com/pytorch/pytorch/issues/141790 (donated buffers vs "
+    "retain_graph when the backward is compiled ahead of time) and https://github.com/pytorch/pytorch/pull/194658 "
+    "(open: AOTAutogradCache stale artifacts for checkpoint bodies); not filed")
 KNOWN: dict[str, Known] = {
+    "sac.backward_twice-nonreentrant-inductor": _DONATED,
     **{f"sac.policy.cpu_offload-{p}-nonreentrant-eager": _OFFLOAD for p in ("MUST_CPU_OFFLOAD", "PREFER_CPU_OFFLOAD")},
     **{f"ckpt.requires_grad_inputs-reentrant-{v}": Known("reentrant_no_gradients", _REENTRANT, _REENTRANT_REPRO,
                                                         _REENTRANT_UPSTREAM) for v in COMPILED},
@@ -1223,7 +1251,9 @@ def observe(cell: Cell) -> Obs:
     obs = Obs(c.id, cell.variant, cell.reentrant, cell.program)
     reset_counts()
     try:
-        with warnings.catch_warnings():
+        # compile caches off: a cell's outcome must not depend on what an earlier cell (or run) left in the FX graph
+        # and AOTAutograd caches (sac.backward_twice turns them on itself, to pin a cache-hit defect)
+        with warnings.catch_warnings(), _no_compile_caches():
             warnings.filterwarnings("ignore", message=".*context_fn is passed to torch.utils.checkpoint.*")
             c.oracle(obs)
     except ContractViolation:
@@ -1233,6 +1263,19 @@ def observe(cell: Cell) -> Obs:
     finally:
         torch._dynamo.reset()
     return obs
+
+
+def _no_compile_caches():
+    return _compile_caches(False)
+
+
+@contextlib.contextmanager
+def _compile_caches(enabled: bool):
+    import torch._functorch.config as fconfig
+    import torch._inductor.config as iconfig
+
+    with fconfig.patch(enable_autograd_cache=enabled), iconfig.patch(fx_graph_cache=enabled):
+        yield
 
 
 def check(cell: Cell, ignore: tuple = ()) -> Obs:
