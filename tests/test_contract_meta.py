@@ -1,0 +1,449 @@
+"""Meta tests of the checkpoint contract (harness/contract.py, docs/contract.md, docs/contract-coverage.md).
+
+- every clause of docs/contract.md has cells in suites/test_contract.py, and every cell's clause is in the doc;
+- every quote is verbatim in torch/utils/checkpoint.py;
+- the committed coverage table is current;
+- every known failure names an existing cell and an existing repro;
+- for every clause, breaking the promise inside torch (monkeypatch) makes its eager oracle fail with a message
+  naming the clause (and the oracles pass on unbroken torch: the suite's eager cells).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import importlib.util
+import re
+
+import pytest
+import torch
+import torch.utils.checkpoint as cp
+
+from harness import contract
+
+CP = cp.CheckpointPolicy
+
+
+def _doc_ids() -> list[str]:
+    return re.findall(r"^### `([^`]+)`$", contract.CLAUSES_DOC.read_text(), flags=re.M)
+
+
+def _suite_params():
+    spec = importlib.util.spec_from_file_location("suite_contract", contract.ROOT / "suites" / "test_contract.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod._params()
+
+
+def test_every_clause_in_the_doc_has_cells_and_every_cell_a_clause():
+    doc = _doc_ids()
+    assert len(doc) == len(set(doc)), f"expected unique clause ids in docs/contract.md; saw duplicates in {doc}"
+    params = _suite_params()
+    clauses_with_cells = {p.values[0].clause for p in params}
+    missing = [i for i in doc if i not in clauses_with_cells]
+    assert not missing, (f"expected every clause of docs/contract.md to have cells in suites/test_contract.py; "
+                         f"saw clauses without cells: {missing}")
+    orphans = sorted(clauses_with_cells - set(doc))
+    assert not orphans, f"expected every cell's clause to be listed in docs/contract.md; saw unlisted: {orphans}"
+    by_clause = {}
+    for p in params:
+        by_clause.setdefault(p.values[0].clause, set()).add(p.values[0].variant)
+    partial = {c: sorted(set(contract.VARIANTS) - v) for c, v in by_clause.items() if v != set(contract.VARIANTS)}
+    assert not partial, f"expected every clause to have eager and all compiled variants; saw missing: {partial}"
+
+
+def test_quotes_are_verbatim_in_torch_and_in_the_doc():
+    source = " ".join(open(cp.__file__).read().split())
+    doc = " ".join(contract.CLAUSES_DOC.read_text().split())
+    bad = [(c.id, f) for c in contract.CLAUSES for f in contract.quote_fragments(c) if f not in source]
+    assert not bad, (f"expected every clause quote to appear verbatim (whitespace-normalized) in {cp.__file__} "
+                     f"(torch {torch.__version__}); saw fragments not found: {bad}")
+    undocumented = [c.id for c in contract.CLAUSES if c.quote not in doc]
+    assert not undocumented, f"expected docs/contract.md to quote each clause as harness/contract.py does; saw " \
+                             f"clauses whose quote differs: {undocumented}"
+
+
+def test_committed_contract_table_is_current():
+    fresh = contract.build_table()
+    committed = contract.TABLE.read_text() if contract.TABLE.exists() else ""
+    if committed != fresh:
+        diff = "".join(difflib.unified_diff(committed.splitlines(True), fresh.splitlines(True),
+                                            "docs/contract-coverage.md (committed)", "(regenerated)", n=1))
+        raise AssertionError("expected docs/contract-coverage.md to equal the regenerated table; saw a stale one: "
+                             f"run `python -m harness.contract` and commit it. Difference:\n{diff[:6000]}")
+
+
+def test_table_lists_every_clause_with_cells_and_verdicts():
+    table = contract.build_table()
+    for c in contract.CLAUSES:
+        row = next((line for line in table.splitlines() if line.startswith(f"| `{c.id}` |")), None)
+        assert row is not None, f"[{c.id}] expected a row in the coverage table; saw none"
+        cols = [x.strip() for x in row.strip("|").split(" | ")]
+        assert len(cols) == 6 and int(cols[3]) > 0 and cols[4] and cols[5], (
+            f"[{c.id}] expected a row with cells > 0, an eager and a compiled verdict; saw {cols}")
+
+
+def test_known_failures_name_cells_and_repros():
+    ids = {c.id for c in contract.cells()}
+    for cid, k in contract.KNOWN.items():
+        assert cid in ids, f"expected known failure {cid!r} to name a contract cell; saw no such cell"
+        assert (contract.ROOT / k.repro).exists(), f"[{cid}] expected the repro {k.repro} to exist; it does not"
+        assert k.upstream, f"[{cid}] expected an upstream reference (or 'none found'); saw an empty one"
+
+
+def test_every_clause_has_a_breaker():
+    missing = [c.id for c in contract.CLAUSES if c.id not in BREAKERS and c.id not in FIXES]
+    assert not missing, f"expected a meta test (breaker) for every clause; saw clauses without one: {missing}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# breakers: realistic faults in torch's AC code, applied with monkeypatch
+# ---------------------------------------------------------------------------------------------------------------
+
+def _wrap_checkpoint(mp, fn):
+    orig = cp.checkpoint
+    mp.setattr(cp, "checkpoint", lambda function, *a, **k: fn(orig, function, *a, **k))
+
+
+def _wrap_sac(mp, transform_policy=None, allow=None):
+    orig = cp.create_selective_checkpoint_contexts
+
+    def create(policy_fn_or_list, allow_cache_entry_mutation=False):
+        if transform_policy is not None:
+            policy_fn_or_list = transform_policy(policy_fn_or_list)
+        return orig(policy_fn_or_list, allow if allow is not None else allow_cache_entry_mutation)
+
+    mp.setattr(cp, "create_selective_checkpoint_contexts", create)
+
+
+def _as_fn(p):
+    if isinstance(p, list):
+        return lambda ctx, f, *a, **k: CP.MUST_SAVE if f in p else CP.PREFER_RECOMPUTE
+    return p
+
+
+def b_rng_not_restored(mp):
+    mp.setattr(torch, "set_rng_state", lambda state: None)
+
+
+def b_rng_always_preserved(mp):
+    orig_apply = cp.CheckpointFunction.apply
+    mp.setattr(cp.CheckpointFunction, "apply", lambda fn, preserve, *a: orig_apply(fn, True, *a))
+    orig_gen = cp._checkpoint_without_reentrant_generator
+    mp.setattr(cp, "_checkpoint_without_reentrant_generator",
+               lambda fn, preserve, *rest, **kw: orig_gen(fn, True, *rest, **kw))
+
+
+def b_autocast_not_captured(mp):
+    off = {"enabled": False, "dtype": torch.bfloat16, "cache_enabled": True}
+    mp.setattr(cp, "_get_autocast_kwargs", lambda device_type="cuda": (dict(off), dict(off)))
+
+
+def b_determinism_default_off(mp):
+    mp.setitem(cp._allowed_determinism_checks_to_fns, "default", lambda x: None)
+
+
+def b_determinism_accepts_anything(mp):
+    mp.setitem(cp._allowed_determinism_checks_to_fns, "bogus", lambda x: None)
+
+
+def b_debug_no_traces(mp):
+    mp.setattr(cp, "_get_debug_context_and_cb", lambda: (cp.noop_context_fn, None))
+
+
+def b_debug_global_ignored(mp):
+    mp.setattr(cp, "set_checkpoint_debug_enabled", lambda enabled: contextlib.nullcontext())
+
+
+def _force_early_stop(mp, value):
+    orig = cp._CheckpointFrame.__init__
+
+    def init(self, recompute_fn, early_stop, *a, **k):
+        orig(self, recompute_fn, value, *a, **k)
+
+    mp.setattr(cp._CheckpointFrame, "__init__", init)
+
+
+def b_early_stop_off(mp):
+    _force_early_stop(mp, False)
+
+
+def b_early_stop_always(mp):
+    _force_early_stop(mp, True)
+
+
+def b_sequential_not_checkpointed(mp):
+    mp.setattr(cp, "checkpoint", lambda fn, *a, use_reentrant=None, preserve_rng_state=True, **k: fn(*a))
+
+
+def b_kwargs_dropped_in_recompute(mp):
+    orig = cp._checkpoint_without_reentrant_generator
+    mp.setattr(cp, "_checkpoint_without_reentrant_generator", lambda fn, *rest, **kw: orig(fn, *rest))
+
+
+def b_reentrant_binds_kwargs(mp):
+    def ck(orig, function, *a, use_reentrant=None, **k):
+        if use_reentrant:
+            extra = {n: k.pop(n) for n in list(k) if n not in ("preserve_rng_state",)}
+            function = (lambda f, kw: (lambda *x: f(*x, **kw)))(function, extra)
+        return orig(function, *a, use_reentrant=use_reentrant, **k)
+
+    _wrap_checkpoint(mp, ck)
+
+
+def b_reentrant_no_warning(mp):
+    mp.setattr(cp, "check_backward_validity", lambda inputs: None)
+
+
+def b_nonreentrant_requires_grad_input(mp):
+    def ck(orig, function, *a, use_reentrant=None, **k):
+        if not use_reentrant and not any(isinstance(t, torch.Tensor) and t.requires_grad for t in a):
+            with torch.no_grad():
+                return function(*a)
+        return orig(function, *a, use_reentrant=use_reentrant, **k)
+
+    _wrap_checkpoint(mp, ck)
+
+
+def b_nested_inner_skipped(mp):
+    def ck(orig, function, *a, use_reentrant=None, **k):
+        if getattr(function, "__name__", "") == "inner":
+            return function(*a)
+        return orig(function, *a, use_reentrant=use_reentrant, **k)
+
+    _wrap_checkpoint(mp, ck)
+
+
+def b_hooks_not_installed(mp):
+    mp.setattr(cp, "_checkpoint_hook", lambda frame: contextlib.nullcontext())
+
+
+def b_graph_task_id_constant(mp):
+    mp.setattr(torch._C, "_current_graph_task_id", lambda: 0)
+
+
+def b_checkpoint_invalid(mp):
+    mp.setattr(torch.autograd, "_is_checkpoint_valid", lambda: False)
+
+
+def b_checkpoint_always_valid(mp):
+    mp.setattr(torch.autograd, "_is_checkpoint_valid", lambda: True)
+
+
+def b_reentrant_ignores_context_fn_debug(mp):
+    def ck(orig, function, *a, use_reentrant=None, **k):
+        if use_reentrant:
+            k.pop("context_fn", None)
+            k.pop("debug", None)
+        return orig(function, *a, use_reentrant=use_reentrant, **k)
+
+    _wrap_checkpoint(mp, ck)
+
+
+def b_contexts_swapped(mp):
+    orig = cp._checkpoint_without_reentrant_generator
+
+    def gen(fn, preserve, context_fn, *rest, **kw):
+        return orig(fn, preserve, lambda: tuple(reversed(context_fn())), *rest, **kw)
+
+    mp.setattr(cp, "_checkpoint_without_reentrant_generator", gen)
+
+
+def b_sac_never_caches(mp):
+    mp.setattr(cp._CachedTorchDispatchMode, "__torch_dispatch__",
+               lambda self, func, types, args=(), kwargs=None: func(*args, **(kwargs or {})))
+
+
+def b_sac_saves_everything(mp):
+    _wrap_sac(mp, lambda p: (lambda ctx, f, *a, **k: CP.MUST_SAVE))
+
+
+def b_prefer_recompute_saves(mp):
+    def t(p):
+        p = _as_fn(p)
+
+        def q(ctx, f, *a, **k):
+            r = p(ctx, f, *a, **k)
+            return CP.PREFER_SAVE if r == CP.PREFER_RECOMPUTE else r
+
+        return q
+
+    _wrap_sac(mp, t)
+
+
+def b_is_recompute_true(mp):
+    class Ctx(cp.SelectiveCheckpointContext):
+        def __init__(self, *, is_recompute, op_output=None):
+            super().__init__(is_recompute=True, op_output=op_output)
+
+    mp.setattr(cp, "SelectiveCheckpointContext", Ctx)
+
+
+def b_policy_called_in_recompute(mp):
+    """The pre-2.5 behaviour: the cached mode calls the policy again (is_recompute=True) during recompute."""
+    orig_create = cp.create_selective_checkpoint_contexts
+    orig_dispatch = cp._CachedTorchDispatchMode.__torch_dispatch__
+
+    def create(policy_fn_or_list, allow_cache_entry_mutation=False):
+        caching, cached = orig_create(policy_fn_or_list, allow_cache_entry_mutation)
+        cached._contract_policy = caching.policy_fn
+        return caching, cached
+
+    def dispatch(self, func, types, args=(), kwargs=None):
+        policy = getattr(self, "_contract_policy", None)
+        if policy is not None and func not in cp.SAC_IGNORED_OPS:
+            policy(cp.SelectiveCheckpointContext(is_recompute=True), func, *args, **(kwargs or {}))
+        return orig_dispatch(self, func, types, args, kwargs)
+
+    mp.setattr(cp, "create_selective_checkpoint_contexts", create)
+    mp.setattr(cp._CachedTorchDispatchMode, "__torch_dispatch__", dispatch)
+
+
+def b_policy_called_twice(mp):
+    def t(p):
+        p = _as_fn(p)
+
+        def q(ctx, f, *a, **k):
+            p(ctx, f, *a, **k)
+            return p(ctx, f, *a, **k)
+
+        return q
+
+    _wrap_sac(mp, t)
+
+
+def b_mutation_unchecked(mp):
+    mp.setattr(cp._VersionWrapper, "get_val", lambda self, allow_cache_entry_mutation: self.val)
+
+
+def b_allow_flag_ignored(mp):
+    _wrap_sac(mp, allow=False)
+
+
+def b_bool_inverted(mp):
+    mp.setattr(cp, "_policy_from_bool", lambda b: CP.PREFER_RECOMPUTE if b else CP.MUST_SAVE)
+
+
+def b_op_list_ignored(mp):
+    _wrap_sac(mp, lambda p: [] if isinstance(p, list) else p)
+
+
+def b_sac_cache_not_consumed(mp):
+    orig = cp._CachedTorchDispatchMode.__torch_dispatch__
+
+    def dispatch(self, func, types, args=(), kwargs=None):
+        key = cp._sac_storage_key(func, args)
+        idx = self.func_counter[key]
+        entry = self.storage.get(key, {}).get(idx)
+        out = orig(self, func, types, args, kwargs)
+        if entry is not None and entry is not cp._RECOMPUTE and entry is not cp._CONSUMED:
+            self.storage[key][idx] = entry
+        return out
+
+    mp.setattr(cp._CachedTorchDispatchMode, "__torch_dispatch__", dispatch)
+
+
+# clause -> [(breaker, cells it must break: (program or None for all, mode or None for all))]
+R, N = True, False
+BREAKERS = {
+    "ckpt.rng.preserved": [(b_rng_not_restored, [(None, None)])],
+    "ckpt.rng.not_preserved": [(b_rng_always_preserved, [(None, None)])],
+    "ckpt.autocast": [(b_autocast_not_captured, [("cpu-outside", None)])],
+    "ckpt.determinism.default": [(b_determinism_default_off, [("default", N)])],
+    "ckpt.determinism.invalid": [(b_determinism_accepts_anything, [(None, None)])],
+    "ckpt.debug": [(b_debug_no_traces, [("debug-true", N)])],
+    "ckpt.debug.global": [(b_debug_global_ignored, [("on-overrides-false", N), ("off-overrides-true", N)])],
+    "ckpt.early_stop": [(b_early_stop_off, [(None, N)])],
+    "ckpt.early_stop.disabled": [(b_early_stop_always, [(None, None)])],
+    "seq.segments": [(b_sequential_not_checkpointed, [("segments", None)])],
+    "ckpt.kwargs": [(b_kwargs_dropped_in_recompute, [(None, N)]), (b_reentrant_binds_kwargs, [(None, R)])],
+    "ckpt.requires_grad_inputs": [(b_reentrant_no_warning, [(None, R)]),
+                                  (b_nonreentrant_requires_grad_input, [(None, N)])],
+    "ckpt.nested": [(b_nested_inner_skipped, [(None, None)])],
+    "ckpt.saved_tensor_hooks": [(b_hooks_not_installed, [("counting_hooks", N)])],
+    "ckpt.backward_twice": [(b_graph_task_id_constant, [("retain_graph", N)]),
+                            (b_checkpoint_invalid, [("retain_graph", R)])],
+    "ckpt.grad_api": [(b_checkpoint_always_valid, [(None, R)])],
+    "ckpt.reentrant.rejects_context_fn_debug": [(b_reentrant_ignores_context_fn_debug, [(None, None)])],
+    "ckpt.context_fn": [(b_contexts_swapped, [("sac-modes", N)])],
+    "sac.policy.save": [(b_sac_never_caches, [(None, None)])],
+    "sac.policy.recompute": [(b_sac_saves_everything, [(None, None)])],
+    "sac.policy.prefer_recompute_is_vanilla": [(b_prefer_recompute_saves, [(None, None)])],
+    "sac.policy.forward_only": [(b_is_recompute_true, [(None, None)]), (b_policy_called_in_recompute, [(None, None)]),
+                                (b_policy_called_twice, [(None, None)])],
+    # (a policy also called in recompute does not change what a forward-counting policy decides: the cached mode
+    # replays the forward's decisions; sac.policy.forward_only catches that regression)
+    "sac.policy.counting": [(b_policy_called_twice, [(None, None)])],
+    "sac.mutation_error": [(b_mutation_unchecked, [(None, None)])],
+    "sac.allow_cache_entry_mutation": [(b_allow_flag_ignored, [(None, None)])],
+    "sac.bool_policy": [(b_bool_inverted, [(None, None)])],
+    "sac.op_list": [(b_op_list_ignored, [("op-list", None)])],
+    "sac.backward_twice": [(b_sac_cache_not_consumed, [(None, None)])],
+}
+
+
+def f_offload_saved(mp):
+    """The documented behaviour, for the clause whose eager cells are a known failure on 2.13: cache offload
+    decisions like saves (on CPU, 'offload to CPU' is 'keep')."""
+
+    def t(p):
+        p = _as_fn(p)
+
+        def q(ctx, f, *a, **k):
+            r = p(ctx, f, *a, **k)
+            return {CP.MUST_CPU_OFFLOAD: CP.MUST_SAVE, CP.PREFER_CPU_OFFLOAD: CP.PREFER_SAVE}.get(r, r)
+
+        return q
+
+    _wrap_sac(mp, t)
+
+
+# clauses whose eager behaviour on the pinned torch already breaks the promise: with the documented behaviour
+# patched in, the oracle passes; as torch ships, it fails (so the oracle can fail, and does, naming the clause)
+FIXES = {"sac.policy.cpu_offload": f_offload_saved}
+
+
+def _eager_cells(clause_id, which):
+    out = []
+    for cell in contract.cells():
+        if cell.clause != clause_id or cell.variant != "eager" or contract.requires_cuda(cell):
+            continue
+        if any((p is None or p == cell.program) and (m is None or m == cell.reentrant) for p, m in which):
+            out.append(cell)
+    return out
+
+
+_BREAK_PARAMS = [pytest.param(cid, b, cell, id=f"{cid}-{b.__name__}-{cell.id}")
+                 for cid, entries in BREAKERS.items() for b, which in entries for cell in _eager_cells(cid, which)]
+
+
+@pytest.mark.parametrize("clause_id,breaker,contract_cell_", _BREAK_PARAMS)
+def test_breaking_the_promise_fails_the_oracle(clause_id, breaker, contract_cell_, monkeypatch):
+    with monkeypatch.context() as mp:
+        breaker(mp)
+        try:
+            obs = contract.check(contract_cell_)
+        except contract.ContractViolation as e:
+            assert e.clause == clause_id and f"[{clause_id}]" in str(e), (
+                f"expected the violation to name clause {clause_id!r}; saw {str(e)[:300]}")
+            return
+    raise AssertionError(f"[{clause_id}] expected {breaker.__name__} to make the oracle of {contract_cell_.id} fail; "
+                         f"saw every check pass ({obs.checks})")
+
+
+def test_every_breaker_entry_selects_cells():
+    empty = [(cid, b.__name__) for cid, entries in BREAKERS.items() for b, which in entries
+             if not _eager_cells(cid, which)]
+    assert not empty, f"expected each breaker to select at least one eager cell; saw none for {empty}"
+
+
+@pytest.mark.parametrize("clause_id", sorted(FIXES))
+def test_known_eager_failure_oracle_passes_with_documented_behaviour(clause_id, monkeypatch):
+    cells = _eager_cells(clause_id, [(None, None)])
+    assert cells, f"[{clause_id}] expected eager cells; saw none"
+    for cell in cells:
+        with pytest.raises(contract.ContractViolation, match=re.escape(f"[{clause_id}]")):
+            contract.check(cell)  # torch 2.13 as shipped: the known failure
+        with monkeypatch.context() as mp:
+            FIXES[clause_id](mp)
+            contract.check(cell)  # the documented behaviour: passes
