@@ -1190,55 +1190,22 @@ class Known:
     upstream: str
 
 
-# Cells that disagree with the contract on torch 2.13.0.  Key: cell id.  Each pins the one failing check; the
-# other checks of the cell still run and must pass.
-_OFFLOAD = Known(
-    "saved_not_recomputed",
-    "eager SAC stores CPU_OFFLOAD decisions as 'recompute': only MUST_SAVE/PREFER_SAVE outputs are cached "
-    "(_CachingTorchDispatchMode), so the op is re-executed in backward, not saved/offloaded as documented",
-    "findings/contract_sac_cpu_offload_recomputed_in_eager.py",
-    "https://github.com/pytorch/pytorch/pull/185015 (open PR adding eager CPU-offload for SAC; also "
-    "https://github.com/pytorch/pytorch/pull/180874, closed)")
-_REENTRANT = (
-    "torch.compile ignores use_reentrant=True: Dynamo traces the region into the same tag_activation_checkpoint "
-    "HOP as use_reentrant=False, so the reentrant variant's documented limitations (and errors) disappear")
-_REENTRANT_REPRO = "findings/contract_compile_ignores_use_reentrant.py"
-_REENTRANT_UPSTREAM = ("none found (searched the issues corpus for 'torch.compile checkpoint use_reentrant=True' "
-                       "semantics, no-grad inputs, kwargs); not filed")
-_DEBUG = Known(
-    "forward_runs",
-    "debug=True (or set_checkpoint_debug_enabled(True)) under torch.compile fails to compile: the compiled "
-    "checkpoint passes its own context_fn, so _checkpoint_without_reentrant_generator raises 'debug=True is "
-    "incompatible with non-default context_fn' although the user passed none (eager accepts the same call)",
-    "findings/contract_debug_true_fails_under_compile.py",
-    "no issue found; related upstream change: https://github.com/pytorch/pytorch/pull/185285 (and #175338, "
-    "'Allow debug mode with context_fn in checkpoint()', both closed)")
-_DONATED = Known(
-    "gradients_accumulate",
-    "inductor, SAC region, compile-cache hit: the compiled backward reuses (donates) a saved buffer but does not "
-    "refuse retain_graph=True, so the second backward silently returns a wrong gradient (without SAC the cache hit "
-    "raises the donated-buffer error; a fresh compile accumulates correctly)",
-    "findings/contract_sac_inductor_cache_hit_retain_graph_wrong_grad.py",
-    "no matching issue found; related: https://github.com/pytorch/pytorch/issues/141790 (donated buffers vs "
-    "retain_graph when the backward is compiled ahead of time) and https://github.com/pytorch/pytorch/pull/194658 "
-    "(open: AOTAutogradCache stale artifacts for checkpoint bodies); not filed")
-KNOWN: dict[str, Known] = {
-    "sac.backward_twice-nonreentrant-inductor": _DONATED,
-    **{f"sac.policy.cpu_offload-{p}-nonreentrant-eager": _OFFLOAD for p in ("MUST_CPU_OFFLOAD", "PREFER_CPU_OFFLOAD")},
-    **{f"ckpt.requires_grad_inputs-reentrant-{v}": Known("reentrant_no_gradients", _REENTRANT, _REENTRANT_REPRO,
-                                                        _REENTRANT_UPSTREAM) for v in COMPILED},
-    **{f"ckpt.kwargs-reentrant-{v}": Known("reentrant_rejects_kwargs", _REENTRANT, _REENTRANT_REPRO,
-                                           _REENTRANT_UPSTREAM) for v in COMPILED},
-    **{f"ckpt.grad_api-{p}-reentrant-{v}": Known("reentrant_rejects", _REENTRANT, _REENTRANT_REPRO, _REENTRANT_UPSTREAM)
-       for v in COMPILED for p in ("autograd.grad", "backward-inputs")},
-    **{f"ckpt.reentrant.rejects_context_fn_debug-context_fn-reentrant-{v}": Known(
-        "rejected", _REENTRANT, _REENTRANT_REPRO, _REENTRANT_UPSTREAM) for v in COMPILED},
-    **{f"ckpt.reentrant.rejects_context_fn_debug-debug-reentrant-{v}": dataclasses.replace(_DEBUG, check="rejected")
-       for v in COMPILED},
-    **{f"ckpt.debug-debug-true-nonreentrant-{v}": _DEBUG for v in COMPILED},
-    **{f"ckpt.debug.global-{p}-nonreentrant-{v}": _DEBUG for v in COMPILED
-       for p in ("on-overrides-false", "none-defers")},
-}
+def _known() -> dict[str, Known]:
+    """Contract cells that disagree with the contract on this torch, from known_failures.toml (the one place known
+    failures live): cell id -> the one check it breaks, the reason, the repro and the upstream reference."""
+    from harness import known_failures
+
+    entries = known_failures.load()
+    out = {}
+    for cell in cells():
+        hit = known_failures.contract_known(entries, cell.id, torch.__version__)
+        if hit is not None:
+            entry, check = hit
+            out[cell.id] = Known(check, entry.reason, entry.repro, entry.upstream)
+    return out
+
+
+KNOWN: dict[str, Known] = _known()
 
 
 # --------------------------------------------------------------------------------------------------------------

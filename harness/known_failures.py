@@ -41,9 +41,13 @@ class Selector:
     areas: tuple[str, ...] = ()
     axes: tuple[tuple[str, tuple], ...] = ()  # (axis, allowed values)
     features: tuple[str, ...] = ()
+    # Contract cells (harness/contract.py, not case cells): (cell-id glob, the check it breaks there).
+    contract: tuple[tuple[str, str], ...] = ()
 
     def selects(self, cell: Cell) -> bool:
         """The static part: case, area and axes (features need the run: :meth:`KnownFailure.applies`)."""
+        if self.contract and not (self.cases or self.areas or self.axes or self.features):
+            return False  # an entry about contract cells only
         if self.cases and cell.case.name not in self.cases:
             return False
         if self.areas and cell.case.area not in self.areas:
@@ -102,7 +106,7 @@ def _entry(raw: dict, where: str) -> KnownFailure:
     if extra:
         raise ValueError(f"{where} ({raw['id']}): unknown keys {sorted(extra)}")
     sel = dict(raw["select"])
-    unknown = set(sel) - {"cases", "areas", "features", *AXES}
+    unknown = set(sel) - {"cases", "areas", "features", "contract", *AXES}
     if unknown:
         raise ValueError(f"{where} ({raw['id']}): unknown selector keys {sorted(unknown)}")
     for f in sel.get("features", ()):
@@ -117,7 +121,7 @@ def _entry(raw: dict, where: str) -> KnownFailure:
     return KnownFailure(raw["id"], raw["reason"], raw["upstream"], raw.get("repro", ""), raw["stage"], raw["message"],
                         SpecifierSet(raw["torch"]),
                         Selector(tuple(sel.get("cases", ())), tuple(sel.get("areas", ())), axes,
-                                 tuple(sel.get("features", ()))), also)
+                                 tuple(sel.get("features", ())), tuple(dict(sel.get("contract", {})).items())), also)
 
 
 def load(path: Path = paths.KNOWN_FAILURES) -> list[KnownFailure]:
@@ -137,5 +141,18 @@ def matching(entries: Iterable[KnownFailure], cell: Cell, run=None, version: str
 
 
 def unmatched(entries: list[KnownFailure], cells: list[Cell]) -> list[KnownFailure]:
-    """Entries whose selector matches no cell of the case database: they have rotted."""
-    return [e for e in entries if not any(e.select.selects(c) for c in cells)]
+    """Entries whose selector matches no cell of the case database: they have rotted (contract-only entries are
+    checked against the contract's cells by tests/test_contract_meta.py)."""
+    return [e for e in entries if not e.select.contract and not any(e.select.selects(c) for c in cells)]
+
+
+def contract_known(entries: Iterable[KnownFailure], cell_id: str, version: str) -> tuple[KnownFailure, str] | None:
+    """The entry covering contract cell ``cell_id`` on torch ``version`` and the check it breaks there."""
+    import fnmatch
+
+    for e in entries:
+        if e.holds_on(version):
+            for pattern, check in e.select.contract:
+                if fnmatch.fnmatchcase(cell_id, pattern):
+                    return e, check
+    return None
