@@ -8,6 +8,7 @@ import re
 import torch
 
 from harness.analysis import op_counts
+from harness.case import NumericsMode
 from harness.pipeline import Outcome, Run
 
 # (rtol, atol) per dtype; compiled graphs reorder and recompute, so exact equality is not promised.
@@ -57,7 +58,7 @@ def compare_outcomes(actual: Outcome, expected: Outcome, rtol: float, atol: floa
 
 
 def tolerance(run: Run) -> tuple[float, float]:
-    return run.cell.case.tolerance or TOLERANCES[run.cell.axes.dtype]
+    return run.cell.case.numerics.tolerance or TOLERANCES[run.cell.axes.dtype]
 
 
 def assert_numerics(run: Run) -> int:
@@ -73,7 +74,7 @@ def assert_numerics(run: Run) -> int:
         for name, actual, expected in run.comparisons:
             n += 1
             problems += [m for m in [_mismatch(name, torch.as_tensor(actual), torch.as_tensor(expected), rtol, atol)] if m]
-    if run.compiled is not None and run.eager is not None and case.numerics == "exact":
+    if run.compiled is not None and run.eager is not None and case.numerics.mode is NumericsMode.EXACT:
         for label, ref in (("eager with AC", run.eager), ("eager without AC", run.reference)):
             found = compare_outcomes(run.compiled, ref, rtol, atol)
             n += len(ref.outputs) + len(ref.grads)
@@ -81,7 +82,7 @@ def assert_numerics(run: Run) -> int:
         found = compare_outcomes(run.eager, run.reference, rtol, atol)
         problems += [f"eager with AC vs eager without AC: {p}" for p in found]
         n += len(run.reference.outputs) + len(run.reference.grads)
-    elif run.compiled is not None and run.eager is not None and case.numerics == "shape":
+    elif run.compiled is not None and run.eager is not None and case.numerics.mode is NumericsMode.SHAPE:
         for i, (a, e) in enumerate(zip(run.compiled.outputs, run.eager.outputs)):
             n += 1
             if a.shape != e.shape:
@@ -92,29 +93,28 @@ def assert_numerics(run: Run) -> int:
 
 
 def assert_op_counts(run: Run) -> int:
-    """The case's exact (``expect``) and lower-bound (``expect_ge``) op counts per graph kind."""
+    """The case's exact (``Expect.ops``) and lower-bound (``Expect.at_least``) op counts per graph kind, and its
+    exact compile counters (``Expect.counters``)."""
     __tracebackhide__ = True
-    exact, at_least = run.cell.case.expectations(run.cell.axes)
+    expect = run.cell.case.expect
+    exact, at_least = expect.op_counts(run.cell.axes)
     problems = []
     n = 0
     for bound, table in (("==", exact), (">=", at_least)):
         for kind, ops in table.items():
-            if kind == "counters":
-                continue
             counts = op_counts(run.graphs.get(kind, []))
             for op, want in ops.items():
                 n += 1
                 got = counts.get(op, 0)
                 if (got != want) if bound == "==" else (got < want):
                     problems.append(f"{kind} graph: expected {op} {bound} {want}, saw {got}")
-    for bound, table in (("==", exact), (">=", at_least)):
-        for name, want in table.get("counters", {}).items():
-            n += 1
-            got = run.counters.get(name)
-            if (got != want) if bound == "==" else (got is None or got < want):
-                problems.append(f"compile counter {name}: expected {bound} {want}, saw {got}")
+    for name, want in expect.counters.items():
+        n += 1
+        got = run.counters.get(name)
+        if got != want:
+            problems.append(f"compile counter {name}: expected == {want}, saw {got}")
     if problems:
-        graphs = "\n".join(f"--- {k} ---\n{run.texts.get(k, '(not recorded)')}" for k in sorted(set(exact) | set(at_least)) if k != "counters")
+        graphs = "\n".join(f"--- {k} ---\n{run.texts.get(k, '(not recorded)')}" for k in sorted(set(exact) | set(at_least)))
         raise AssertionError(f"{run.cell.id}: op counts differ from the case's expectations:\n  " + "\n  ".join(problems)
                              + f"\n{graphs}")
     return n
@@ -122,7 +122,7 @@ def assert_op_counts(run: Run) -> int:
 
 def assert_raises_as_documented(cell, exc: BaseException | None) -> None:
     __tracebackhide__ = True
-    exc_type, pattern = cell.case.raises
+    exc_type, pattern = cell.case.expect.raises
     if exc is None:
         raise AssertionError(f"{cell.id}: expected {exc_type.__name__} matching {pattern!r}, but nothing was raised")
     if not isinstance(exc, exc_type) or not re.search(pattern, str(exc)):

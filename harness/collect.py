@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-from harness.case import Axes, Case, Cell, all_cases
+from harness.case import Axes, Backend, Case, Cell, Partitioner, all_cases
 
 SWEEP_BUDGETS = (1.0, 0.5, 0.0)
 
@@ -50,8 +50,9 @@ class Collected:
 
 def eligible(case: Case) -> bool:
     """Whether the matrix expands ``case`` (a plain compile-and-backprop case with no budget of its own)."""
-    return (case.area not in NOT_IN_MATRIX and case.backward and case.custom is None and case.raises is None
-            and case.budgets == (None,) and "activation_memory_budget" not in case.config.get("functorch", {}))
+    return (case.area not in NOT_IN_MATRIX and case.compile.backward and case.custom is None
+            and case.expect.raises is None and case.axes.budgets == (None,)
+            and "activation_memory_budget" not in case.compile.config.get("functorch", {}))
 
 
 @functools.cache
@@ -59,27 +60,28 @@ def matrix_case(case: Case) -> Case:
     """The case as the matrix runs it: no op-count expectations, no goldens (one object per case, so the eager
     reference is computed once).  Inductor draws random numbers its own way; ``fallback_random`` makes it use eager's
     generator so numerics stay comparable (the stream-independent RNG invariants run all the same)."""
-    config = {**case.config, "inductor": {"fallback_random": True, **case.config.get("inductor", {})}}
-    return dataclasses.replace(case, expect={}, expect_ge={}, goldens=(), config=config)
+    config = {**case.compile.config, "inductor": {"fallback_random": True, **case.compile.config.get("inductor", {})}}
+    return dataclasses.replace(case, expect=dataclasses.replace(case.expect, ops={}, at_least={}, counters={}),
+                               goldens=(), compile=dataclasses.replace(case.compile, config=config))
 
 
 def matrix_axes(case: Case, device: str) -> list[Axes]:
-    if not eligible(case) or device not in case.devices:
+    if not eligible(case) or device not in case.axes.devices:
         return []
-    declared = set(case.axes(device))
+    declared = set(case.cell_axes(device))
     out = []
-    for dtype in case.dtypes:
-        candidates = [Axes("min_cut", "aot_eager", device, dtype, b) for b in SWEEP_BUDGETS]
-        candidates.append(Axes("default", "aot_eager", device, dtype))
+    for dtype in case.axes.dtypes:
+        candidates = [Axes(Partitioner.MIN_CUT, Backend.AOT_EAGER, device, dtype, b) for b in SWEEP_BUDGETS]
+        candidates.append(Axes(Partitioner.DEFAULT, Backend.AOT_EAGER, device, dtype))
         if case.name not in NO_INDUCTOR:
-            candidates.append(Axes("min_cut", "inductor", device, dtype))
+            candidates.append(Axes(Partitioner.MIN_CUT, Backend.INDUCTOR, device, dtype))
         out += [a for a in candidates if a not in declared]
     return out
 
 
 def case_cells(case: Case, device: str) -> list[Cell]:
     """The declared cells of ``case`` on ``device``, then its matrix cells."""
-    return [Cell(case, a) for a in case.axes(device)] + [Cell(matrix_case(case), a) for a in matrix_axes(case, device)]
+    return [Cell(case, a) for a in case.cell_axes(device)] + [Cell(matrix_case(case), a) for a in matrix_axes(case, device)]
 
 
 def collect(area: str, device: str) -> list[Collected]:
@@ -91,7 +93,7 @@ def collect(area: str, device: str) -> list[Collected]:
         unmet = case.unmet_requirement(device)
         cells = case_cells(case, device)
         if unmet or not cells:
-            reason = unmet or f"not run on {device}: case declares devices {case.devices}"
+            reason = unmet or f"not run on {device}: case declares devices {case.axes.devices}"
             out.append(Collected(Cell(case, Axes(device=device)), skip=reason))
             continue
         out += [Collected(c, slow=c.case is not case or c.axes.budget is not None) for c in cells]

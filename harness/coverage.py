@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from harness import known_failures
-from harness.case import Case, all_cases
+from harness.case import Case, Need, all_cases
 from harness.collect import case_cells
 from harness.paths import CATALOGUE, KNOWN_FAILURES, ROOT
 
@@ -58,17 +58,17 @@ def _plain(cell: str) -> str:
 def where_it_runs(case: Case) -> str:
     """CPU, CUDA-only (with the reason), or gated (torch version, triton, distributed), from the case's fields."""
     notes = []
-    for req in filter(None, (r.strip() for r in case.requires.split(","))):
-        if req == "cuda":
-            notes.append(f"CUDA-only: {case.requires_reason or 'needs a CUDA device'}")
-        elif req.startswith("torch>="):
-            notes.append(f"gated: {req} ({case.requires_reason})" if case.requires_reason else f"gated: {req}")
+    for req in case.requires:
+        if req.need is Need.CUDA:
+            notes.append(f"CUDA-only: {req.reason}")
+        elif req.need is Need.TORCH:
+            notes.append(f"gated: {req.label} ({req.reason})")
         else:
-            notes.append(f"needs {req}" + (f": {case.requires_reason}" if case.requires_reason else ""))
-    devices = [d for d in DEVICES if d in case.devices]
-    if "cuda" not in case.requires:
+            notes.append(f"needs {req.label}: {req.reason}")
+    devices = [d for d in DEVICES if d in case.axes.devices]
+    if not case.needs(Need.CUDA):
         if devices == ["cuda"]:
-            notes.insert(0, f"CUDA-only: {case.requires_reason or 'the case declares only cuda'}")
+            notes.insert(0, "CUDA-only: the case declares only cuda")
         elif devices:
             notes.insert(0, " + ".join(d.upper() for d in devices))
     return "; ".join(notes)

@@ -16,23 +16,24 @@ import warnings
 from pathlib import Path
 
 from harness import analysis
-from harness.case import Axes, all_cases
+from harness.case import Axes, Backend, Partitioner, all_cases
 from harness.collect import SWEEP_BUDGETS, eligible
 from harness.pipeline import baseline
 
-CONFIGS = [("no AC", "min_cut", None, False), ("AC", "min_cut", None, True), ("AC", "default", None, True)]
-CONFIGS += [(f"AC budget {b}", "min_cut", b, True) for b in SWEEP_BUDGETS]
+MIN_CUT, DEFAULT = Partitioner.MIN_CUT, Partitioner.DEFAULT
+CONFIGS = [("no AC", MIN_CUT, None, False), ("AC", MIN_CUT, None, True), ("AC", DEFAULT, None, True)]
+CONFIGS += [(f"AC budget {b}", MIN_CUT, b, True) for b in SWEEP_BUDGETS]
 
 
 def collect(substring: str = "") -> list[dict]:
     rows = []
     for case in all_cases():
-        if not (eligible(case) and "cpu" in case.devices and substring in case.name) or case.requires:
+        if not (eligible(case) and "cpu" in case.axes.devices and substring in case.name) or case.requires:
             continue
         for label, part, budget, ac in CONFIGS:
-            if part not in case.partitioners and budget is None and ac:
+            if part not in case.axes.partitioners and budget is None and ac:
                 continue
-            axes = Axes(part, "aot_eager", "cpu", case.dtypes[0], budget)
+            axes = Axes(part, Backend.AOT_EAGER, "cpu", case.axes.dtypes[0], budget)
             try:
                 a = analysis.of(baseline(case, axes, ac))
             except Exception as e:  # a configuration the case does not support: reported, not fatal

@@ -87,11 +87,8 @@ def config_patches(case: Case, axes: Axes):
     import torch._inductor.config
 
     modules = {"dynamo": torch._dynamo.config, "functorch": torch._functorch.config, "inductor": torch._inductor.config}
-    unknown = set(case.config) - set(modules)
-    if unknown:
-        raise ValueError(f"case {case.name}: unknown config namespace(s) {sorted(unknown)}; use {sorted(modules)}")
     with contextlib.ExitStack() as stack:
-        for ns, patch in case.config.items():
+        for ns, patch in case.compile.config.items():  # namespaces checked by CompileSpec
             stack.enter_context(modules[ns].patch(**dict(patch)))
         if axes.budget is not None:
             stack.enter_context(torch._functorch.config.patch(activation_memory_budget=axes.budget))
@@ -147,15 +144,6 @@ class Recorder:
         self._keep_joint(joint)
         return partition_fn(self.axes.partitioner)(joint, joint_inputs, **kwargs)
 
-    def _decompositions(self):
-        if self.case.decompositions == "inductor":
-            from torch._inductor.decomposition import select_decomp_table
-
-            return select_decomp_table()
-        if self.case.decompositions is None:
-            return None
-        raise ValueError(f"case {self.case.name}: unknown decompositions {self.case.decompositions!r}")
-
     def __call__(self, gm: fx.GraphModule, example_inputs):
         self.graphs["dynamo"].append(gm)
         # AOTAutograd's primals are the Dynamo graph's inputs in order (primals_1 is example_inputs[0]).
@@ -174,9 +162,10 @@ class Recorder:
                 partition_fn=self._partition,
                 keep_inference_input_mutations=True,
             )
-            if self.case.decompositions:
-                kwargs["decompositions"] = self._decompositions()
-            if self.case.disable_functionalization:
+            spec = self.case.compile
+            if spec.decompositions is not None:
+                kwargs["decompositions"] = spec.decompositions.table()
+            if spec.disable_functionalization:
                 kwargs["disable_functionalization"] = True
             return aot_autograd(**kwargs)(gm, example_inputs)
         if self.axes.backend == "inductor":
@@ -252,13 +241,13 @@ def execute(case: Case, axes: Axes, *, ac: bool, backend=None) -> Outcome:
     prog = case.build(ctx)
     fn = prog.fn
     if backend is not None:
-        fn = torch.compile(fn, backend=backend, fullgraph=case.fullgraph)
+        fn = torch.compile(fn, backend=backend, fullgraph=case.compile.fullgraph)
     start = time.perf_counter()
     torch.manual_seed(RUN_SEED)
     raw = fn(*prog.inputs, **prog.kwargs)
     outputs = flat_tensors(raw)
     grads: dict[str, torch.Tensor | None] = {}
-    if case.backward:
+    if case.compile.backward:
         loss = cotangent_loss(outputs)
         if loss is not None:
             loss.backward()
@@ -307,7 +296,7 @@ def run_cell(cell: Cell) -> Run:
         run.info = dict(custom.info)
         run.timings["normalize"] = time.perf_counter() - start
         return run
-    if case.raises is None:
+    if case.expect.raises is None:
         start = time.perf_counter()
         run.reference, run.eager = eager_pair(case, axes.device, axes.dtype)
         run.timings["eager"] = time.perf_counter() - start  # ~0 when another axis of the case computed it

@@ -108,6 +108,7 @@ def pytest_report_header(config):
 def pytest_generate_tests(metafunc):
     if "cell" not in metafunc.fixturenames:
         return
+    from harness.case import Need
     from harness.collect import collect
 
     device = metafunc.config.getoption("--device")
@@ -120,7 +121,7 @@ def pytest_generate_tests(metafunc):
         marks = [pytest.mark.xdist_group(c.cell.case.name)]
         if c.slow:
             marks.append(pytest.mark.slow)
-        if device == "cuda" or "cuda" in c.cell.case.requires:
+        if device == "cuda" or c.cell.case.needs(Need.CUDA):
             marks.append(pytest.mark.cuda)
         params.append(pytest.param(c.cell, id=c.id, marks=marks))
     if not params:

@@ -95,7 +95,7 @@ def check_cell(cell: Cell, goldens: Goldens, record) -> Run | None:
     record("case", case.name)
     entries = getattr(record, "known_failures", [])
     verdicts = Verdicts(cell)
-    if case.raises is not None:  # nothing is recorded when the documented error is raised, so no goldens
+    if case.expect.raises is not None:  # nothing is recorded when the documented error is raised, so no goldens
         try:
             _check_error_cell(cell, verdicts, entries, record)
         finally:
@@ -114,8 +114,8 @@ def check_cell(cell: Cell, goldens: Goldens, record) -> Run | None:
             start = time.perf_counter()
             record("numerics_checks", verdicts.check("numerics", assert_numerics, run))
             record("op_count_checks", verdicts.check("expectations", assert_op_counts, run))
-            if case.check is not None:
-                record("extra_checks", verdicts.check("case_check", case.check, run))
+            if case.expect.check is not None:
+                record("extra_checks", verdicts.check("case_check", case.expect.check, run))
             run.timings["check"] = time.perf_counter() - start
             start = time.perf_counter()
             for invariant in INVARIANTS:

@@ -16,7 +16,7 @@ PLANTED = '''
 import os
 import signal
 import torch
-from harness.case import Case, Program
+from harness.case import MIN_CUT_ONLY, Case, Program
 
 
 def build(ctx):
@@ -37,8 +37,8 @@ def build_crash(ctx):
     return build(ctx)
 
 
-CASES = [Case("planted", "planted", build, partitioners=("min_cut",)),
-         Case("planted_crash", "planted", build_crash, partitioners=("min_cut",))]
+CASES = [Case("planted", build, axes=MIN_CUT_ONLY),
+         Case("planted_crash", build_crash, axes=MIN_CUT_ONLY)]
 '''
 
 

@@ -69,7 +69,7 @@ def test_plain_ac_intermediate_saved_fires_but_a_region_boundary_does_not():
 
 
 def _case(name, build):
-    return Case(name, "meta", build)
+    return Case(name, build, area="meta")
 
 
 def _ac_saves_more(ctx: BuildContext) -> Program:
@@ -186,9 +186,9 @@ def test_dropout_oracle_fires_on_a_mask_mismatch_and_minds_exact_zeros():
 
 def test_dropout_oracle_runs_as_the_reference_cases_check():
     run = _run("reference_dropout_ac_oracle")
-    run.cell.case.check(run)
+    run.cell.case.expect.check(run)
     run.compiled.grads["input[0]"] = torch.ones_like(run.compiled.grads["input[0]"])  # gradient everywhere
-    _fires(run.cell.case.check, run, "expected the input gradient to be non-zero exactly where")
+    _fires(run.cell.case.expect.check, run, "expected the input gradient to be non-zero exactly where")
 
 
 def test_custom_pipeline_cells_are_skipped():

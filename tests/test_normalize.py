@@ -5,7 +5,7 @@ import textwrap
 
 import torch
 
-from harness.case import Axes, Case, Cell, Program
+from harness.case import MIN_CUT_ONLY, Axes, Case, Cell, Program
 from harness.normalize import graph_text
 from harness.pipeline import run_cell
 
@@ -31,7 +31,7 @@ def _builder(filename: str, blank_lines: int):
 
 
 def _texts(filename: str, blank_lines: int) -> dict[str, str]:
-    case = Case("normalize_probe", "meta", _builder(filename, blank_lines), partitioners=("min_cut",))
+    case = Case("normalize_probe", _builder(filename, blank_lines), axes=MIN_CUT_ONLY, area="meta")
     run = run_cell(Cell(case, Axes()))
     return run, run.texts
 

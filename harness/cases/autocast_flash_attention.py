@@ -20,7 +20,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from harness.case import Axes, BuildContext, Case, Cell, Program, find_case
+from harness.case import (Axes, AxesSpec, Backend, BuildContext, Case, Cell, Checkpoint, CompileSpec, Decompositions,
+                          Expect, Numerics, Partitioner, Program, Requires, find_case)
 from harness.checks import count_of, expect_equal
 from harness.pipeline import CustomRun, run_cell
 
@@ -113,8 +114,8 @@ def under_autocast(name: str, dtype: torch.dtype | None = None):
 
 
 def autocast_case(name: str, build, dtype: torch.dtype | None = None, **kwargs) -> Case:
-    return Case(name, "autocast_flash_attention", build, custom=under_autocast(name, dtype),
-                tolerance=AUTOCAST_TOLERANCE, **kwargs)
+    return Case(name, build, custom=under_autocast(name, dtype), numerics=Numerics(tolerance=AUTOCAST_TOLERANCE),
+                **kwargs)
 
 
 # --- checks ------------------------------------------------------------------------------------------------------
@@ -135,33 +136,35 @@ def _fused_sdpa_recomputed_not_sin(run) -> None:
                              + f"\n--- fw ---\n{run.texts.get('fw')}\n--- bw ---\n{run.texts.get('bw')}")
 
 
-EFFICIENT_ONLY_CUDA = dict(devices=("cuda",), requires="cuda",
-                          requires_reason="aten._scaled_dot_product_efficient_attention has no CPU kernel")
-CPU_ONLY = dict(devices=("cpu",))
+EFFICIENT_ONLY_CUDA = AxesSpec(partitioners=Partitioner.MIN_CUT, devices="cuda")
+EFFICIENT_KERNEL = Requires.cuda("aten._scaled_dot_product_efficient_attention has no CPU kernel")
+CPU_BOTH_BACKENDS = AxesSpec(backends=tuple(Backend), devices="cpu")
 
 CASES = [
-    autocast_case("autocast_efficient_attention", efficient_attention, catalogue=(33,), checkpoint="reentrant",
-                  partitioners=("min_cut",), decompositions="inductor", fullgraph=False, backward=False,
-                  expect={"fw": {EFFICIENT: 1}}, **EFFICIENT_ONLY_CUDA),
+    autocast_case("autocast_efficient_attention", efficient_attention, catalogue=(33,), checkpoint=Checkpoint.REENTRANT,
+                  axes=EFFICIENT_ONLY_CUDA, requires=EFFICIENT_KERNEL,
+                  compile=CompileSpec(decompositions=Decompositions.INDUCTOR, fullgraph=False, backward=False),
+                  expect=Expect({"fw": {EFFICIENT: 1}})),
     autocast_case("autocast_efficient_attention_backward", efficient_attention, catalogue=(33,),
-                  checkpoint="reentrant", partitioners=("min_cut",), decompositions="inductor", fullgraph=False,
-                  expect={"fw": {EFFICIENT: 1}, "bw": {EFFICIENT: 1, EFFICIENT_BW: 1}},
-                  notes="beyond upstream (forward only): the backward recomputes the attention", **EFFICIENT_ONLY_CUDA),
+                  checkpoint=Checkpoint.REENTRANT, axes=EFFICIENT_ONLY_CUDA, requires=EFFICIENT_KERNEL,
+                  compile=CompileSpec(decompositions=Decompositions.INDUCTOR, fullgraph=False),
+                  expect=Expect({"fw": {EFFICIENT: 1}, "bw": {EFFICIENT: 1, EFFICIENT_BW: 1}}),
+                  notes="beyond upstream (forward only): the backward recomputes the attention"),
     autocast_case("autocast_bf16_attention_dropout_cpu", hand_written_attention(dropout_p=0.2), torch.bfloat16,
-                  catalogue=(33,), checkpoint="reentrant", backends=("aot_eager", "inductor"),
-                  config={"inductor": {"fallback_random": True}}, expect={"fw": {BMM: 2}, "bw": {BMM: 5}},
+                  catalogue=(33,), checkpoint=Checkpoint.REENTRANT, axes=CPU_BOTH_BACKENDS,
+                  compile=CompileSpec(config={"inductor": {"fallback_random": True}}),
+                  expect=Expect({"fw": {BMM: 2}, "bw": {BMM: 5}}),
                   notes="CPU analogue of item 33: bf16 autocast around a checkpointed hand-written attention with "
-                        "dropout; fallback_random keeps inductor's dropout on eager's stream, so numerics are exact",
-                  **CPU_ONLY),
-    autocast_case("autocast_bf16_sdpa_cpu", sdpa, torch.bfloat16, catalogue=(33,), checkpoint="reentrant",
-                  backends=("aot_eager", "inductor"),
-                  expect={"fw": {FLASH_CPU: 1}, "bw": {FLASH_CPU: 1, FLASH_CPU_BW: 1}},
-                  notes="CPU analogue of item 33 through the public SDPA entry point", **CPU_ONLY),
-    Case("sdpa_pattern_matcher", "autocast_flash_attention", hand_written_attention(), catalogue=(36,),
-         checkpoint="reentrant", backends=("inductor",), dtypes=("float16",), check=_fused_sdpa_recomputed_not_sin,
-         tolerance=(1e-2, 1e-2), devices=("cuda",), requires="cuda",
-         requires_reason="fused SDPA kernels and the cuDNN/capability rule are CUDA's"),
-    Case("sdpa_pattern_matcher_cpu", "autocast_flash_attention", hand_written_attention(), catalogue=(36,),
-         checkpoint="reentrant", backends=("inductor",), check=_fused_sdpa_recomputed_not_sin,
-         notes="CPU analogue of item 36 in float32: the pattern fuses into the CPU flash-attention op", **CPU_ONLY),
+                        "dropout; fallback_random keeps inductor's dropout on eager's stream, so numerics are exact"),
+    autocast_case("autocast_bf16_sdpa_cpu", sdpa, torch.bfloat16, catalogue=(33,), checkpoint=Checkpoint.REENTRANT,
+                  axes=CPU_BOTH_BACKENDS,
+                  expect=Expect({"fw": {FLASH_CPU: 1}, "bw": {FLASH_CPU: 1, FLASH_CPU_BW: 1}}),
+                  notes="CPU analogue of item 33 through the public SDPA entry point"),
+    Case("sdpa_pattern_matcher", hand_written_attention(), catalogue=(36,), checkpoint=Checkpoint.REENTRANT,
+         axes=AxesSpec(backends=Backend.INDUCTOR, dtypes="float16", devices="cuda"),
+         expect=Expect(check=_fused_sdpa_recomputed_not_sin), numerics=Numerics(tolerance=(1e-2, 1e-2)),
+         requires=Requires.cuda("fused SDPA kernels and the cuDNN/capability rule are CUDA's")),
+    Case("sdpa_pattern_matcher_cpu", hand_written_attention(), catalogue=(36,), checkpoint=Checkpoint.REENTRANT,
+         axes=AxesSpec(backends=Backend.INDUCTOR, devices="cpu"), expect=Expect(check=_fused_sdpa_recomputed_not_sin),
+         notes="CPU analogue of item 36 in float32: the pattern fuses into the CPU flash-attention op"),
 ]

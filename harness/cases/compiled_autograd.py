@@ -14,7 +14,7 @@ import functools
 import torch
 import torch.nn as nn
 
-from harness.case import BuildContext, Case, Program
+from harness.case import AxesSpec, Backend, BuildContext, Case, CompileSpec, Expect, Partitioner, Program
 from harness.checks import expect_equal
 from harness.normalize import graph_text
 from harness.pipeline import BUILD_SEED, RUN_SEED, CustomRun, cotangent_loss, flat_tensors, fresh_state
@@ -113,7 +113,8 @@ def _hook_forces_save(run) -> None:
 
 
 CASES = [
-    Case("must_save_tensor_that_has_backward_hook", "compiled_autograd", build, catalogue=(15,),
-         backends=("inductor",), partitioners=("min_cut",), custom=hooked_tensor_is_saved, check=_hook_forces_save,
-         config={"functorch": {"recompute_views": True}, "inductor": {"fx_graph_cache": False}}),
+    Case("must_save_tensor_that_has_backward_hook", build, catalogue=(15,),
+         axes=AxesSpec(backends=Backend.INDUCTOR, partitioners=Partitioner.MIN_CUT), custom=hooked_tensor_is_saved,
+         expect=Expect(check=_hook_forces_save),
+         compile=CompileSpec(config={"functorch": {"recompute_views": True}, "inductor": {"fx_graph_cache": False}})),
 ]

@@ -9,14 +9,14 @@ and every gradient must equal the replay's.  A backward that recomputed dropout 
 
 from __future__ import annotations
 
-from harness.case import Case
+from harness.case import AxesSpec, Backend, Case, Checkpoint, CompileSpec, Expect, Numerics, Partitioner, Requires
 from harness.cases.rng_dropout import (_replay_dropout_module, _sac_random_oracle, dropout_module,
                                        mask_replay, sac_random_op)
 
-COMPILED_RNG = dict(numerics="shape",
-                    numerics_reason="compiled dropout draws from inductor's (or Philox) RNG, not eager's stream; the "
-                                    "mask-replay oracle checks outputs and gradients against an eager replay with the "
-                                    "compiled mask")
+COMPILED_RNG = Numerics.shape_only(
+    "compiled dropout draws from inductor's (or Philox) RNG, not eager's stream; the "
+    "mask-replay oracle checks outputs and gradients against an eager replay with the "
+    "compiled mask")
 _dropout_oracle = mask_replay(lambda out: out != 0, _replay_dropout_module)
 
 
@@ -32,12 +32,13 @@ def _philox_in_forward_and_backward(run) -> None:
 
 
 CASES = [
-    Case("compiled_rng_dropout_module_inductor", "compiled_rng", dropout_module, catalogue=(14,),
-         checkpoint="reentrant", backends=("inductor",), check=_dropout_oracle, **COMPILED_RNG),
-    Case("compiled_rng_sac_random_op_inductor", "compiled_rng", sac_random_op(True), catalogue=(30,), checkpoint="sac",
-         backends=("inductor",), check=_sac_random_oracle, **COMPILED_RNG),
-    Case("compiled_rng_dropout_module_functionalized_philox", "compiled_rng", dropout_module, catalogue=(14,),
-         checkpoint="reentrant", config={"functorch": {"functionalize_rng_ops": True}}, partitioners=("min_cut",),
-         check=_philox_in_forward_and_backward, devices=("cuda",), requires="cuda",
-         requires_reason="functionalize_rng_ops (philox_rand) is CUDA-only", **COMPILED_RNG),
+    Case("compiled_rng_dropout_module_inductor", dropout_module, catalogue=(14,), checkpoint=Checkpoint.REENTRANT,
+         axes=AxesSpec(backends=Backend.INDUCTOR), expect=Expect(check=_dropout_oracle), numerics=COMPILED_RNG),
+    Case("compiled_rng_sac_random_op_inductor", sac_random_op(True), catalogue=(30,), checkpoint=Checkpoint.SAC,
+         axes=AxesSpec(backends=Backend.INDUCTOR), expect=Expect(check=_sac_random_oracle), numerics=COMPILED_RNG),
+    Case("compiled_rng_dropout_module_functionalized_philox", dropout_module, catalogue=(14,),
+         checkpoint=Checkpoint.REENTRANT, compile=CompileSpec(config={"functorch": {"functionalize_rng_ops": True}}),
+         axes=AxesSpec(partitioners=Partitioner.MIN_CUT, devices="cuda"),
+         expect=Expect(check=_philox_in_forward_and_backward),
+         requires=Requires.cuda("functionalize_rng_ops (philox_rand) is CUDA-only"), numerics=COMPILED_RNG),
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from harness.case import BuildContext, Case, Program
+from harness.case import BuildContext, Case, Checkpoint, CompileSpec, Decompositions, Expect, Program, Requires
 
 TAG = "higher_order.tag_activation_checkpoint"
 
@@ -53,18 +53,20 @@ def getattr_through_wrapper(ctx: BuildContext) -> Program:
     return Program(fn, (ctx.randn(1, 1),), module=inner)
 
 
-ONE_REGION_ONE_GRAPH = {"dynamo": {TAG: 1}, "counters": {"graphs": 1, "unique_graphs": 1, "graph_breaks": 0}}
+ONE_REGION = {"dynamo": {TAG: 1}}
+ONE_GRAPH = {"graphs": 1, "unique_graphs": 1, "graph_breaks": 0}  # compile counters
 
 CASES = [
-    Case("distributed_utils_checkpoint_wrapper", "distributed_wrapper", wrapper_function, catalogue=(37,),
-         checkpoint="checkpoint_wrapper", decompositions="inductor", requires="distributed",
-         requires_reason="imports torch.distributed.algorithms._checkpoint.checkpoint_wrapper",
+    Case("distributed_utils_checkpoint_wrapper", wrapper_function, catalogue=(37,),
+         checkpoint=Checkpoint.CHECKPOINT_WRAPPER, compile=CompileSpec(decompositions=Decompositions.INDUCTOR),
+         requires=Requires.distributed("imports torch.distributed.algorithms._checkpoint.checkpoint_wrapper"),
          # The whole body is the region: backward recomputes the linear (addmm) instead of saving its output.
-         expect={**ONE_REGION_ONE_GRAPH, "fw": {"aten.sin.default": 1, "aten.cos.default": 1},
-                 "bw": {"aten.addmm.default": 1}}),
-    Case("dynamo_does_not_trace_getattr_as_top_frame", "distributed_wrapper", getattr_through_wrapper,
-         catalogue=(38,), checkpoint="checkpoint_wrapper", decompositions="inductor", requires="distributed",
-         requires_reason="imports torch.distributed.algorithms._checkpoint.checkpoint_wrapper",
-         config={"dynamo": {"inline_inbuilt_nn_modules": True}},
-         expect=ONE_REGION_ONE_GRAPH),
+         expect=Expect({**ONE_REGION, "fw": {"aten.sin.default": 1, "aten.cos.default": 1},
+                        "bw": {"aten.addmm.default": 1}}, counters=ONE_GRAPH)),
+    Case("dynamo_does_not_trace_getattr_as_top_frame", getattr_through_wrapper, catalogue=(38,),
+         checkpoint=Checkpoint.CHECKPOINT_WRAPPER,
+         compile=CompileSpec(decompositions=Decompositions.INDUCTOR,
+                             config={"dynamo": {"inline_inbuilt_nn_modules": True}}),
+         requires=Requires.distributed("imports torch.distributed.algorithms._checkpoint.checkpoint_wrapper"),
+         expect=Expect(ONE_REGION, counters=ONE_GRAPH)),
 ]

@@ -12,15 +12,17 @@ import torch
 
 from torch._dynamo.exc import BackendCompilerFailed
 
-from harness.case import BuildContext, Case, Program
+from harness.case import (AxesSpec, Backend, BuildContext, Case, Checkpoint, CompileSpec, Decompositions, Expect,
+                          Partitioner, Program, Requires)
 from harness.pipeline import CustomRun
 
-ERROR_CELL = dict(partitioners=("min_cut",), backends=("aot_eager",))  # the error does not depend on these axes
+ERROR_CELL = AxesSpec(partitioners=Partitioner.MIN_CUT, backends=Backend.AOT_EAGER)  # the error does not depend on them
 # Newer than the torch 2.11 some machines run: looked up at call time, and its cases declare the API they need.
 BUDGET_API = "torch.autograd.graph.region_activation_memory_budget"
-NEEDS_BUDGET = dict(requires=f"api:{BUDGET_API}", requires_reason="region activation memory budgets (torch 2.13 has them)")
-NEEDS_NON_STRICT = dict(requires="api:torch.compiler._patch_autograd_grad,api:torch.compiler._patch_engine_backward",
-                        requires_reason="the autograd patches of non-strict tracing (torch 2.13 has them)")
+NEEDS_BUDGET = Requires.api(BUDGET_API, "region activation memory budgets (torch 2.13 has them)")
+NEEDS_NON_STRICT = tuple(Requires.api(f"torch.compiler.{patch}",
+                                      "the autograd patches of non-strict tracing (torch 2.13 has them)")
+                         for patch in ("_patch_autograd_grad", "_patch_engine_backward"))
 
 
 def region_activation_memory_budget(budget):
@@ -145,9 +147,9 @@ def _unused_build(ctx: BuildContext) -> Program:
     raise AssertionError("an eager error case runs its custom pipeline, never the standard build")
 
 
-def eager_error_case(name: str, custom, catalogue: tuple[int, ...], raises, **kwargs) -> Case:
-    return Case(name, "errors", _unused_build, catalogue=catalogue, checkpoint="none", custom=custom, raises=raises,
-                backward=False, **ERROR_CELL, **kwargs)
+def eager_error_case(name: str, custom, catalogue: tuple[int, ...], raises, requires) -> Case:
+    return Case(name, _unused_build, catalogue=catalogue, checkpoint=Checkpoint.NONE, custom=custom,
+                expect=Expect(raises=raises), compile=CompileSpec(backward=False), axes=ERROR_CELL, requires=requires)
 
 
 EXPECTS_FLOAT = (TypeError, r"region_activation_memory_budget: expects a float, got ")
@@ -159,42 +161,46 @@ BUDGET_CONFLICT = (BackendCompilerFailed, r"RuntimeError: torch\.autograd\.graph
                                           r"subgraphs\): \[0\.3, 0\.8\]")
 
 CASES = [
-    Case("error_sac_invalid_context", "errors", invalid_context, catalogue=(31,), checkpoint="sac",
-         raises=(BackendCompilerFailed, r"AssertionError: In torch\.compile mode, `context_fn` arg passed to "
-                                        r"`torch\.utils\.checkpoint` must generate a tuple of two `TorchDispatchMode`s"),
-         backends=("aot_eager", "inductor"),
+    Case("error_sac_invalid_context", invalid_context, catalogue=(31,), checkpoint=Checkpoint.SAC,
+         expect=Expect(raises=(BackendCompilerFailed, r"AssertionError: In torch\.compile mode, `context_fn` arg "
+                                                    r"passed to `torch\.utils\.checkpoint` must generate a tuple of two "
+                                                    r"`TorchDispatchMode`s")),
+         axes=AxesSpec(backends=tuple(Backend)),
          notes="upstream asserts only Exception; the AssertionError is raised while AOTAutograd traces the region, so "
                "Dynamo reports it as BackendCompilerFailed"),
-    Case("error_user_graph_break_fullgraph", "errors", user_graph_break, catalogue=(34,), checkpoint="reentrant",
-         raises=(torch._dynamo.exc.Unsupported, r"User-inserted graph break"), fullgraph=True, backward=False,
-         decompositions="inductor", **ERROR_CELL),
+    Case("error_user_graph_break_fullgraph", user_graph_break, catalogue=(34,), checkpoint=Checkpoint.REENTRANT,
+         expect=Expect(raises=(torch._dynamo.exc.Unsupported, r"User-inserted graph break")),
+         compile=CompileSpec(fullgraph=True, backward=False, decompositions=Decompositions.INDUCTOR), axes=ERROR_CELL),
     eager_error_case("error_budget_rejects_bool", eager_budget(True), (50,), (TypeError, EXPECTS_FLOAT[1] + "bool"),
-                     **NEEDS_BUDGET),
+                     requires=NEEDS_BUDGET),
     eager_error_case("error_budget_rejects_str", eager_budget("0.5"), (50,), (TypeError, EXPECTS_FLOAT[1] + "str"),
-                     **NEEDS_BUDGET),
+                     requires=NEEDS_BUDGET),
     eager_error_case("error_budget_rejects_above_one", eager_budget(2.0), (50,),
-                     (ValueError, OUT_OF_RANGE[1] + r"2\.0"), **NEEDS_BUDGET),
+                     (ValueError, OUT_OF_RANGE[1] + r"2\.0"), requires=NEEDS_BUDGET),
     eager_error_case("error_budget_rejects_negative", eager_budget(-0.1), (50,),
-                     (ValueError, OUT_OF_RANGE[1] + r"-0\.1"), **NEEDS_BUDGET),
+                     (ValueError, OUT_OF_RANGE[1] + r"-0\.1"), requires=NEEDS_BUDGET),
     eager_error_case("error_budget_in_eager", eager_budget(0.5), (51,),
                      (RuntimeError, r"region_activation_memory_budget can only be used inside a torch\.compile region"),
-                     **NEEDS_BUDGET),
-    Case("error_budget_conflict", "errors", conflicting_budgets, catalogue=(52,), checkpoint="none",
-         raises=BUDGET_CONFLICT, partitioners=("min_cut",), backends=("aot_eager", "inductor"),
-         notes="only the min-cut partitioner reads region budgets", **NEEDS_BUDGET),
-    Case("error_budget_partial_annotation", "errors", partial_budget, catalogue=(53,), checkpoint="none",
-         raises=(BackendCompilerFailed, r"RuntimeError: torch\.autograd\.graph\.region_activation_memory_budget: must "
-                                        r"cover the entire forward of a graph \(including HOP bodies\), but 2 forward "
-                                        r"op\(s\) are unannotated"),
-         partitioners=("min_cut",), backends=("aot_eager", "inductor"),
-         notes="the two unannotated forward ops are the mul and the relu outside the region", **NEEDS_BUDGET),
-    Case("error_budget_distinct_per_invoke_subgraph", "errors", budgets_per_invoke_subgraph, catalogue=(55,),
-         checkpoint="none", raises=BUDGET_CONFLICT, partitioners=("min_cut",), backends=("aot_eager", "inductor"),
-         config={"dynamo": {"inline_single_use_invoke_subgraph": False}}, **NEEDS_BUDGET),
+                     requires=NEEDS_BUDGET),
+    Case("error_budget_conflict", conflicting_budgets, catalogue=(52,), checkpoint=Checkpoint.NONE,
+         expect=Expect(raises=BUDGET_CONFLICT),
+         axes=AxesSpec(partitioners=Partitioner.MIN_CUT, backends=tuple(Backend)),
+         notes="only the min-cut partitioner reads region budgets", requires=NEEDS_BUDGET),
+    Case("error_budget_partial_annotation", partial_budget, catalogue=(53,), checkpoint=Checkpoint.NONE,
+         expect=Expect(raises=(BackendCompilerFailed, r"RuntimeError: torch\.autograd\.graph\."
+                                                    r"region_activation_memory_budget: must cover the entire forward of "
+                                                    r"a graph \(including HOP bodies\), but 2 forward op\(s\) are "
+                                                    r"unannotated")),
+         axes=AxesSpec(partitioners=Partitioner.MIN_CUT, backends=tuple(Backend)),
+         notes="the two unannotated forward ops are the mul and the relu outside the region", requires=NEEDS_BUDGET),
+    Case("error_budget_distinct_per_invoke_subgraph", budgets_per_invoke_subgraph, catalogue=(55,),
+         checkpoint=Checkpoint.NONE, expect=Expect(raises=BUDGET_CONFLICT),
+         axes=AxesSpec(partitioners=Partitioner.MIN_CUT, backends=tuple(Backend)),
+         compile=CompileSpec(config={"dynamo": {"inline_single_use_invoke_subgraph": False}}), requires=NEEDS_BUDGET),
     eager_error_case("error_patch_autograd_grad_outside_non_strict", patched_grad_outside_non_strict, (68,),
                      (AssertionError, r"_patch_autograd_grad\(\) must be used under _non_strict_tracing_context\(\)"),
-                     **NEEDS_NON_STRICT),
+                     requires=NEEDS_NON_STRICT),
     eager_error_case("error_patch_engine_backward_outside_non_strict", patched_backward_outside_non_strict, (69,),
                      (AssertionError, r"_patch_engine_backward\(\) must be used under _non_strict_tracing_context\(\)"),
-                     **NEEDS_NON_STRICT),
+                     requires=NEEDS_NON_STRICT),
 ]

@@ -7,7 +7,7 @@ import torch
 import torch.fx as fx
 from torch._higher_order_ops.wrap import tag_activation_checkpoint
 
-from harness.case import BuildContext, Case, Program, find_case
+from harness.case import MIN_CUT_ONLY, BuildContext, Case, Checkpoint, CompileSpec, Expect, Program, find_case
 from harness.checks import expect_equal
 from harness.pipeline import RUN_SEED, CustomRun, Recorder, compile_counters
 
@@ -90,10 +90,11 @@ def _recompiled_with_symints(run) -> None:
 
 
 CASES = [
-    Case("kwargs_user_kwarg_forwarded", "kwargs", user_kwarg, catalogue=(17,), partitioners=("min_cut",),
-         fullgraph=False,  # as upstream; Dynamo counts frames["ok"] only outside fullgraph mode
-         expect={"counters": {"graphs": 1, "frames": 1, "frames_ok": 1, "graph_breaks": 0, "recompiles": 0}}, check=_kwarg_reaches_the_hop),
-    Case("kwargs_symints_location", "kwargs", lambda ctx: None, custom=symints_location, catalogue=(18,),
-         checkpoint="reentrant", partitioners=("min_cut",), check=_recompiled_with_symints,
+    Case("kwargs_user_kwarg_forwarded", user_kwarg, catalogue=(17,), axes=MIN_CUT_ONLY,
+         compile=CompileSpec(fullgraph=False),  # as upstream; Dynamo counts frames["ok"] only outside fullgraph mode
+         expect=Expect(counters={"graphs": 1, "frames": 1, "frames_ok": 1, "graph_breaks": 0, "recompiles": 0},
+                       check=_kwarg_reaches_the_hop)),
+    Case("kwargs_symints_location", lambda ctx: None, custom=symints_location, catalogue=(18,),
+         checkpoint=Checkpoint.REENTRANT, axes=MIN_CUT_ONLY, expect=Expect(check=_recompiled_with_symints),
          notes="dropout makes values stream-dependent; upstream asserts only shapes and counters"),
 ]

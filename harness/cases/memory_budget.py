@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 
 from harness import analysis
-from harness.case import BuildContext, Case, Program, find_case
+from harness.case import (AxesSpec, BuildContext, Case, Checkpoint, CompileSpec, Expect, Partitioner, Program, Requires,
+                          find_case)
 from harness.checks import expect_equal
 from harness.pipeline import CustomRun, baseline
 
@@ -195,26 +196,35 @@ CUDA_PER_REGION = [_rel(f"{a} > {b}", lambda m, a=a, b=b: m[a] > m[b])
                    for a, b in (((1.0, 1.0), (0.0, 1.0)), ((1.0, 1.0), (1.0, 0.0)),
                                 ((0.0, 1.0), (0.0, 0.0)), ((1.0, 0.0), (0.0, 0.0)))]
 
-BUDGET = dict(area="memory_budget", checkpoint="none", partitioners=("min_cut",), requires=f"api:{BUDGET_API}",
-              requires_reason="region activation memory budgets (torch 2.13 has them)")
-CPU = dict(BUDGET, devices=("cpu",))
-CUDA = dict(BUDGET, devices=("cuda",), requires=f"cuda,api:{BUDGET_API}",
-            requires_reason="measures torch.cuda.memory_stats (the CPU cells check the same idea on saved bytes)")
+NEEDS_BUDGET = Requires.api(BUDGET_API, "region activation memory budgets (torch 2.13 has them)")
+CPU = AxesSpec(partitioners=Partitioner.MIN_CUT, devices="cpu")
+CUDA = AxesSpec(partitioners=Partitioner.MIN_CUT, devices="cuda")
+NEEDS_CUDA = Requires.cuda("measures torch.cuda.memory_stats (the CPU cells check the same idea on saved bytes)")
 
 CASES = [
-    Case("budget_whole_model_none", build=whole_model(None), catalogue=(48,), check=activation_bytes(False), **CPU),
-    Case("budget_whole_model_zero", build=whole_model(0.0), catalogue=(48,), check=activation_bytes(True), **CPU),
-    *[Case(f"budget_per_region_{name}", build=per_region(a, b), catalogue=(49,), fullgraph=False,
-           check=per_region_check(a, b), **CPU) for (a, b), name in PER_REGION.items()],
-    Case("budget_invoke_subgraph_none", build=subgraph(None), catalogue=(54,), check=activation_bytes(False),
-         config=NO_SUBGRAPH_INLINE, **CPU),
-    Case("budget_invoke_subgraph_zero", build=subgraph(0.0), catalogue=(54,), check=activation_bytes(True),
-         config=NO_SUBGRAPH_INLINE, **CPU),
-    Case("budget_whole_model_cuda_memory", build=whole_model(None), catalogue=(48,), backward=False,
-         custom=cuda_activation_memory(_whole_model_cuda, (None, 0.0)), check=cuda_check(CUDA_BASELINE_AND_ZERO), **CUDA),
-    Case("budget_per_region_cuda_memory", build=per_region(1.0, 1.0), catalogue=(49,), backward=False,
-         custom=cuda_activation_memory(_per_region_cuda, tuple(PER_REGION)), check=cuda_check(CUDA_PER_REGION), **CUDA),
-    Case("budget_invoke_subgraph_cuda_memory", build=subgraph(None), catalogue=(54,), backward=False,
-         config=NO_SUBGRAPH_INLINE, custom=cuda_activation_memory(_subgraph_cuda, (None, 0.0)),
-         check=cuda_check(CUDA_BASELINE_AND_ZERO), **CUDA),
+    Case("budget_whole_model_none", whole_model(None), catalogue=(48,), checkpoint=Checkpoint.NONE, axes=CPU,
+         requires=NEEDS_BUDGET, expect=Expect(check=activation_bytes(False))),
+    Case("budget_whole_model_zero", whole_model(0.0), catalogue=(48,), checkpoint=Checkpoint.NONE, axes=CPU,
+         requires=NEEDS_BUDGET, expect=Expect(check=activation_bytes(True))),
+    *[Case(f"budget_per_region_{name}", per_region(a, b), catalogue=(49,), checkpoint=Checkpoint.NONE, axes=CPU,
+           requires=NEEDS_BUDGET, compile=CompileSpec(fullgraph=False), expect=Expect(check=per_region_check(a, b)))
+      for (a, b), name in PER_REGION.items()],
+    Case("budget_invoke_subgraph_none", subgraph(None), catalogue=(54,), checkpoint=Checkpoint.NONE, axes=CPU,
+         requires=NEEDS_BUDGET, compile=CompileSpec(config=NO_SUBGRAPH_INLINE),
+         expect=Expect(check=activation_bytes(False))),
+    Case("budget_invoke_subgraph_zero", subgraph(0.0), catalogue=(54,), checkpoint=Checkpoint.NONE, axes=CPU,
+         requires=NEEDS_BUDGET, compile=CompileSpec(config=NO_SUBGRAPH_INLINE),
+         expect=Expect(check=activation_bytes(True))),
+    Case("budget_whole_model_cuda_memory", whole_model(None), catalogue=(48,), checkpoint=Checkpoint.NONE, axes=CUDA,
+         requires=(NEEDS_CUDA, NEEDS_BUDGET), compile=CompileSpec(backward=False),
+         custom=cuda_activation_memory(_whole_model_cuda, (None, 0.0)),
+         expect=Expect(check=cuda_check(CUDA_BASELINE_AND_ZERO))),
+    Case("budget_per_region_cuda_memory", per_region(1.0, 1.0), catalogue=(49,), checkpoint=Checkpoint.NONE, axes=CUDA,
+         requires=(NEEDS_CUDA, NEEDS_BUDGET), compile=CompileSpec(backward=False),
+         custom=cuda_activation_memory(_per_region_cuda, tuple(PER_REGION)),
+         expect=Expect(check=cuda_check(CUDA_PER_REGION))),
+    Case("budget_invoke_subgraph_cuda_memory", subgraph(None), catalogue=(54,), checkpoint=Checkpoint.NONE, axes=CUDA,
+         requires=(NEEDS_CUDA, NEEDS_BUDGET), compile=CompileSpec(backward=False, config=NO_SUBGRAPH_INLINE),
+         custom=cuda_activation_memory(_subgraph_cuda, (None, 0.0)),
+         expect=Expect(check=cuda_check(CUDA_BASELINE_AND_ZERO))),
 ]

@@ -16,7 +16,8 @@ import torch
 import torch.nn as nn
 import torch.utils._pytree as pytree
 
-from harness.case import Axes, BuildContext, Case, Cell, Program, find_case
+from harness.case import (MIN_CUT_ONLY, Axes, AxesSpec, BuildContext, Case, Cell, Checkpoint, CompileSpec,
+                          Decompositions, Expect, Partitioner, Program, find_case)
 from harness.checks import expect_equal, op_counts
 from harness.pipeline import (BUILD_SEED, RUN_SEED, CustomRun, Outcome, cotangent_loss, fresh_state,
                               run_cell)
@@ -270,22 +271,25 @@ def _every_child_class_compiled(run) -> None:
 
 
 CASES = [
-    Case("graph_breaks_inside_checkpoint", "misc", graph_breaks_inside, catalogue=(16,), fullgraph=False,
-         expect={"counters": {"graphs": 2}, "dynamo": {TAG: 0, "torch.sin": 1, "torch.cos": 1}},
-         check=_two_frames_sin_and_cos),
-    Case("list_inputs", "misc", list_inputs, catalogue=(35,), checkpoint="reentrant", backward=False,
-         decompositions="inductor", expect={"dynamo": {TAG: 1}, "inference": {"aten.cos.default": 2}}),
-    Case("return_same_element_twice", "misc", same_element_twice, catalogue=(39,), checkpoint="reentrant",
-         expect={"dynamo": {TAG: 1, "operator.getitem": 1, "torch.sin": 1}}, check=_one_hop_output),
-    Case("frozen_dataclass_pytree_output", "misc", dataclass_io, catalogue=(43,), decompositions="inductor",
+    Case("graph_breaks_inside_checkpoint", graph_breaks_inside, catalogue=(16,), compile=CompileSpec(fullgraph=False),
+         expect=Expect({"dynamo": {TAG: 0, "torch.sin": 1, "torch.cos": 1}}, counters={"graphs": 2},
+                       check=_two_frames_sin_and_cos)),
+    Case("list_inputs", list_inputs, catalogue=(35,), checkpoint=Checkpoint.REENTRANT,
+         compile=CompileSpec(backward=False, decompositions=Decompositions.INDUCTOR),
+         expect=Expect({"dynamo": {TAG: 1}, "inference": {"aten.cos.default": 2}})),
+    Case("return_same_element_twice", same_element_twice, catalogue=(39,), checkpoint=Checkpoint.REENTRANT,
+         expect=Expect({"dynamo": {TAG: 1, "operator.getitem": 1, "torch.sin": 1}}, check=_one_hop_output)),
+    Case("frozen_dataclass_pytree_output", dataclass_io, catalogue=(43,),
+         compile=CompileSpec(decompositions=Decompositions.INDUCTOR),
          custom=within(lambda: registered_dataclasses(DataIn, DataOut), "frozen_dataclass_pytree_output"),
-         expect={"dynamo": {TAG: 1}}),
-    Case("checkpoint_with_record_function", "misc", record_function_inside, catalogue=(44,), partitioners=("default",),
-         config={"dynamo": {"capture_profiler_record_function": True}},
-         expect={"fw": {"profiler._record_function_enter_new.default": 1}}),
-    *[Case(name, "misc", lambda ctx: None, catalogue=(62,), checkpoint="eager_wrapper", partitioners=("min_cut",),
-           custom=compiled_submodules_in_eager_checkpoint, check=check,
-           config={"dynamo": {"skip_fwd_side_effects_in_bwd_under_checkpoint": True}})
+         expect=Expect({"dynamo": {TAG: 1}})),
+    Case("checkpoint_with_record_function", record_function_inside, catalogue=(44,),
+         axes=AxesSpec(partitioners=Partitioner.DEFAULT),
+         compile=CompileSpec(config={"dynamo": {"capture_profiler_record_function": True}}),
+         expect=Expect({"fw": {"profiler._record_function_enter_new.default": 1}})),
+    *[Case(name, lambda ctx: None, catalogue=(62,), checkpoint=Checkpoint.EAGER_WRAPPER, axes=MIN_CUT_ONLY,
+           custom=compiled_submodules_in_eager_checkpoint, expect=Expect(check=check),
+           compile=CompileSpec(config={"dynamo": {"skip_fwd_side_effects_in_bwd_under_checkpoint": True}}))
       for name, check in (("compile_submodules_in_checkpoint_wrapper", _no_recompile),
                           # nn.Linear.compile() compiles nothing on torch 2.13 (known failure, see findings/).
                           ("compile_submodules_in_checkpoint_wrapper_every_child", _every_child_class_compiled))],

@@ -17,7 +17,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from torch.fx.experimental.symbolic_shapes import ShapeEnv
 from torch.fx.traceback import preserve_node_meta
 
-from harness.case import BuildContext, Case
+from harness.case import AxesSpec, Backend, BuildContext, Case, Expect, Partitioner
 from harness.checks import expect_equal
 from harness.pipeline import CustomRun
 
@@ -105,8 +105,8 @@ def _nested_call_inlined_in_forward_and_recompute(run) -> None:
 
 
 CASES = [
-    Case("nested_compile_checkpoint_recompute_preserves_nested_fx_trace_policy", "nested_compile", lambda ctx: None,
-         catalogue=(76,), custom=nested_compile_trace, check=_nested_call_inlined_in_forward_and_recompute,
-         partitioners=("min_cut",), backends=("aot_eager",),
+    Case("nested_compile_checkpoint_recompute_preserves_nested_fx_trace_policy", lambda ctx: None, catalogue=(76,),
+         custom=nested_compile_trace, expect=Expect(check=_nested_call_inlined_in_forward_and_recompute),
+         axes=AxesSpec(partitioners=Partitioner.MIN_CUT, backends=Backend.AOT_EAGER),
          notes="upstream hard-codes .cuda() (and its requires_cuda_and_triton is not imported); run on the cell's device"),
 ]

@@ -17,7 +17,7 @@ from torch.fx.traceback import preserve_node_meta
 from torch.nn.utils import stateless
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
-from harness.case import BuildContext, Case, Program
+from harness.case import AxesSpec, Backend, BuildContext, Case, Checkpoint, Expect, Partitioner, Program
 from harness.checks import count_of, expect_equal
 from harness.pipeline import BUILD_SEED, CustomRun, flat_tensors
 
@@ -285,33 +285,36 @@ def _single_backward_region(run) -> None:
 
 
 def non_strict_case(name: str, build, catalogue: tuple[int, ...], *, trace=None, **kwargs) -> Case:
-    return Case(name, "non_strict", build, catalogue=catalogue, custom=trace or non_strict_trace(build),
-                partitioners=("min_cut",), backends=("aot_eager",), **kwargs)
+    return Case(name, build, catalogue=catalogue, custom=trace or non_strict_trace(build),
+                axes=AxesSpec(partitioners=Partitioner.MIN_CUT, backends=Backend.AOT_EAGER), **kwargs)
 
 
 CASES = [
     non_strict_case("non_strict_backward_nodes_have_seq_nr", sin_mm, (67,),
-                    check=seq_nr_shared_by_forward_and_backward(lambda n: n.meta.get("autograd_backward")),
+                    expect=Expect(check=seq_nr_shared_by_forward_and_backward(
+                        lambda n: n.meta.get("autograd_backward"))),
                     notes="backward nodes read by meta['autograd_backward'], where torch 2.13 records it"),
     non_strict_case("non_strict_backward_nodes_have_seq_nr_custom_meta", sin_mm, (67,),
-                    check=seq_nr_shared_by_forward_and_backward(
-                        lambda n: (n.meta.get("custom") or {}).get("autograd_backward")),
+                    expect=Expect(check=seq_nr_shared_by_forward_and_backward(
+                        lambda n: (n.meta.get("custom") or {}).get("autograd_backward"))),
                     notes="as upstream reads it: meta['custom']['autograd_backward'], newer than torch 2.13 "
                           "(see known_failures.toml)"),
     non_strict_case("non_strict_patch_autograd_grad_does_not_leak_backward_tag", _grad_then_neg("grad"), (70,),
-                    trace=non_strict_trace(_grad_then_neg("grad"), compare=False), check=_neg_has_no_backward_tag,
-                    expect={"traced": {NEG: 1}}),
+                    trace=non_strict_trace(_grad_then_neg("grad"), compare=False),
+                    expect=Expect({"traced": {NEG: 1}}, check=_neg_has_no_backward_tag)),
     non_strict_case("non_strict_patch_engine_backward_does_not_leak_backward_tag", _grad_then_neg("backward"), (71,),
                     trace=non_strict_trace(_grad_then_neg("backward"), patch="engine", compare=False),
-                    check=_neg_has_no_backward_tag, expect={"traced": {NEG: 1}}),
-    non_strict_case("non_strict_mlp_single_contiguous_backward_region", module_step(lambda ctx: _ResidualMLP(), 4, 16, 32),
-                    (72,), check=_single_backward_region, checkpoint="none"),
-    non_strict_case("non_strict_checkpoint_traces_through_eager_ac", sin_mm, (73,), check=_everything_recomputed),
-    non_strict_case("non_strict_sac_traces_through_eager_ac", sac_sin_mm, (74,), checkpoint="sac",
-                    check=_sin_saved_mm_recomputed),
+                    expect=Expect({"traced": {NEG: 1}}, check=_neg_has_no_backward_tag)),
+    non_strict_case("non_strict_mlp_single_contiguous_backward_region",
+                    module_step(lambda ctx: _ResidualMLP(), 4, 16, 32), (72,),
+                    expect=Expect(check=_single_backward_region), checkpoint=Checkpoint.NONE),
+    non_strict_case("non_strict_checkpoint_traces_through_eager_ac", sin_mm, (73,),
+                    expect=Expect(check=_everything_recomputed)),
+    non_strict_case("non_strict_sac_traces_through_eager_ac", sac_sin_mm, (74,), checkpoint=Checkpoint.SAC,
+                    expect=Expect(check=_sin_saved_mm_recomputed)),
     non_strict_case("non_strict_checkpoint_with_rng_op", dropout_sin_mm, (75,),
                     trace=non_strict_trace(dropout_sin_mm, patch=None, meta=False, compare=False, seed=42),
-                    check=_two_independent_dropout_masks,
+                    expect=Expect(check=_two_independent_dropout_masks),
                     notes="no numerics: make_fx drops get/set_rng_state, so the recompute draws a second, different "
                           "mask and the traced graph is not equivalent to eager (a known limitation upstream records)"),
 ]

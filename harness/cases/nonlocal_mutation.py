@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.fx as fx
 
-from harness.case import Case, Program, find_case
+from harness.case import MIN_CUT_ONLY, Case, Checkpoint, CompileSpec, Decompositions, Expect, Program, find_case
 from harness.checks import expect_equal
 from harness.pipeline import CustomRun, Recorder, execute, fresh_state
 
@@ -115,12 +115,14 @@ def _hidden_output_graphs(run) -> None:
 
 
 CASES = [
-    Case("nonlocal_counter_mutation", "nonlocal_mutation", counter_program, custom=counted_runs, catalogue=(40,),
-         checkpoint="reentrant", partitioners=("min_cut",), decompositions="inductor", config=SKIP_SIDE_EFFECTS,
-         check=_side_effect_counts, notes="upstream compiles with aot_eager_decomp_partition"),
-    Case("nonlocal_list_mutation", "nonlocal_mutation", list_mutation, catalogue=(41,), partitioners=("min_cut",),
-         decompositions="inductor", config=SKIP_SIDE_EFFECTS, notes="upstream compiles with aot_eager_decomp_partition"),
-    Case("nonlocal_list_mutation_hidden", "nonlocal_mutation", hidden_list_mutation, catalogue=(42,),
-         config=SKIP_SIDE_EFFECTS, check=_hidden_output_graphs,
+    Case("nonlocal_counter_mutation", counter_program, custom=counted_runs, catalogue=(40,),
+         checkpoint=Checkpoint.REENTRANT, axes=MIN_CUT_ONLY,
+         compile=CompileSpec(decompositions=Decompositions.INDUCTOR, config=SKIP_SIDE_EFFECTS),
+         expect=Expect(check=_side_effect_counts), notes="upstream compiles with aot_eager_decomp_partition"),
+    Case("nonlocal_list_mutation", list_mutation, catalogue=(41,), axes=MIN_CUT_ONLY,
+         compile=CompileSpec(decompositions=Decompositions.INDUCTOR, config=SKIP_SIDE_EFFECTS),
+         notes="upstream compiles with aot_eager_decomp_partition"),
+    Case("nonlocal_list_mutation_hidden", hidden_list_mutation, catalogue=(42,),
+         compile=CompileSpec(config=SKIP_SIDE_EFFECTS), expect=Expect(check=_hidden_output_graphs),
          notes="upstream records graphs with AotEagerAndRecordGraphs (aot_eager: default partition); min-cut gives the same graphs"),
 ]

@@ -22,7 +22,7 @@ import torch
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 from torch.utils.flop_counter import FlopCounterMode
 
-from harness.case import DTYPES, BuildContext, Case, Program
+from harness.case import DTYPES, BuildContext, Case, Checkpoint, Expect, Program
 from harness import analysis
 from harness.checks import dropout_oracle, expect_equal
 
@@ -109,17 +109,17 @@ def random_program(kind: str, sac: bool):
     return build
 
 
-REF = dict(area="reference_models", checkpoint="non_reentrant")
 CASES = [
-    Case("reference_block_no_ac", build=block("none"), check=backward_units(8), **{**REF, "checkpoint": "none"},
-         expect={"bw": {"aten.mm.default": 6, "aten.bmm.default": 2}}),
-    Case("reference_block_sac_save_mm", build=block("sac"), check=backward_units(9), **{**REF, "checkpoint": "sac"},
-         expect={"bw": {"aten.mm.default": 6, "aten.bmm.default": 3}}),
-    Case("reference_block_full_ac", build=block("full"), check=backward_units(12), **REF,
-         expect={"bw": {"aten.mm.default": 9, "aten.bmm.default": 3}}),
+    Case("reference_block_no_ac", block("none"), checkpoint=Checkpoint.NONE,
+         expect=Expect({"bw": {"aten.mm.default": 6, "aten.bmm.default": 2}}, check=backward_units(8))),
+    Case("reference_block_sac_save_mm", block("sac"), checkpoint=Checkpoint.SAC,
+         expect=Expect({"bw": {"aten.mm.default": 6, "aten.bmm.default": 3}}, check=backward_units(9))),
+    Case("reference_block_full_ac", block("full"),
+         expect=Expect({"bw": {"aten.mm.default": 9, "aten.bmm.default": 3}}, check=backward_units(12))),
 ]
 for _kind in ("dropout", "rand_like", "bernoulli"):
     for _sac in (False, True):
         _name = f"reference_{_kind}_{'sac' if _sac else 'ac'}_oracle"
-        CASES.append(Case(_name, build=random_program(_kind, _sac), **{**REF, "checkpoint": "sac" if _sac else "non_reentrant"},
-                          check=dropout_oracle(0, 0)))
+        CASES.append(Case(_name, random_program(_kind, _sac),
+                          checkpoint=Checkpoint.SAC if _sac else Checkpoint.NON_REENTRANT,
+                          expect=Expect(check=dropout_oracle(0, 0))))

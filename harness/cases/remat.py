@@ -18,7 +18,7 @@ import torch
 import torch.fx as fx
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
-from harness.case import BuildContext, Case, Program
+from harness.case import AxesSpec, Backend, BuildContext, Case, Checkpoint, Expect, Partitioner, Program
 from harness.checks import count_of, expect_equal
 from harness.pipeline import BUILD_SEED, RUN_SEED, CustomRun, flat_tensors
 
@@ -394,40 +394,44 @@ def _gelu_recomputed(run) -> None:
 
 def remat_case(name: str, build, catalogue: tuple[int, ...], **kwargs) -> Case:
     custom = kwargs.pop("custom", None) or remat_on_and_off(build)
-    return Case(name, "remat", build, catalogue=catalogue, custom=custom, partitioners=("min_cut",),
-                backends=("aot_eager",), **kwargs)
+    return Case(name, build, catalogue=catalogue, custom=custom,
+                axes=AxesSpec(partitioners=Partitioner.MIN_CUT, backends=Backend.AOT_EAGER), **kwargs)
 
 
 _NOTE_FLAG = "compiled twice: remat_using_tags_for_fwd_loss_bwd_graph on (with_remat) and off (without_remat)"
 _BCF = torch._dynamo.exc.BackendCompilerFailed
 
 CASES = [
-    remat_case("remat_simple_forward_backward", _sigmoid_mm_grads, (56,), check=_simple_golden_facts,
-               expect={"with_remat": {MM: 4, SIGMOID: 2}, "without_remat": {MM: 3, SIGMOID: 1}},
+    remat_case("remat_simple_forward_backward", _sigmoid_mm_grads, (56,),
+               expect=Expect({"with_remat": {MM: 4, SIGMOID: 2}, "without_remat": {MM: 3, SIGMOID: 1}},
+                             check=_simple_golden_facts),
                notes=_NOTE_FLAG + "; upstream gates it on a GPU but uses CPU tensors"),
     remat_case("remat_rng_op_in_region_raises", _rand_in_region, (57,), custom=remat_raises(_rand_in_region),
-               raises=(_BCF, re.escape("Activation checkpoint rematerialization in `forward-loss-backward` graph "
-                                       "does not support RNG ops in recompute regions."))),
-    remat_case("remat_without_annotations", _add_sigmoid, (58,), check=_sigmoid_recomputed,
-               expect={"with_remat": {SIGMOID: 2}, "without_remat": {SIGMOID: 1}},
+               expect=Expect(raises=(_BCF, re.escape("Activation checkpoint rematerialization in "
+                                                     "`forward-loss-backward` graph does not support RNG ops in "
+                                                     "recompute regions.")))),
+    remat_case("remat_without_annotations", _add_sigmoid, (58,),
+               expect=Expect({"with_remat": {SIGMOID: 2}, "without_remat": {SIGMOID: 1}}, check=_sigmoid_recomputed),
                notes="autograd_backward tagging of traced torch.autograd.grad is automatic: no phase annotation"),
-    remat_case("remat_selective_checkpoint_policy", _sac_linear_relu, (59,), checkpoint="sac",
-               check=_addmm_saved_relu_recomputed),
+    remat_case("remat_selective_checkpoint_policy", _sac_linear_relu, (59,), checkpoint=Checkpoint.SAC,
+               expect=Expect(check=_addmm_saved_relu_recomputed)),
     remat_case("joint_graph_passes_view_optimization", _round_trip("view"), (60,),
-               custom=joint_graph_passes(_round_trip("view"), _sigmoid_grad_reference), check=_joint_passes_golden_facts,
-               expect={"before_passes": {VIEW: 6}, "after_passes": {VIEW: 0}}),
+               custom=joint_graph_passes(_round_trip("view"), _sigmoid_grad_reference),
+               expect=Expect({"before_passes": {VIEW: 6}, "after_passes": {VIEW: 0}},
+                             check=_joint_passes_golden_facts)),
     remat_case("joint_graph_passes_permute_optimization", _round_trip("permute"), (61,),
-               custom=joint_graph_passes(_round_trip("permute"), _sigmoid_grad_reference), check=_joint_passes_golden_facts,
-               expect={"before_passes": {PERMUTE: 6}, "after_passes": {PERMUTE: 0}}),
+               custom=joint_graph_passes(_round_trip("permute"), _sigmoid_grad_reference),
+               expect=Expect({"before_passes": {PERMUTE: 6}, "after_passes": {PERMUTE: 0}},
+                             check=_joint_passes_golden_facts)),
     remat_case("remat_multiple_user_phase_annotations_raises", _two_annotated_regions, (63,),
                custom=remat_raises(_two_annotated_regions),
-               raises=(_BCF, r"Detected 2 disjoint backward regions annotated with phase: \"backward\""),
+               expect=Expect(raises=(_BCF, r"Detected 2 disjoint backward regions annotated with phase: \"backward\"")),
                notes="upstream asserts RuntimeError (BackendCompilerFailed is one); gated on CUDA there, CPU tensors"),
     remat_case("remat_user_phase_annotation_with_extra_autograd_grad", _annotated_and_plain_grad, (64,),
-               check=_only_annotated_region_rematerialized,
+               expect=Expect(check=_only_annotated_region_rematerialized),
                notes="only the phase-annotated grad is rematerialized; the plain one uses the saved sigmoid"),
-    remat_case("remat_chunked_loss", _chunked_loss, (65,), check=_gelu_recomputed,
-               expect={"with_remat": {GELU: 2}, "without_remat": {GELU: 1}}),
+    remat_case("remat_chunked_loss", _chunked_loss, (65,),
+               expect=Expect({"with_remat": {GELU: 2}, "without_remat": {GELU: 1}}, check=_gelu_recomputed)),
     remat_case("remat_two_backward_regions_raises", _two_remat_regions, (66,), custom=remat_raises(_two_remat_regions),
-               raises=(_BCF, "Detected 2 disjoint backward regions that require recomputation")),
+               expect=Expect(raises=(_BCF, "Detected 2 disjoint backward regions that require recomputation"))),
 ]

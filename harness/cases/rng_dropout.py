@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch.utils.checkpoint import create_selective_checkpoint_contexts
 
-from harness.case import DTYPES, BuildContext, Case, Program
+from harness.case import (DTYPES, AxesSpec, Backend, BuildContext, Case, Checkpoint, CompileSpec, Expect, Numerics,
+                          Program)
 from harness.cases.sac_policy import custom_policy
 from harness.checks import compare_outcomes, tolerance
 from harness.pipeline import BUILD_SEED, Outcome, cotangent_loss, flat_tensors
@@ -143,22 +144,24 @@ SAC_RANDOM_EXPECT = {"fw": {SIGMOID: 2, DROPOUT: 1}, "bw": {SIGMOID: 0, DROPOUT:
 _sac_random_oracle = mask_replay(lambda out: out != 0.5, _replay_sac_random_op)  # sigmoid(0) = 0.5 where dropped
 
 CASES = [
-    Case("rng_recomputed_rand", "rng_dropout", recomputed_rand, catalogue=(12,), checkpoint="reentrant",
-         backends=("inductor",), config=FALLBACK_RANDOM,
+    Case("rng_recomputed_rand", recomputed_rand, catalogue=(12,), checkpoint=Checkpoint.REENTRANT,
+         axes=AxesSpec(backends=Backend.INDUCTOR), compile=CompileSpec(config=FALLBACK_RANDOM),
          notes="fallback_random makes inductor draw rand_like from eager's stream, so numerics are exact"),
-    Case("rng_tags_rand", "rng_dropout", tags_rand, catalogue=(13,), checkpoint="reentrant",
-         backends=("inductor",), config=FALLBACK_RANDOM, notes="no RNG op despite the upstream name"),
-    Case("rng_dropout_module", "rng_dropout", dropout_module, catalogue=(14,), checkpoint="reentrant",
-         backends=("inductor",), config=FALLBACK_RANDOM, check=mask_replay(lambda out: out != 0, _replay_dropout_module),
+    Case("rng_tags_rand", tags_rand, catalogue=(13,), checkpoint=Checkpoint.REENTRANT,
+         axes=AxesSpec(backends=Backend.INDUCTOR), compile=CompileSpec(config=FALLBACK_RANDOM),
+         notes="no RNG op despite the upstream name"),
+    Case("rng_dropout_module", dropout_module, catalogue=(14,), checkpoint=Checkpoint.REENTRANT,
+         axes=AxesSpec(backends=Backend.INDUCTOR), compile=CompileSpec(config=FALLBACK_RANDOM),
+         expect=Expect(check=mask_replay(lambda out: out != 0, _replay_dropout_module)),
          notes="upstream skips numerics (rand decompositions differ from eager); with fallback_random they match on "
                "CPU, and the mask-replay oracle checks fwd/bw mask consistency whatever the stream"),
-    Case("rng_sac_random_op_preserve_rng_state", "rng_dropout", sac_random_op(True), catalogue=(30,),
-         checkpoint="sac", config=FALLBACK_RANDOM, expect=SAC_RANDOM_EXPECT, check=_sac_random_oracle,
+    Case("rng_sac_random_op_preserve_rng_state", sac_random_op(True), catalogue=(30,), checkpoint=Checkpoint.SAC,
+         compile=CompileSpec(config=FALLBACK_RANDOM), expect=Expect(SAC_RANDOM_EXPECT, check=_sac_random_oracle),
          notes="dropout is recomputed in bw (through the RNG wrapper HOPs)"),
-    Case("rng_sac_random_op_no_preserve_rng_state", "rng_dropout", sac_random_op(False), catalogue=(30,),
-         checkpoint="sac", config=FALLBACK_RANDOM, expect=SAC_RANDOM_EXPECT, numerics="shape",
-         numerics_reason="with preserve_rng_state=False eager checkpointing recomputes dropout with a new mask, so "
-                         "eager-with-AC gradients are not the reference; compiled is checked against eager without AC "
-                         "and against the mask-replay oracle",
-         check=_all(_compiled_matches_no_ac_reference, _sac_random_oracle)),
+    Case("rng_sac_random_op_no_preserve_rng_state", sac_random_op(False), catalogue=(30,), checkpoint=Checkpoint.SAC,
+         compile=CompileSpec(config=FALLBACK_RANDOM),
+         expect=Expect(SAC_RANDOM_EXPECT, check=_all(_compiled_matches_no_ac_reference, _sac_random_oracle)),
+         numerics=Numerics.shape_only("with preserve_rng_state=False eager checkpointing recomputes dropout with a new "
+                                      "mask, so eager-with-AC gradients are not the reference; compiled is checked "
+                                      "against eager without AC and against the mask-replay oracle")),
 ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch.testing._internal.two_tensor import TwoTensor
 
-from harness.case import BuildContext, Case, Program
+from harness.case import BuildContext, Case, Checkpoint, Expect, Program
 from harness.cases.sac_policy import sac_context_fn
 
 MM = "aten.mm.default"
@@ -29,7 +29,7 @@ def two_tensor_sac(ctx: BuildContext) -> Program:
 
 
 CASES = [
-    Case("subclass_two_tensor_sac", "subclass", two_tensor_sac, catalogue=(24,), checkpoint="sac",
-         expect={"fw": {MM: 4}, "bw": {MM: 8}},
+    Case("subclass_two_tensor_sac", two_tensor_sac, catalogue=(24,), checkpoint=Checkpoint.SAC,
+         expect=Expect({"fw": {MM: 4}, "bw": {MM: 8}}),
          notes="each TwoTensor mm is two mm; bw would have 12 mm without SAC (4 recomputed + 8 gradient mm)"),
 ]

@@ -9,7 +9,8 @@ import re
 import torch
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
-from harness.case import BuildContext, Case, Program
+from harness.case import (MIN_CUT_ONLY, AxesSpec, Backend, BuildContext, Case, Checkpoint, CompileSpec, Decompositions,
+                          Expect, Program)
 from harness.checks import expect_equal
 
 MM, SIGMOID, COS, ERF = "aten.mm.default", "aten.sigmoid.default", "aten.cos.default", "aten.erf.default"
@@ -150,25 +151,25 @@ def checkpointed_module(act: type[torch.nn.Module]):
 FW_BW_MM = {"fw": {MM: 1}, "bw": {MM: 3}}
 
 CASES = [
-    Case("tags_function", "tags", tags_function(True), catalogue=(1,), checkpoint="reentrant", expect=FW_BW_MM,
-         backends=("aot_eager", "inductor")),
-    Case("tags_function_via_global_checkpoint", "tags", via_global_checkpoint, catalogue=(2,), checkpoint="reentrant",
-         expect=FW_BW_MM),
-    Case("tags_function_with_kwargs", "tags", tags_function(False), catalogue=(3,), expect=FW_BW_MM),
-    Case("checkpoint_shows_tags_in_tlparse", "tags", tags_function(True, preserve_rng_state=False), catalogue=(4,),
-         checkpoint="reentrant", partitioners=("min_cut",), check=_tlparse_shows_tags, expect=FW_BW_MM),
-    Case("ac_tags_through_custom_autograd_function", "tags", custom_function(sac=False), catalogue=(5,),
-         partitioners=("min_cut",), check=_forward_mm_nodes_are_tagged),
-    Case("sac_tags_through_custom_autograd_function", "tags", custom_function(sac=True), catalogue=(6,),
-         checkpoint="sac", partitioners=("min_cut",), check=_forward_mm_nodes_are_tagged),
-    Case("tangent_placeholders_have_is_backward_tag", "tags", tags_function(False), catalogue=(7,),
-         partitioners=("min_cut",), check=_tangents_tagged_backward),
-    Case("tags_sequential_layers", "tags", sequential_layers, catalogue=(8,), checkpoint="reentrant",
-         expect={"fw": {MM: 6}, "bw": {COS: 2, MM: 18}}),
-    Case("tags_multiple_checkpoints", "tags", multiple_checkpoints, catalogue=(9,), checkpoint="reentrant",
-         expect={"fw": {MM: 2}, "bw": {MM: 6}}),
-    Case("tags_module", "tags", checkpointed_module(torch.nn.Sigmoid), catalogue=(10,), checkpoint="reentrant",
-         expect={"fw": {SIGMOID: 1}, "bw": {SIGMOID: 1}}),
-    Case("tags_decomps", "tags", checkpointed_module(torch.nn.GELU), catalogue=(11,), checkpoint="reentrant",
-         decompositions="inductor", expect={"fw": {ERF: 1}, "bw": {ERF: 1}}),
+    Case("tags_function", tags_function(True), catalogue=(1,), checkpoint=Checkpoint.REENTRANT, expect=Expect(FW_BW_MM),
+         axes=AxesSpec(backends=tuple(Backend))),
+    Case("tags_function_via_global_checkpoint", via_global_checkpoint, catalogue=(2,), checkpoint=Checkpoint.REENTRANT,
+         expect=Expect(FW_BW_MM)),
+    Case("tags_function_with_kwargs", tags_function(False), catalogue=(3,), expect=Expect(FW_BW_MM)),
+    Case("checkpoint_shows_tags_in_tlparse", tags_function(True, preserve_rng_state=False), catalogue=(4,),
+         checkpoint=Checkpoint.REENTRANT, axes=MIN_CUT_ONLY, expect=Expect(FW_BW_MM, check=_tlparse_shows_tags)),
+    Case("ac_tags_through_custom_autograd_function", custom_function(sac=False), catalogue=(5,), axes=MIN_CUT_ONLY,
+         expect=Expect(check=_forward_mm_nodes_are_tagged)),
+    Case("sac_tags_through_custom_autograd_function", custom_function(sac=True), catalogue=(6,),
+         checkpoint=Checkpoint.SAC, axes=MIN_CUT_ONLY, expect=Expect(check=_forward_mm_nodes_are_tagged)),
+    Case("tangent_placeholders_have_is_backward_tag", tags_function(False), catalogue=(7,), axes=MIN_CUT_ONLY,
+         expect=Expect(check=_tangents_tagged_backward)),
+    Case("tags_sequential_layers", sequential_layers, catalogue=(8,), checkpoint=Checkpoint.REENTRANT,
+         expect=Expect({"fw": {MM: 6}, "bw": {COS: 2, MM: 18}})),
+    Case("tags_multiple_checkpoints", multiple_checkpoints, catalogue=(9,), checkpoint=Checkpoint.REENTRANT,
+         expect=Expect({"fw": {MM: 2}, "bw": {MM: 6}})),
+    Case("tags_module", checkpointed_module(torch.nn.Sigmoid), catalogue=(10,), checkpoint=Checkpoint.REENTRANT,
+         expect=Expect({"fw": {SIGMOID: 1}, "bw": {SIGMOID: 1}})),
+    Case("tags_decomps", checkpointed_module(torch.nn.GELU), catalogue=(11,), checkpoint=Checkpoint.REENTRANT,
+         compile=CompileSpec(decompositions=Decompositions.INDUCTOR), expect=Expect({"fw": {ERF: 1}, "bw": {ERF: 1}})),
 ]

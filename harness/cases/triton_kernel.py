@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from harness.case import BuildContext, Case, Program
+from harness.case import AxesSpec, Backend, BuildContext, Case, Checkpoint, Expect, Program, Requires
 from harness.cases.sac_policy import sac_context_fn
 
 try:
@@ -80,13 +80,14 @@ def sac_triton_kernel(add_one):
     return build
 
 
-TRITON = dict(devices=("cuda",), requires="cuda,triton",
-              requires_reason="a user Triton kernel needs a GPU and triton", checkpoint="sac",
-              backends=("aot_eager", "inductor"), expect={"fw": {MM: 2}, "bw": {MM: 4}})
+TRITON = AxesSpec(backends=tuple(Backend), devices="cuda")
+NEEDS_TRITON = tuple(f("a user Triton kernel needs a GPU and triton") for f in (Requires.cuda, Requires.triton))
+SAVE_MM = Expect({"fw": {MM: 2}, "bw": {MM: 4}})
 
 CASES = [
-    Case("sac_user_triton_kernel_in_autograd_function", "triton_kernel", sac_triton_kernel(_add_one_function),
-         catalogue=(23,), **TRITON),
-    Case("sac_user_triton_kernel_triton_op", "triton_kernel", sac_triton_kernel(_add_one_triton_op),
-         catalogue=(23,), notes="the kernel as a torch.library.triton_op launched with wrap_triton", **TRITON),
+    Case("sac_user_triton_kernel_in_autograd_function", sac_triton_kernel(_add_one_function), catalogue=(23,),
+         checkpoint=Checkpoint.SAC, axes=TRITON, requires=NEEDS_TRITON, expect=SAVE_MM),
+    Case("sac_user_triton_kernel_triton_op", sac_triton_kernel(_add_one_triton_op), catalogue=(23,),
+         checkpoint=Checkpoint.SAC, axes=TRITON, requires=NEEDS_TRITON, expect=SAVE_MM,
+         notes="the kernel as a torch.library.triton_op launched with wrap_triton"),
 ]

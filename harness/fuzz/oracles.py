@@ -14,7 +14,7 @@ import re
 import torch
 
 from harness import pipeline
-from harness.case import Axes, BuildContext, Case, Cell, Program
+from harness.case import Axes, AxesSpec, BuildContext, Case, Cell, Checkpoint, Expect, Numerics, Program
 from harness.checks import assert_numerics, compare_outcomes
 from harness.invariants import INVARIANTS, RECOMPILING
 from harness.fuzz.program import AUTOCAST_TOLERANCE, VOCAB, Prog
@@ -80,12 +80,13 @@ def case_for(prog: Prog, area: str = "fuzz", name: str | None = None, replay=Non
         return Program(lambda *a: ns["program"](ctx.checkpoint, replay, *a), tuple(xs + ws))
 
     random = prog.has_random()
-    return Case(name or f"fuzz_{prog.digest()}", area, build, checkpoint="fuzz", partitioners=(prog.partitioner,),
-                backends=(prog.backend,), devices=("cpu",), budgets=(prog.budget,),
-                numerics="shape" if random else "exact",
-                numerics_reason="random ops: checked against a replay of the compiled run's draws" if random else "",
-                tolerance=AUTOCAST_TOLERANCE if prog.autocast else None, goldens=(),
-                check=(lambda run: assert_oracles(prog, run)) if area != "fuzz" else None, notes=prog.describe())
+    tolerance = AUTOCAST_TOLERANCE if prog.autocast else None
+    return Case(name or f"fuzz_{prog.digest()}", build, area=area, checkpoint=Checkpoint.FUZZ,
+                axes=AxesSpec(partitioners=prog.partitioner, backends=prog.backend, devices="cpu", budgets=prog.budget),
+                numerics=(Numerics.shape_only("random ops: checked against a replay of the compiled run's draws",
+                                              tolerance) if random else Numerics(tolerance=tolerance)),
+                goldens=(), expect=Expect(check=(lambda run: assert_oracles(prog, run)) if area != "fuzz" else None),
+                notes=prog.describe())
 
 
 def cell_for(prog: Prog, **kw) -> Cell:
