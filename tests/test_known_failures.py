@@ -12,9 +12,11 @@ import torch
 from harness import analysis, known_failures, pipeline, suite
 from harness.analysis import Analysis, Saved
 from harness.case import Axes, Cell, find_case
+from harness.collect import matrix_case
 from harness.paths import KNOWN_FAILURES
 
-BUDGET_ZERO = Cell(find_case("sac_no_recompute_mm"), Axes("min_cut", "aot_eager", "cpu", "float32", 0.0))
+# A budget-0.0 cell is a matrix cell: the case as the matrix runs it (no op-count expectations, no goldens).
+BUDGET_ZERO = Cell(matrix_case(find_case("sac_no_recompute_mm")), Axes("min_cut", "aot_eager", "cpu", "float32", 0.0))
 
 
 class _Goldens:
@@ -88,7 +90,7 @@ def test_an_extra_saved_tensor_in_a_known_failure_cell_fails_it_naming_the_invar
 
 def test_a_known_failure_whose_check_passes_is_a_strict_xpass():
     entry = dataclasses.replace(_entries()[0], id="pretend-open")
-    fixed = Cell(find_case("sac_no_recompute_mm"), Axes("min_cut", "aot_eager", "cpu", "float32", 0.5))
+    fixed = Cell(matrix_case(find_case("sac_no_recompute_mm")), Axes("min_cut", "aot_eager", "cpu", "float32", 0.5))
     pretend = dataclasses.replace(entry, select=dataclasses.replace(entry.select, axes=(("budget", (0.5,)),)))
     with pytest.raises(AssertionError, match=r"XPASS\(strict\) .*known failure pretend-open no longer fails: "
                                              r"check invariant:must_save_not_recomputed passed"):
