@@ -61,7 +61,8 @@ class Run:
     graphs: dict[str, list[fx.GraphModule]] = dataclasses.field(default_factory=dict)
     texts: dict[str, str] = dataclasses.field(default_factory=dict)  # canonical text per graph kind
     counters: dict[str, Any] = dataclasses.field(default_factory=dict)
-    comparisons: list[tuple[str, Any, Any]] = dataclasses.field(default_factory=list)  # custom pipelines
+    # custom pipelines: (name, actual, expected) or (name, actual, expected, (rtol, atol))
+    comparisons: list[tuple] = dataclasses.field(default_factory=list)
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
     compile_seconds: float = 0.0
     # Where the cell's time went (seconds): eager, compile, run, record, normalize (check_cell adds check, golden).
@@ -75,7 +76,7 @@ class CustomRun:
     """What a case's ``custom`` pipeline returns: graphs to check and snapshot, tensors to compare."""
 
     graphs: Mapping[str, list[fx.GraphModule] | str] = dataclasses.field(default_factory=dict)
-    comparisons: list[tuple[str, Any, Any]] = dataclasses.field(default_factory=list)
+    comparisons: list[tuple] = dataclasses.field(default_factory=list)  # as Run.comparisons
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
