@@ -107,3 +107,102 @@ def render_trend(history: list[dict]) -> str:
               "<th>known failures now passing</th><th>pass</th><th>saved bytes</th><th>FLOPs</th></tr>"
             + rows + "</table></body></html>")
 
+
+# --- the release compatibility report (harness.compat) ---------------------------------------------------------------
+
+_COMPAT_CSS = _CSS + """ .cannot_run{background:#d8d0f0} .not_run{background:#fff;color:#999} td.counts span{display:inline-block;
+margin:1px 2px;padding:0 4px;border-radius:3px;white-space:nowrap} .ok{color:#070} .bad{color:#b00;font-weight:bold}
+td.cat{font-size:12px;white-space:nowrap}"""
+
+_COMPAT_LABELS = {"semantic": "semantic", "drift": "drift", "known_failure_passes": "known failure now passing",
+                  "known_failure": "known failure", "pass": "pass", "skipped": "skipped",
+                  "cannot_run": "cannot run on this release", "not_run": "release not run yet"}
+_COMPAT_ORDER = ("semantic", "drift", "known_failure_passes", "known_failure", "cannot_run", "skipped", "pass", "not_run")
+
+
+def _counts(counts: dict) -> str:
+    return " ".join(f"<span class='{k}' title='{_COMPAT_LABELS[k]}'>{_COMPAT_LABELS[k]} {counts[k]}</span>"
+                    for k in _COMPAT_ORDER if counts.get(k))
+
+
+def render_compat(doc: dict) -> str:
+    """compat.html: releases (state, wall time, disk), the release x area table, the cells whose category differs
+    across releases (with their timeline), drifting goldens (links to consecutive-release diffs), known-failure ranges."""
+    rels = [r["release"] for r in doc["releases"]]
+    head = "".join(f"<th>{html.escape(r)}</th>" for r in rels)
+    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>AC release compatibility</title>"
+           f"<style>{_COMPAT_CSS}</style></head><body><h1>Activation checkpointing: release compatibility</h1>",
+           "<p>Every suite (slow matrix included) against the pinned goldens, one isolated environment per torch "
+           "release. Categories: " + ", ".join(f"<span class='{k}'>{v}</span>" for k, v in _COMPAT_LABELS.items()) + ".</p>",
+           "<h2>Releases</h2><table id='releases'><tr><th>release</th><th>torch</th><th>state</th><th>wall time</th>"
+           "<th>environment disk</th><th>run</th>" + "".join(f"<th>{_COMPAT_LABELS[k]}</th>" for k in _COMPAT_ORDER[:-1]) + "</tr>"]
+    from harness.reports.envs import human
+    for r in doc["releases"]:
+        s = r.get("summary") or {}
+        wall = f"{r['wall_seconds'] / 60:.1f} min" if r.get("wall_seconds") else "—"
+        out.append(f"<tr><td>{html.escape(r['release'])}</td><td>{_fmt(r.get('torch'))}</td><td>{_fmt(r.get('status'))}</td>"
+                   f"<td>{wall}</td><td>{human(r.get('env_bytes'))}</td><td>{_fmt(r.get('run_dir'))}</td>"
+                   + "".join(f"<td class='{k if s.get(k) else ''}'>{s.get(k, '—') if s else '—'}</td>" for k in _COMPAT_ORDER[:-1])
+                   + "</tr>")
+    out.append("</table><h2>Release × area</h2><table id='areas'><tr><th>area</th>" + head + "</tr>")
+    for area, per in doc["areas"].items():
+        out.append(f"<tr><td>{html.escape(area)}</td>" + "".join(f"<td class='counts'>{_counts(per.get(r, {}))}</td>" for r in rels) + "</tr>")
+    out.append("</table>")
+    changing = {c: v for c, v in doc["cells"].items()
+                if len({(o or {}).get("category") for o in v["releases"].values() if o}) > 1
+                or any(o and o["category"] not in ("pass", "skipped") for o in v["releases"].values())}
+    out.append(f"<h2>Cells that are not a plain pass on every release ({len(changing)})</h2>"
+               "<table id='timeline'><tr><th>cell</th><th>area</th>" + head
+               + "<th>first drift / failure</th><th>last pass</th></tr>")
+    for cell, v in sorted(changing.items(), key=lambda kv: (kv[1]["area"], kv[0])):
+        tds = []
+        for r in rels:
+            o = v["releases"].get(r)
+            if o is None:
+                tds.append("<td class='not_run cat'>not run</td>")
+            else:
+                title = html.escape(o.get("reason") or "", quote=True)
+                kf = f"<br><small>{html.escape(o['known_failure'][:40])}</small>" if o.get("known_failure") else ""
+                tds.append(f"<td class='{o['category']} cat' title='{title}'>{_COMPAT_LABELS[o['category']]}{kf}</td>")
+        t = v["timeline"]
+        out.append(f"<tr><td>{html.escape(cell)}</td><td>{html.escape(v['area'])}</td>{''.join(tds)}"
+                   f"<td>{_fmt(t['first_bad'])}</td><td>{_fmt(t['last_pass'])}</td></tr>")
+    out.append("</table>")
+    out.append(f"<h2>Drifting goldens ({len(doc['drifting_goldens'])})</h2><table id='drift'><tr><th>cell</th><th>graph</th>"
+               "<th>differs from golden on</th><th>changes between consecutive releases</th></tr>")
+    for g in doc["drifting_goldens"]:
+        page = g.get("page")
+        steps = ", ".join((f"<a href='{html.escape(page)}#{s['from']}-{s['to']}'>" if page else "")
+                          + f"{s['from']} → {s['to']}" + ("</a>" if page else "") for s in g["steps"]) or "—"
+        out.append(f"<tr><td>{html.escape(g['cell'])}</td><td>{g['kind']}</td><td>{', '.join(g['differs_on'])}</td><td>{steps}</td></tr>")
+    out.append("</table><h2>Known failures: declared releases vs observed</h2><table id='known'><tr><th>entry</th>"
+               "<th>declared</th>" + head + "<th>mismatches</th></tr>")
+    for k in doc["known_failures"]:
+        tds = "".join(f"<td class='{'ok' if k['releases'][r]['ok'] else 'bad'}'>{html.escape(k['releases'][r]['status'])}</td>"
+                      if r in k["releases"] else "<td class='not_run'>not run</td>" for r in rels)
+        mism = "; ".join(k["mismatches"])
+        out.append(f"<tr><td>{html.escape(k['id'])}</td><td>{html.escape(k['declared'])}</td>{tds}"
+                   f"<td class='{'bad' if mism else 'ok'}'>{html.escape(mism) or 'none'}</td></tr>")
+    out.append("</table></body></html>")
+    return "\n".join(out)
+
+
+def render_compat_diff(g: dict) -> str:
+    """One drifting golden: the golden, then a side-by-side diff for each consecutive pair of releases whose recorded
+    texts differ (anchors ``#<from>-<to>``)."""
+    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(g['cell'])} {g['kind']}</title>"
+           f"<style>{_COMPAT_CSS}</style></head><body><h1>{html.escape(g['cell'])}: {g['kind']} graph across releases</h1>",
+           f"<p>differs from the golden on: {', '.join(g['differs_on']) or 'none'}</p>"]
+    texts = g["texts"]
+    rels = list(texts)
+    first = rels[0] if rels else None
+    if first is not None and g.get("golden") is not None and texts[first] != g["golden"]:
+        table = difflib.HtmlDiff(wrapcolumn=90).make_table((g["golden"] or "").splitlines(), (texts[first] or "").splitlines(),
+                                                           "golden", f"torch {first}", context=True, numlines=2)
+        out.append(f"<h2 id='golden-{first}'>golden → {first}</h2>{table}")
+    for s in g["steps"]:
+        a, b = (texts[s["from"]] or "").splitlines(), (texts[s["to"]] or "").splitlines()
+        table = difflib.HtmlDiff(wrapcolumn=90).make_table(a, b, f"torch {s['from']}", f"torch {s['to']}", context=True, numlines=2)
+        out.append(f"<h2 id='{s['from']}-{s['to']}'>{s['from']} → {s['to']}</h2>{table}")
+    out.append("</body></html>")
+    return "\n".join(out)
