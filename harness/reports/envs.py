@@ -7,6 +7,7 @@ marker and is rebuilt.  The nightly (one spec) and the compatibility run (one pe
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import os
 import re
 import shutil
@@ -31,13 +32,17 @@ def ensure_env(spec: str, base: Path = NIGHTLY_VENVS, pip_args: tuple[str, ...] 
     """The python of ``<base>/<slug>/`` with ``spec`` and the project installed; built once, then reused."""
     venv = env_dir(spec, base)
     py = venv / "bin" / "python"
-    if (venv / MARKER).exists():
-        print(f"[nightly] reusing {shown(venv)}", file=sys.stderr)
-        return py
-    print(f"[nightly] building {venv} with {spec} (once)", file=sys.stderr)
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(py), "-m", "pip", "install", "-q", *pip_args, spec, "-e", str(ROOT)], check=True)
-    (venv / MARKER).write_text(spec + "\n")
+    base.mkdir(parents=True, exist_ok=True)
+    # One builder per environment: a second process (a compat run while `compat build` builds ahead) waits, then reuses.
+    with open(base / f".{venv.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (venv / MARKER).exists():
+            print(f"[nightly] reusing {shown(venv)}", file=sys.stderr)
+            return py
+        print(f"[nightly] building {venv} with {spec} (once)", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", *pip_args, spec, "-e", str(ROOT)], check=True)
+        (venv / MARKER).write_text(spec + "\n")
     return py
 
 
