@@ -63,7 +63,8 @@ def fixture_docs() -> dict:
     entries = [KnownFailureEntry("sac_b-", lambda r: True, "any release"),
                KnownFailureEntry("old_f", lambda r: release_key(r) < release_key("2.12"), "torch < 2.12"),
                KnownFailureEntry("gone_g-", lambda r: True, "any release")]
-    info = {r: {"status": "done" if docs[r] else "pending", "wall_seconds": 60.0, "env_bytes": 2 ** 30} for r in docs}
+    info = {r: {"status": "done" if docs[r] else "pending", "wall_seconds": 60.0 if docs[r] else None, "env_bytes": 2 ** 30,
+                "run_dir": f"runs/{r}" if docs[r] else None} for r in docs}
     return build_compat(info, docs, entries)
 
 
@@ -132,7 +133,8 @@ def test_compat_html_names_every_section_and_category():
     d["drifting_goldens"][0]["page"] = "diffs/x--fw.html"
     page = render_compat(d)
     for part in ("id='releases'", "id='areas'", "id='timeline'", "id='drift'", "id='known'", "cannot run on this release",
-                 "known failure now passing", "release not run yet", f"diffs/x--fw.html#{R2}-{R3}", "1.0 GiB", "fails undeclared"):
+                 "known failure now passing", "release not run yet", f"diffs/x--fw.html#{R2}-{R3}", "1.0 GiB", "fails undeclared",
+                 f"href='runs/{R1}/report.html'"):
         assert part in page, f"expected {part!r} in compat.html"
 
 

@@ -125,6 +125,12 @@ def _counts(counts: dict) -> str:
                     for k in _COMPAT_ORDER if counts.get(k))
 
 
+def _run_link(run_dir: str | None) -> str:
+    if not run_dir:
+        return "—"
+    return f"<a href='{html.escape(run_dir, quote=True)}/report.html'>{html.escape(run_dir.rsplit('/', 1)[-1])}</a>"
+
+
 def render_compat(doc: dict) -> str:
     """compat.html: releases (state, wall time, disk), the release x area table, the cells whose category differs
     across releases (with their timeline), drifting goldens (links to consecutive-release diffs), known-failure ranges."""
@@ -141,7 +147,7 @@ def render_compat(doc: dict) -> str:
         s = r.get("summary") or {}
         wall = f"{r['wall_seconds'] / 60:.1f} min" if r.get("wall_seconds") else "—"
         out.append(f"<tr><td>{html.escape(r['release'])}</td><td>{_fmt(r.get('torch'))}</td><td>{_fmt(r.get('status'))}</td>"
-                   f"<td>{wall}</td><td>{human(r.get('env_bytes'))}</td><td>{_fmt(r.get('run_dir'))}</td>"
+                   f"<td>{wall}</td><td>{human(r.get('env_bytes'))}</td><td>{_run_link(r.get('run_dir'))}</td>"
                    + "".join(f"<td class='{k if s.get(k) else ''}'>{s.get(k, '—') if s else '—'}</td>" for k in _COMPAT_ORDER[:-1])
                    + "</tr>")
     out.append("</table><h2>Release × area</h2><table id='areas'><tr><th>area</th>" + head + "</tr>")
