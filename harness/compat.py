@@ -29,6 +29,7 @@ from harness.paths import NIGHTLY_VENVS, ROOT, RUNS_DIR, shown
 from harness.reports import envs
 from harness.reports.compat import build_compat, entries_from_known_failures, release_key
 from harness.reports.html import render_compat, render_compat_diff
+from harness.reports.record import read_cells
 
 COMPAT_DIR = RUNS_DIR / "compat"
 RELEASES = ("2.11.0", "2.12.1", "2.13.0", "2.14.0", "2.14.1")
@@ -95,6 +96,9 @@ def run_release(release: str, st: dict, out: Path, workers: int, pytest_args: li
         log.raw(line)
         if line.startswith("[nightly] report: "):
             run_dir = Path(line.split(": ", 1)[1].strip()).parent
+        elif run_dir is None and "--nightly-out " in line:
+            run_dir = Path(line.split("--nightly-out ", 1)[1].split()[0]).parent
+            st["run_dir"] = str(run_dir.relative_to(out)) if run_dir.is_relative_to(out) else str(run_dir)
         elif "[nightly]" in line and time.monotonic() - last > 30:  # a progress line every 30 s on stdout
             last = time.monotonic()
             print(f"[compat] torch {release}: " + line[line.index("[nightly]") + 10:].strip(), flush=True)
@@ -105,13 +109,33 @@ def run_release(release: str, st: dict, out: Path, workers: int, pytest_args: li
     log(f"torch {release}: {st['status']} in {st['wall_seconds']} s (nightly exit {rc}), {st.get('run_dir')}")
 
 
+def partial_doc(out: Path, release: str, st: dict) -> dict | None:
+    """The cells an unfinished run of ``release`` reported (its newest run directory), marked partial: cells it had not
+    reached count as not run, not as failures."""
+    dirs = sorted((out / "runs").glob(f"*-torch-{release}*")) if (out / "runs").exists() else []
+    run_dir = out / st["run_dir"] if st.get("run_dir") else dirs[-1] if dirs else None
+    if run_dir is None or not (run_dir / "cells.jsonl").exists():
+        return None
+    env, collected, cells = read_cells(run_dir / "cells.jsonl")
+    reported = [c for c in cells if c["failed_check"] != "not_reported"]
+    return {"environment": env, "cells": reported, "partial": f"{len(reported)} of {len(collected)} cells",
+            "run_dir": str(run_dir.relative_to(out))}
+
+
 def write_report(out: Path, state: State, releases: list[str]) -> dict:
     docs, info = {}, {}
     for r in releases:
         st = state.get(r)
         info[r] = {k: st.get(k) for k in ("status", "wall_seconds", "build_seconds", "env_bytes", "run_dir", "nightly_exit")}
+        if not info[r]["env_bytes"] and (envs.env_dir(spec_of(r)) / envs.MARKER).exists():
+            info[r]["env_bytes"] = envs.disk_bytes(envs.env_dir(spec_of(r)))
         path = out / st["run_dir"] / "run.json" if st.get("status") == "done" and st.get("run_dir") else None
         docs[r] = json.loads(path.read_text()) if path and path.exists() else None
+        if docs[r] is None and st.get("status") not in (None, "pending", "done"):
+            docs[r] = partial_doc(out, r, st)  # unfinished (running, killed, failed): what reported so far
+            if docs[r]:
+                info[r]["partial"] = docs[r]["partial"]
+                info[r]["run_dir"] = docs[r]["run_dir"]
         if docs[r]:
             info[r]["torch"] = docs[r]["environment"].get("torch")
     entries, kf_id = entries_from_known_failures()

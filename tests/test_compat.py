@@ -201,6 +201,26 @@ def test_done_releases_are_not_rerun_and_the_report_is_written(tmp_path, monkeyp
     assert rc == 0, f"{R2} stays done in the state (the stub does not change it), saw rc={rc}"
 
 
+def test_an_unfinished_release_reports_what_it_reached(tmp_path):
+    write_done_state(tmp_path)
+    state = json.loads((tmp_path / "state.json").read_text())
+    state["releases"][R3] = {"status": "running"}  # killed midway: no run.json, no run_dir recorded yet
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    run = tmp_path / "runs" / f"20260101T000000Z-torch-{R3}+cpu"
+    run.mkdir(parents=True)
+    reached = rec("tags_a-min_cut-aot_eager-cpu-float32", "tags", "pass")
+    ids = [reached["nodeid"], "suites/test_tags.py::test_case[tags_b-min_cut-aot_eager-cpu-float32]"]
+    (run / "cells.jsonl").write_text("\n".join(json.dumps(x) for x in (
+        {"type": "env", "torch": R3}, {"type": "collected", "ids": ids}, {"type": "cell", **reached})) + "\n")
+    assert compat.main(["--out", str(tmp_path), "report"]) == 0
+    out = json.loads((tmp_path / "compat.json").read_text())
+    rel = {r["release"]: r for r in out["releases"]}[R3]
+    assert rel["partial"] == "1 of 2 cells" and rel["summary"]["pass"] == 1 and rel["summary"]["semantic"] == 0, rel
+    assert out["cells"]["tags_a-min_cut-aot_eager-cpu-float32"]["releases"][R3]["category"] == "pass", "the reached cell"
+    assert "tags_b-min_cut-aot_eager-cpu-float32" not in out["cells"], "a cell no release reported is not in the table"
+    assert "(partial: 1 of 2 cells)" in (tmp_path / "compat.html").read_text(), "the page should say the run is partial"
+
+
 @pytest.mark.skipif(not Path("/usr/bin/chromium").exists(),
                     reason="headless Chromium is not installed (/usr/bin/chromium; `apt-get install -y chromium`)")
 def test_compat_report_renders_in_headless_chromium(tmp_path):

@@ -85,6 +85,8 @@ def matrix(docs: dict[str, dict | None], kf_id: Callable[[dict], str | None] = l
                 row[r] = None
             elif cell in per[r]:
                 row[r] = observe(per[r][cell], kf_id)
+            elif docs[r].get("partial"):
+                row[r] = None  # an unfinished run had not reached this cell
             else:
                 case = next((rec.get("case") for rr in releases for c, rec in per[rr].items() if c == cell), None)
                 ph = placeholders[r].get(case) if case else None

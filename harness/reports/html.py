@@ -146,7 +146,8 @@ def render_compat(doc: dict) -> str:
     for r in doc["releases"]:
         s = r.get("summary") or {}
         wall = f"{r['wall_seconds'] / 60:.1f} min" if r.get("wall_seconds") else "—"
-        out.append(f"<tr><td>{html.escape(r['release'])}</td><td>{_fmt(r.get('torch'))}</td><td>{_fmt(r.get('status'))}</td>"
+        out.append(f"<tr><td>{html.escape(r['release'])}</td><td>{_fmt(r.get('torch'))}</td><td>{_fmt(r.get('status'))}"
+                   f"{' (partial: ' + html.escape(r['partial']) + ')' if r.get('partial') else ''}</td>"
                    f"<td>{wall}</td><td>{human(r.get('env_bytes'))}</td><td>{_run_link(r.get('run_dir'))}</td>"
                    + "".join(f"<td class='{k if s.get(k) else ''}'>{s.get(k, '—') if s else '—'}</td>" for k in _COMPAT_ORDER[:-1])
                    + "</tr>")
