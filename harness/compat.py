@@ -168,6 +168,9 @@ def cmd_run(a) -> int:
             log(f"[{i}/{len(releases)}] torch {r}: done already ({st.get('run_dir')}), not rerun (--rerun {r} to rerun)")
             continue
         log(f"[{i}/{len(releases)}] torch {r}")
+        st.clear()
+        st["status"] = "running"  # saved now: a run killed midway is rerun next time, and `report` shows its cells so far
+        state.save()
         run_release(r, st, out, a.workers, a.pytest_args[1:] if a.pytest_args[:1] == ["--"] else a.pytest_args, log)
         state.save()
         write_report(out, state, state.data["order"])

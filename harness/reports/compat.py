@@ -163,12 +163,13 @@ class KnownFailureEntry:
     declared: str = "any release"           # the declaration in words, for the report
 
 
-def check_known_failures(entries: Iterable[KnownFailureEntry], m: dict) -> list[dict]:
+def check_known_failures(entries: Iterable[KnownFailureEntry], m: dict, partial: Iterable[str] = ()) -> list[dict]:
     """Per entry and release that ran: what was observed for the entry's cells, and whether it matches the declaration.
 
     Observed per release: ``failing`` (every matched cell still fails), ``passes`` (some matched cell now passes),
     ``no cell`` (no cell matched the entry), ``fails undeclared`` (outside the declared range a cell the entry covers
-    on other releases fails: semantic) ``fine`` (outside the range the entry's cells pass).  A mismatch is:
+    on other releases fails: semantic) ``fine`` (outside the range the entry's cells pass), ``not reached`` (an
+    unfinished run of a ``partial`` release had not reached the entry's cells: no verdict).  A mismatch is:
     declared but passing, declared but matching no cell, or failing outside the declared range.
     """
     releases = sorted({r for row in m.values() for r, o in row.items() if o is not None}, key=release_key)
@@ -180,7 +181,9 @@ def check_known_failures(entries: Iterable[KnownFailureEntry], m: dict) -> list[
             obs = {c: m[c][r] for c in cells if m[c].get(r) is not None}
             matched = {c: o for c, o in obs.items() if o.known_failure == e.id}
             if e.applies(r):
-                if not matched:
+                if not matched and r in partial:
+                    status, ok = "not reached", True
+                elif not matched:
                     status, ok = "no cell", False
                 elif any(o.category == "known_failure_passes" for o in matched.values()):
                     status, ok = "passes", False
@@ -220,7 +223,7 @@ def build_compat(releases_info: dict[str, dict], docs: dict[str, dict | None], e
                           "summary": {k: sum(1 for row in m.values() if row[r] and row[r].category == k)
                                       for k in COMPAT_CATEGORIES} if docs[r] else None} for r in releases],
             "areas": area_table(m, areas), "cells": cells, "drifting_goldens": drifting_goldens(m),
-            "known_failures": check_known_failures(entries, m)}
+            "known_failures": check_known_failures(entries, m, {r for r, d in docs.items() if d and d.get("partial")})}
 
 
 # --- adapters for today's known_failures.txt ------------------------------------------------------------------------
