@@ -48,6 +48,81 @@ DIFFERENCES: tuple[Difference, ...] = (
 )
 
 
+# Named API differences observed by running the suite on 2.11.0 ... 2.14.1 (make compat; probe: python -m
+# harness.torch_compat in each release's environment).  Each: the dotted name, since when it exists, and what it gates.
+REGION_ACTIVATION_MEMORY_BUDGET = Difference(
+    "torch.autograd.graph.region_activation_memory_budget",
+    "per-region activation memory budgets: absent in torch 2.11.0, present from 2.13.0; the memory_budget cases and "
+    "error cases that need it declare requires='api:...' and are 'cannot run' before")
+NON_STRICT_PATCH_APIS = Difference(
+    "torch.compiler._patch_autograd_grad,torch.compiler._patch_engine_backward",
+    "non-strict tracing's autograd.grad / Engine backward patches: absent in torch 2.11.0; the non_strict cases and "
+    "their error cases declare requires='api:...' and are 'cannot run' before")
+MARK_AUTOGRAD_BACKWARD = Difference(
+    "torch.fx.traceback._mark_autograd_backward",
+    "the node.meta['autograd_backward'] tagging of traced backward nodes: absent in torch 2.11.0 (the non_strict "
+    "cases reading it are gated by NON_STRICT_PATCH_APIS)")
+INLINE_SINGLE_USE_INVOKE_SUBGRAPH = Difference(
+    "torch._dynamo.config.inline_single_use_invoke_subgraph",
+    "the Dynamo config knob keeping a single-use invoke_subgraph as a subgraph: absent in torch 2.11.0; the cases "
+    "patching it (budget_invoke_subgraph_*, error_budget_distinct_per_invoke_subgraph) also need "
+    "REGION_ACTIVATION_MEMORY_BUDGET, so they are gated by it; without that gate patching it raises "
+    "'AttributeError: torch._dynamo.config.inline_single_use_invoke_subgraph does not exist' (missing_config_knob)")
+API_DIFFERENCES = (REGION_ACTIVATION_MEMORY_BUDGET, NON_STRICT_PATCH_APIS, MARK_AUTOGRAD_BACKWARD,
+                   INLINE_SINGLE_USE_INVOKE_SUBGRAPH)
+
+CONFIG_MODULES = {"dynamo": "torch._dynamo.config", "functorch": "torch._functorch.config",
+                  "inductor": "torch._inductor.config"}
+
+
+def has_api(dotted: str) -> bool:
+    """Whether a dotted name (module path, then attributes) exists in the installed torch."""
+    import importlib
+
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for attr in parts[i:]:
+            obj = getattr(obj, attr, None)
+            if obj is None:
+                return False
+        return True
+    return False
+
+
+def missing_config_knobs(config) -> list[str]:
+    """The knobs of a case's ``config`` ({"dynamo": {...}, "functorch": {...}, "inductor": {...}}) that this torch's
+    config modules do not have, as dotted names."""
+    import importlib
+
+    missing = []
+    for ns, patch in (config or {}).items():
+        module = importlib.import_module(CONFIG_MODULES[ns])
+        for knob in patch:
+            if knob not in getattr(module, "_config", {}) and not hasattr(module, knob):
+                missing.append(f"{CONFIG_MODULES[ns]}.{knob}")
+    return missing
+
+
+def unmet_on_this_release(case) -> str | None:
+    """Why ``case`` cannot run on the installed torch (a config knob it patches does not exist), in the words
+    ``cannot_run_reason`` recognises, or None.  For conftest's requirement check (see the compat report's notes)."""
+    import torch
+
+    missing = missing_config_knobs(getattr(case, "config", None))
+    if missing:
+        return f"cannot run on torch {torch.__version__}: " + ", ".join(f"AttributeError: {m} does not exist" for m in missing)
+    return None
+
+
+def probe() -> dict:
+    """Which named differences hold on the installed torch: dotted name -> present?"""
+    return {name: has_api(name) for d in API_DIFFERENCES for name in d.name.split(",")}
+
+
 def cannot_run_reason(message: str | None) -> str | None:
     """The difference (name: matched text) a failure or skip message shows, or None when it is not one."""
     if not message:
@@ -56,3 +131,11 @@ def cannot_run_reason(message: str | None) -> str | None:
         if d.pattern and (hit := re.search(d.pattern, message)):
             return f"{d.name}: {hit.group(0)}"
     return None
+
+
+if __name__ == "__main__":  # python -m harness.torch_compat: the differences on this torch
+    import torch
+
+    print(f"torch {torch.__version__}")
+    for name, present in probe().items():
+        print(f"  {'present' if present else 'MISSING'}  {name}")

@@ -174,6 +174,18 @@ def pixel_colours(png: bytes, w: int, h: int, raw: bytes) -> set[tuple[int, int,
     return out
 
 
+def test_missing_config_knobs_make_a_cannot_run_reason():
+    case = type("C", (), {"config": {"dynamo": {"inline_single_use_invoke_subgraph": False, "no_such_knob_xyz": 1},
+                                     "functorch": {"activation_memory_budget": 0.5}}})()
+    assert torch_compat.missing_config_knobs(case.config) == ["torch._dynamo.config.no_such_knob_xyz"], \
+        f"expected only the invented knob missing, saw {torch_compat.missing_config_knobs(case.config)}"
+    why = torch_compat.unmet_on_this_release(case)
+    got = torch_compat.cannot_run_reason(why)
+    assert got and got.startswith("missing_config_knob:") and "no_such_knob_xyz" in got, f"saw {why!r} -> {got!r}"
+    assert torch_compat.unmet_on_this_release(type("C", (), {"config": {}})()) is None, "no patches, nothing missing"
+    assert torch_compat.has_api("torch.utils.checkpoint.checkpoint") and not torch_compat.has_api("torch.no_such_api_xyz")
+
+
 def write_done_state(out: Path) -> None:
     docs = {R1: [rec("tags_a-min_cut-aot_eager-cpu-float32", "tags", "pass")],
             R2: [rec("tags_a-min_cut-aot_eager-cpu-float32", "tags", "drift",
