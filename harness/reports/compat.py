@@ -137,12 +137,14 @@ def graph_texts(row: dict[str, Observation | None], kind: str) -> dict[str, str 
 
 
 def drifting_goldens(m: dict) -> list[dict]:
-    """Per (cell, graph kind) whose graph differs from its golden on some release: the releases where it differs, and
+    """Per (cell, graph kind) whose golden differs from the recorded graph on some release: the releases where it differs, and
     each consecutive pair of releases (that recorded it) whose texts differ."""
     out = []
     for cell, row in m.items():
+        # a golden that exists and differs (changed) or is no longer recorded (stale); "missing" (no golden, e.g. a
+        # known failure's cells) is no golden to drift from
         kinds = sorted({k for o in row.values() if o and o.record for k, g in o.record["graphs"].items()
-                        if g["status"] != "same"})
+                        if g["status"] in ("changed", "stale")})
         for kind in kinds:
             texts = graph_texts(row, kind)
             rels = list(texts)
