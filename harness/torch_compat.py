@@ -45,6 +45,11 @@ DIFFERENCES: tuple[Difference, ...] = (
         "a case patches a torch config knob (torch._dynamo.config, torch._functorch.config, torch._inductor.config) "
         "that this release does not have; torch's config module raises '<module>.<name> does not exist'",
         r"AttributeError: (torch\._\w+\.config|torch\.\w+\.config)\.\w+ does not exist"),
+    Difference(
+        "missing_torch_api",
+        "a case calls a torch function this release does not have (e.g. torch.compiler._patch_engine_backward on "
+        "2.12.1) without declaring it in requires; Python raises \"module 'torch...' has no attribute '...'\"",
+        r"AttributeError: module 'torch(\.\w+)*' has no attribute '\w+'"),
 )
 
 
@@ -52,19 +57,21 @@ DIFFERENCES: tuple[Difference, ...] = (
 # harness.torch_compat in each release's environment).  Each: the dotted name, since when it exists, and what it gates.
 REGION_ACTIVATION_MEMORY_BUDGET = Difference(
     "torch.autograd.graph.region_activation_memory_budget",
-    "per-region activation memory budgets: absent in torch 2.11.0, present from 2.13.0; the memory_budget cases and "
+    "per-region activation memory budgets: absent in torch 2.11.0 and 2.12.1, present from 2.13.0; the memory_budget cases and "
     "error cases that need it declare requires='api:...' and are 'cannot run' before")
 NON_STRICT_PATCH_APIS = Difference(
-    "torch.compiler._patch_autograd_grad,torch.compiler._patch_engine_backward",
-    "non-strict tracing's autograd.grad / Engine backward patches: absent in torch 2.11.0; the non_strict cases and "
-    "their error cases declare requires='api:...' and are 'cannot run' before")
+    "torch.compiler._non_strict_tracing_context,torch.compiler._patch_autograd_grad,torch.compiler._patch_engine_backward",
+    "non-strict tracing and its autograd.grad / Engine backward patches: torch 2.11.0 has none of the three, 2.12.1 "
+    "lacks _patch_engine_backward, 2.13.0+ has all; the non_strict cases call them unconditionally, so without a gate "
+    "they fail with AttributeError on 2.11/2.12 (harness/cases/non_strict.py now declares NON_STRICT_REQUIRES)")
+NON_STRICT_REQUIRES = ",".join(f"api:{n}" for n in NON_STRICT_PATCH_APIS.name.split(","))
 MARK_AUTOGRAD_BACKWARD = Difference(
     "torch.fx.traceback._mark_autograd_backward",
-    "the node.meta['autograd_backward'] tagging of traced backward nodes: absent in torch 2.11.0 (the non_strict "
+    "the node.meta['autograd_backward'] tagging of traced backward nodes: absent in torch 2.11.0, present from 2.12.1 (the non_strict "
     "cases reading it are gated by NON_STRICT_PATCH_APIS)")
 INLINE_SINGLE_USE_INVOKE_SUBGRAPH = Difference(
     "torch._dynamo.config.inline_single_use_invoke_subgraph",
-    "the Dynamo config knob keeping a single-use invoke_subgraph as a subgraph: absent in torch 2.11.0; the cases "
+    "the Dynamo config knob keeping a single-use invoke_subgraph as a subgraph: absent in torch 2.11.0 and 2.12.1; the cases "
     "patching it (budget_invoke_subgraph_*, error_budget_distinct_per_invoke_subgraph) also need "
     "REGION_ACTIVATION_MEMORY_BUDGET, so they are gated by it; without that gate patching it raises "
     "'AttributeError: torch._dynamo.config.inline_single_use_invoke_subgraph does not exist' (missing_config_knob)")

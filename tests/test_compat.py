@@ -145,7 +145,8 @@ def test_cannot_run_reasons_name_each_difference():
         assert d.reason, f"difference {d.name} needs a reason"
     examples = {"declared_torch_requirement": "needs torch>=2.14 (installed 2.13.0+cpu): x",
                 "declared_api_requirement": "needs torch.foo.bar, missing in torch 2.11.0: x",
-                "missing_config_knob": "AttributeError: torch._inductor.config.knob does not exist"}
+                "missing_config_knob": "AttributeError: torch._inductor.config.knob does not exist",
+                "missing_torch_api": "AttributeError: module 'torch.compiler' has no attribute '_patch_engine_backward'"}
     for name, msg in examples.items():
         got = torch_compat.cannot_run_reason(msg)
         assert got and got.startswith(name + ":"), f"expected {name} for {msg!r}, saw {got!r}"

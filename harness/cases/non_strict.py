@@ -20,6 +20,7 @@ from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint
 from harness.case import BuildContext, Case, Program
 from harness.checks import count_of, expect_equal
 from harness.pipeline import BUILD_SEED, CustomRun, flat_tensors
+from harness.torch_compat import NON_STRICT_REQUIRES
 
 aten = torch.ops.aten
 NEG = "aten.neg.default"
@@ -285,6 +286,11 @@ def _single_backward_region(run) -> None:
 
 
 def non_strict_case(name: str, build, catalogue: tuple[int, ...], *, trace=None, **kwargs) -> Case:
+    # The non-strict tracing APIs are missing on older torch (2.11.0 has none, 2.12.1 lacks _patch_engine_backward):
+    # declared, so those releases skip the cases as "cannot run" instead of failing with AttributeError.
+    kwargs.setdefault("requires", NON_STRICT_REQUIRES)
+    kwargs.setdefault("requires_reason", "non-strict tracing APIs (torch.compiler._non_strict_tracing_context, "
+                                         "_patch_autograd_grad, _patch_engine_backward; torch 2.13 has them)")
     return Case(name, "non_strict", build, catalogue=catalogue, custom=trace or non_strict_trace(build),
                 partitioners=("min_cut",), backends=("aot_eager",), **kwargs)
 
