@@ -213,7 +213,9 @@ def test_done_releases_are_not_rerun_and_the_report_is_written(tmp_path, monkeyp
     assert f"torch {R1}: done already" in (tmp_path / "progress.log").read_text()
     rc = compat.main(["--out", str(tmp_path), "run", "--releases", f"{R1} {R2}", "--rerun", R2])
     assert ran == [R2], f"--rerun {R2} should rerun exactly {R2}, saw {ran}"
-    assert rc == 0, f"{R2} stays done in the state (the stub does not change it), saw rc={rc}"
+    st = json.loads((tmp_path / "state.json").read_text())["releases"][R2]
+    assert st == {"status": "running"} and rc == 3, \
+        f"a rerun starts from a clean 'running' state and, not finished (the stub runs nothing), exits 3: saw rc={rc}, {st}"
 
 
 def test_an_unfinished_release_reports_what_it_reached(tmp_path):
