@@ -56,7 +56,7 @@ def observe(record: dict, kf_id: Callable[[dict], str | None]) -> Observation:
     if cat == "skipped":
         why = torch_compat.cannot_run_reason(msg)
         return Observation("cannot_run" if why else "skipped", why or msg[:300], None, record)
-    if cat == "semantic":
+    if cat in ("semantic", "known_failure"):  # a known failure failing because an API is missing is no verdict on it
         why = torch_compat.cannot_run_reason(msg)
         if why:
             return Observation("cannot_run", why, kf_id(record), record)
