@@ -51,6 +51,21 @@ nightly:  ## whole suite (slow matrix too) vs committed goldens under TORCH in .
 	$(MAKE) install TORCH=torch==2.13.0  # .venv keeps the pinned torch; TORCH only picks the nightly's environment
 	$(PY) -m harness.nightly run --torch "$(TORCH)" $(if $(ARGS),-- $(ARGS))
 
+# Release compatibility: the whole suite on each torch release in its own .nightly-venv/torch-<release>/, sequentially,
+# resumable (RERUN="2.14.1" or RERUN=all reruns done releases); report in runs/compat/compat.html and compat.json.
+RELEASES ?= 2.11.0 2.12.1 2.13.0 2.14.0 2.14.1
+RERUN    ?=
+compat: install  ## every suite on each of RELEASES against the pinned goldens; runs/compat/{compat.html,compat.json,progress.log}
+	$(PY) -m harness.compat run --releases "$(RELEASES)" $(if $(RERUN),--rerun $(RERUN)) $(if $(ARGS),-- $(ARGS))
+
+compat-envs:  ## the per-release environments and the disk each takes
+	$(PY) -m harness.compat envs
+
+compat-prune:  ## remove environments: PRUNE="2.11.0 2.12.1" (or PRUNE=all)
+	$(PY) -m harness.compat prune $(if $(filter all,$(PRUNE)),--all,$(PRUNE))
+
+.PHONY: compat compat-envs compat-prune
+
 memory-report: install  ## saved-activation bytes vs recompute FLOPs per case and policy/budget: reports/memory_report.{md,png}
 	$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install -q -e ".[report]"
 	$(PY) -m harness.memory_report --out reports $(ARGS)

@@ -21,6 +21,8 @@ from typing import Any
 import torch
 import torch.utils.checkpoint as tuc
 
+from harness import torch_compat
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -262,7 +264,7 @@ class Requirement:
             have = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[: len(want)])
             if have < want:
                 return f"needs {self.label} (installed {torch.__version__}): {self.reason}"
-        if self.need is Need.API and not has_api(self.argument):
+        if self.need is Need.API and not torch_compat.has_api(self.argument):
             return f"needs {self.argument}, missing in torch {torch.__version__}: {self.reason}"
         return None
 
@@ -335,18 +337,11 @@ class Case:
         return cells
 
     def unmet_requirement(self, device: str) -> str | None:
-        """Why this case cannot run on ``device`` with the installed torch (None: it can)."""
-        return next(filter(None, (r.unmet(device) for r in self.requires)), None)
+        """Why this case cannot run on ``device`` with the installed torch (None: it can): an unmet requirement, or
+        a config knob it patches that this release lacks (harness/torch_compat.py)."""
+        return (next(filter(None, (r.unmet(device) for r in self.requires)), None)
+                or torch_compat.unmet_config(self.compile.config))
 
-
-def has_api(dotted: str) -> bool:
-    """Whether the dotted name (``torch.autograd.graph.region_activation_memory_budget``) exists in this torch."""
-    obj = importlib.import_module(dotted.split(".")[0])
-    for part in dotted.split(".")[1:]:
-        obj = getattr(obj, part, None)
-        if obj is None:
-            return False
-    return True
 
 @dataclasses.dataclass(frozen=True)
 class Cell:

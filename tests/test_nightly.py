@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from project_copy import ROOT, make_project, run_in
 
-from harness.nightly import validate
+from harness.reports.record import validate
 
 SEL = ["--", "suites", "-m", "not slow", "-k", "tags_function or planted"]
 DRIFTED = "tags_function-default-aot_eager-cpu-float32"
