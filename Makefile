@@ -70,7 +70,10 @@ memory-report: install  ## saved-activation bytes vs recompute FLOPs per case an
 	$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install -q -e ".[report]"
 	$(PY) -m harness.memory_report --out reports $(ARGS)
 
-.PHONY: memory-report
+.PHONY: memory-report budget-matrix
+
+budget-matrix: install  ## the budget_matrix selection: solver x estimator x budget x partitioner knobs (harness/cases/budget_solvers.py; nightly)
+	$(PYTEST) suites/test_budget_solvers.py $(XDIST) -m budget_matrix $(ARGS)
 
 meta: install  ## the harness's own tests
 	$(PYTEST) tests $(XDIST) $(ARGS)

@@ -46,12 +46,11 @@ from unittest import mock
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-import torch.fx as fx  # noqa: E402
 from torch._dynamo.backends.common import aot_autograd  # noqa: E402
 from torch._functorch import partitioners  # noqa: E402
 
-from harness.knapsack import available_solvers  # noqa: E402
-from harness.peak import estimate, torch_peak_memory  # noqa: E402
+from harness.knapsack import available_solvers, budget_slack as slack  # noqa: E402
+from harness.peak import estimate, partitioner_saved_bytes, torch_peak_memory  # noqa: E402
 
 BUDGETS = (0.0, 0.1, 0.3, 0.5, 0.8, 1.0)
 ESTIMATORS = ("flops", "testing")
@@ -87,12 +86,6 @@ MODELS = {
 }
 
 
-def _saved_placeholders(fw: fx.GraphModule, bw: fx.GraphModule) -> list[fx.Node]:
-    out = next(n for n in reversed(fw.graph.nodes) if n.op == "output").args[0]
-    names = {a.name for a in out if isinstance(a, fx.Node)}
-    return [n for n in bw.graph.nodes if n.op == "placeholder" and not n.name.startswith("tangents") and n.name in names]
-
-
 def run_one(model_name, budget, solver, estimator):
     torch.manual_seed(0)
     model, shape = MODELS[model_name]()
@@ -124,8 +117,7 @@ def run_one(model_name, budget, solver, estimator):
             mock.patch.object(partitioners, "_optimize_runtime_with_given_memory", spy):
         torch.compile(model, backend=backend, fullgraph=True)(x).sum().backward()
     fw, bw = graphs["fw"], graphs["bw"]
-    saved = _saved_placeholders(fw, bw)
-    saved_b = sum(partitioners._size_of(n) for n in saved)
+    saved_b = partitioner_saved_bytes(fw, bw)
     must_save = {n.name: partitioners._size_of(n) for n in graphs["joint"].graph.nodes
                  if n.meta.get("recompute") == torch.utils.checkpoint.CheckpointPolicy.MUST_SAVE}
     est = estimate(fw, bw)
@@ -138,12 +130,6 @@ def run_one(model_name, budget, solver, estimator):
             "torch_peak_B": torch_peak_memory(fw, bw),
             "ks_mem": ks_mem, "calls": len(knapsack_calls),
             "must_save_B": sum(must_save.values())}
-
-
-def slack(solver, n):
-    if solver in ("dp", "dp_knapsack_sliding_hirschberg", "dynamic_memory_budget_dp"):
-        return (n + 1) / 20000
-    return 1e-6 if solver == "ilp" else 0.0
 
 
 def main(argv=None):

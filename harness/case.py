@@ -293,6 +293,21 @@ class Requires:
         return Requirement(Need.API, reason, dotted)
 
 
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """Which pytest selection a case's cells belong to besides the defaults (budget cells are ``slow``).
+
+    ``marker``: one more pytest marker on every cell (registered in pyproject.toml), e.g. ``budget_matrix``, a
+    nightly selection of its own; ``fast``: the budgets whose cells stay in ``make test`` ("not slow") although they
+    carry a budget, so that a handful of a large matrix runs on every change."""
+
+    marker: str = ""
+    fast: tuple[float, ...] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "fast", tuple(float(b) for b in self.fast))
+
+
 @dataclasses.dataclass(frozen=True, eq=False)  # identity hash: cells are cached per case
 class Case:
     """One scenario.  Fields left at their defaults mean "the ordinary AC pipeline"."""
@@ -312,6 +327,7 @@ class Case:
     # Which graph kinds are snapshotted (None: all recorded).
     goldens: tuple[str, ...] | None = None
     notes: str = ""
+    selection: Selection = Selection()
     # The module's name under harness/cases/, stamped by all_cases(); rows outside it (the fuzzer's) pass their own.
     area: str = ""
 

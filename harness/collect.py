@@ -42,6 +42,7 @@ class Collected:
     cell: Cell
     slow: bool = False
     skip: str | None = None
+    marker: str = ""  # the case's own extra pytest marker (Case.selection.marker)
 
     @property
     def id(self) -> str:
@@ -96,7 +97,9 @@ def collect(area: str, device: str) -> list[Collected]:
             reason = unmet or f"not run on {device}: case declares devices {case.axes.devices}"
             out.append(Collected(Cell(case, Axes(device=device)), skip=reason))
             continue
-        out += [Collected(c, slow=c.case is not case or c.axes.budget is not None) for c in cells]
+        fast = set(case.selection.fast)
+        out += [Collected(c, slow=c.case is not case or (c.axes.budget is not None and c.axes.budget not in fast),
+                          marker=case.selection.marker) for c in cells]
     return out
 
 

@@ -141,3 +141,50 @@ def quantize(memory: Sequence[float], max_memory: float) -> tuple[list[int], int
     """The integer instance dp_knapsack solves: ``round(m * S)`` per item and ``round(max_memory * S)``, exactly the
     expressions of its code (Python's round: half to even)."""
     return [round(m * SCALE) for m in memory], round(max_memory * SCALE)
+
+
+def budget_slack(solver: str, n: int) -> float:
+    """How far past the budget (in budget units, the config's 0..1 scale) a solver's own rounding may land, for ``n``
+    knapsack items: dp-based solvers (dp, dp_knapsack_sliding_hirschberg, dynamic_memory_budget_dp) round each
+    item's and the capacity's weight to 1/SCALE, i.e. at most ``(n + 1) / (2 * SCALE)``; ilp HiGHS' feasibility
+    tolerance 1e-6; greedy adds exact floats (0)."""
+    if solver in ("dp", "dp_knapsack_sliding_hirschberg", "dynamic_memory_budget_dp"):
+        return (n + 1) / (2 * SCALE)
+    return 1e-6 if solver == "ilp" else 0.0
+
+
+def unique_optimum(memory: Sequence[float], runtimes: Sequence[float], max_memory: float,
+                   max_items: int = 16) -> tuple[int, ...] | None:
+    """The saved set both exact solvers must return, or None when the optimum is not unique (or n > max_items).
+
+    Uniqueness is decided by enumeration (exact rationals) over the three problems the exact solvers actually
+    solve: the exact weights with capacity ``max_memory`` (the problem), the same with HiGHS' feasibility tolerance
+    (1e-6 on the capacity: ilp may take a set up to there), and dp's quantized weights and capacity
+    (:func:`quantize`).  The optimum is unique when each problem has exactly one subset of maximal runtime and it is
+    the same subset in all three; otherwise the solvers may legitimately differ (ties, or rounding deciding)."""
+    n = len(memory)
+    if n > max_items:
+        return None
+    qw, qcap = quantize(memory, max_memory)
+    problems = [([Fraction(x) for x in memory], Fraction(max_memory)),
+                ([Fraction(x) for x in memory], Fraction(max_memory) + Fraction(1, 10**6)),
+                ([Fraction(x) for x in qw], Fraction(qcap))]
+    r = [Fraction(x) for x in runtimes]
+    answer = None
+    for w, cap in problems:
+        ws, rs = [Fraction(0)] * (1 << n), [Fraction(0)] * (1 << n)
+        best, masks = Fraction(-1), []
+        for mask in range(1 << n):
+            if mask:
+                low = (mask & -mask).bit_length() - 1
+                ws[mask] = ws[mask & (mask - 1)] + w[low]
+                rs[mask] = rs[mask & (mask - 1)] + r[low]
+            if ws[mask] <= cap:
+                if rs[mask] > best:
+                    best, masks = rs[mask], [mask]
+                elif rs[mask] == best:
+                    masks.append(mask)
+        if len(masks) != 1 or (answer is not None and masks[0] != answer):
+            return None
+        answer = masks[0]
+    return tuple(i for i in range(n) if answer >> i & 1)

@@ -92,14 +92,178 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+PARETO_MODELS = ("mlp4_plain", "mlp4_wide_plain", "mlp4_wide_sac")
+
+
+def pareto_rows(estimator: str = "flops", models=PARETO_MODELS) -> list[dict]:
+    """Per reference model and solver, the budget sweep of harness/cases/budget_solvers.py (the same cases and
+    compiles as the budget_matrix cells): saved bytes (the partitioner's measure), harness/peak.py's peak estimate,
+    the knapsack's estimated recompute cost (the runtime of the items it lets be recomputed, in the estimator's
+    units; 0.0 and 1.0 pose no knapsack) and the recompute FLOPs read off the backward graph."""
+    from harness.cases import budget_solvers as bs
+
+    rows = []
+    for model in models:
+        for solver in bs.SOLVERS:
+            case = next(c for c in all_cases() if c.name == f"bs_{model}__{solver}__{estimator}")
+            for b in bs.BUDGETS:
+                axes = Axes(Partitioner.MIN_CUT, Backend.AOT_EAGER, "cpu", "float32", b)
+                try:
+                    f = bs.figures_of(baseline(case, axes, True))
+                except Exception as e:  # reported, not fatal
+                    rows.append(dict(model=model, solver=solver, budget=b, error=type(e).__name__))
+                    continue
+                row = f.row()
+                rows.append(dict(model=model, solver=solver, **row))
+    return rows
+
+
+def pareto_rows_from_junit(path: Path, estimator: str = "flops", models=PARETO_MODELS) -> list[dict]:
+    """The same rows from a budget_matrix run's JUnit XML (each cell records its figures as ``budget_*`` properties,
+    suites/test_budget_solvers.py), instead of compiling again."""
+    import ast
+    import re
+    import xml.etree.ElementTree as ET
+
+    from harness.cases import budget_solvers as bs
+
+    rows = []
+    for tc in ET.parse(path).getroot().iter("testcase"):
+        m = re.search(r"\[bs_(\w+?)__(\w+?)__(\w+?)-min_cut-aot_eager-cpu-float32-budget([0-9.]+)\]", tc.get("name", ""))
+        if not m or m.group(1) not in models or m.group(3) != estimator:
+            continue
+        props = {p.get("name")[len("budget_"):]: p.get("value") for p in tc.iter("property")
+                 if p.get("name", "").startswith("budget_")}
+        if not props:
+            continue
+        row = {}
+        for k, v in props.items():
+            try:
+                row[k] = ast.literal_eval(v)
+            except (ValueError, SyntaxError):
+                row[k] = v
+        rows.append(dict(model=m.group(1), solver=m.group(2), **row))
+    order = {s: i for i, s in enumerate(bs.SOLVERS)}
+    rows.sort(key=lambda r: (models.index(r["model"]), order.get(r["solver"], 99), r["budget"]))
+    return rows
+
+
+def torch_pareto(model: str, out: Path, budget: float = 0.5, estimator: str = "flops") -> list[tuple[float, float]]:
+    """torch's own frontier (functorch config ``visualize_memory_budget_pareto``, written as an SVG under
+    ``memory_budget_pareto_dir``), for the same model: the points it plots, (memory ratio, runtime of recomputed
+    components), captured from its ``plt.plot`` call.  It bisects the budget between 0 and 1 with the configured
+    solver and estimator, so it is the curve of one (solver, estimator)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    case = next(c for c in all_cases() if c.name == f"bs_{model}__dp__{estimator}")
+    points: list[tuple[float, float]] = []
+    real = plt.plot
+
+    def spy(x, y, *args, **kwargs):
+        points.extend(zip(x, y))
+        return real(x, y, *args, **kwargs)
+
+    import torch
+
+    plt.plot = spy
+    try:
+        with torch._functorch.config.patch(visualize_memory_budget_pareto=True, memory_budget_pareto_dir=str(out)):
+            baseline.__wrapped__(case, Axes(Partitioner.MIN_CUT, Backend.AOT_EAGER, "cpu", "float32", budget), True)
+    finally:
+        plt.plot = real
+        plt.close("all")
+    return points
+
+
+def pareto_plot(rows: list[dict], torch_points: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    good = [r for r in rows if "error" not in r]
+    models = sorted({r["model"] for r in good}, key=PARETO_MODELS.index)
+    solvers = list(dict.fromkeys(r["solver"] for r in good))
+    fig, axs = plt.subplots(3, len(models), figsize=(6 * len(models), 14), squeeze=False)
+    for j, model in enumerate(models):
+        for k, solver in enumerate(solvers):
+            pts = [r for r in good if r["model"] == model and r["solver"] == solver]
+            lo, hi = pts[0]["saved_B"], pts[-1]["saved_B"]
+            kw = dict(marker="os^Dv"[k % 5], label=solver, alpha=0.75, ms=6 - k * 0.6)
+            axs[0][j].plot([r["saved_B"] for r in pts], [r["recompute_flops"] for r in pts], **kw)
+            axs[1][j].plot([r["budget"] for r in pts], [r["peak_B"] for r in pts], **kw)
+            ks = [r for r in pts if "recompute_cost" in r]
+            if hi > lo:
+                axs[2][j].plot([(r["saved_B"] - lo) / (hi - lo) for r in ks], [r["recompute_cost"] for r in ks], **kw)
+            for r in pts:
+                axs[0][j].annotate(f"{r['budget']}", (r["saved_B"], r["recompute_flops"]), fontsize=6, alpha=0.6)
+        tp = sorted(torch_points.get(model, []))
+        if tp:
+            axs[2][j].plot([x for x, _ in tp], [y for _, y in tp], color="black", lw=1, ls="--", marker=".",
+                           label="torch visualize_memory_budget_pareto (dp)")
+        axs[0][j].set(title=f"{model}: recompute FLOPs vs saved bytes", xlabel="saved bytes (partitioner measure)",
+                      ylabel="recompute FLOPs in the backward")
+        axs[1][j].set(title=f"{model}: peak estimate (harness/peak.py)", xlabel="activation_memory_budget",
+                      ylabel="peak live activation bytes")
+        axs[2][j].set(title=f"{model}: knapsack's estimated recompute cost", xlabel="budget used: (saved - saved(0)) / "
+                      "(saved(1) - saved(0))", ylabel="runtime of recomputed items (flops estimator)")
+        for i in range(3):
+            axs[i][j].grid(True, alpha=0.3)
+            axs[i][j].legend(fontsize=7)
+    fig.suptitle("activation_memory_budget sweep 0.0, 0.1, 0.3, 0.5, 0.8, 1.0 per knapsack solver (flops estimator, "
+                 "CPU, aot_eager, min-cut)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def pareto_table(rows: list[dict]) -> str:
+    head = ("| model | solver | budget | knapsack items | saved bytes | activation bytes | peak estimate | "
+            "MUST_SAVE bytes | recompute FLOPs | est. recompute cost |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+    lines = []
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['solver']} | {r['budget']} | {r['error']} | | | | | | |")
+        else:
+            lines.append(f"| {r['model']} | {r['solver']} | {r['budget']} | {r['n']} | {r['saved_B']} | {r['act_B']} | "
+                         f"{r['peak_B']} | {r['must_save_B']} | {r['recompute_flops']} | "
+                         f"{r.get('recompute_cost', '-')} |")
+    return head + "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="reports")
     p.add_argument("-k", default="", help="only cases whose name contains this")
+    p.add_argument("--no-pareto", action="store_true", help="skip the budget-solver Pareto curves")
+    p.add_argument("--from-junit", default="", help="take the Pareto figures from a budget_matrix run's JUnit XML "
+                   "(make budget-matrix ARGS=--junitxml=...) instead of compiling the sweep again")
+    p.add_argument("--pareto-only", action="store_true", help="only the budget-solver Pareto curves")
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if not args.no_pareto:
+        start = time.perf_counter()
+        prows = pareto_rows_from_junit(Path(args.from_junit)) if args.from_junit else pareto_rows()
+        tdir = out / "torch_pareto"
+        tpoints = {}
+        for model in PARETO_MODELS:
+            try:
+                tpoints[model] = torch_pareto(model, tdir / model)
+            except Exception as e:  # reported, not fatal
+                print(f"torch's visualize_memory_budget_pareto failed on {model}: {type(e).__name__}: {e}")
+        pareto_plot(prows, tpoints, out / "budget_pareto.png")
+        (out / "budget_pareto.md").write_text(
+            f"# activation_memory_budget x solver (flops estimator)\n\n{len(prows)} compiles in "
+            f"{time.perf_counter() - start:.0f} s. Plot: budget_pareto.png; torch's own frontier SVGs: torch_pareto/.\n\n"
+            + pareto_table(prows) + "\n## torch visualize_memory_budget_pareto points (memory ratio, recompute runtime)\n\n"
+            + "".join(f"- {m}: {sorted(set(v))}\n" for m, v in tpoints.items()))
+        print(f"wrote {out / 'budget_pareto.png'} and {out / 'budget_pareto.md'} ({len(prows)} rows)")
+        if args.pareto_only:
+            return 0
     start = time.perf_counter()
     rows = collect(args.k)
     seconds = time.perf_counter() - start

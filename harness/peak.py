@@ -286,3 +286,19 @@ def torch_peak_memory(fw: fx.GraphModule, bw: fx.GraphModule) -> int | None:
         bw_peak = baseline + max(me.build_memory_profile(
             bw.graph, lambda n: me._is_releasable(n) and n.name not in do_not_delete))
     return int(max(fw_peak, bw_peak))
+
+
+def saved_placeholders(fw: fx.GraphModule, bw: fx.GraphModule) -> list[fx.Node]:
+    """The backward's placeholders that the forward returns as saved values (tangents aside), graph inputs included."""
+    out = next(n for n in reversed(fw.graph.nodes) if n.op == "output").args[0]
+    names = {a.name for a in out if isinstance(a, fx.Node)}
+    return [n for n in bw.graph.nodes if n.op == "placeholder" and not n.name.startswith("tangents") and n.name in names]
+
+
+def partitioner_saved_bytes(fw: fx.GraphModule, bw: fx.GraphModule) -> int:
+    """The partitioner's own measure of the saved set: ``sum(partitioners._size_of(v))`` over the saved placeholders
+    (graph inputs included, as ``estimate_activations_size`` counts them against ``min_act_size``): the scale
+    ``activation_memory_budget`` is defined on."""
+    from torch._functorch.partitioners import _size_of
+
+    return sum(_size_of(n) for n in saved_placeholders(fw, bw))

@@ -190,7 +190,10 @@ class Recorder:
             return real(joint, joint_inputs, **kwargs)
 
         # An AOTAutograd cache hit would skip the partitioner and inner compile, leaving nothing recorded;
-        # inductor's FX graph cache (inside compile_fx_inner) still makes repeated compiles cheap.
+        # inductor's FX graph cache (inside compile_fx_inner) still makes repeated compiles cheap.  Keep the autograd
+        # cache off: its key leaves out activation_memory_budget_solver / _runtime_estimator
+        # (findings/autograd_cache_ignores_budget_solver.py), so a cache hit would hand a budget_solvers cell the
+        # partition another solver or estimator chose.
         cfx.min_cut_rematerialization_partition = spy
         try:
             with torch._functorch.config.patch(enable_autograd_cache=False):
@@ -311,7 +314,7 @@ def compile_and_record(case: Case, axes: Axes, *, ac: bool, run: Run | None = No
     run = run if run is not None else Run(Cell(case, axes))
     recorder = Recorder(case, axes)
     fresh_state()
-    with config_patches(case, axes):
+    with config_patches(case, axes), knapsack_spy() as instances:
         start = time.perf_counter()
         outcome = execute(case, axes, ac=ac, backend=recorder)
         run.compile_seconds = time.perf_counter() - start
@@ -325,7 +328,45 @@ def compile_and_record(case: Case, axes: Axes, *, ac: bool, run: Run | None = No
     run.texts = recorder.texts()
     run.timings["normalize"] = time.perf_counter() - start
     run.counters = compile_counters(recorder)
+    if instances:
+        run.info["knapsack"] = instances
     return run
+
+
+@dataclasses.dataclass(frozen=True)
+class KnapsackCall:
+    """One call of the partitioner's ``_optimize_runtime_with_given_memory`` (activation_memory_budget in (0, 1)):
+    the instance it posed and the solver's answer (harness/knapsack.py explains the instance)."""
+
+    memory: tuple[float, ...]
+    runtimes: tuple[float, ...]
+    max_memory: float
+    objective: float
+    saved: tuple[int, ...]
+    recomputed: tuple[int, ...]
+
+
+@contextlib.contextmanager
+def knapsack_spy():
+    """Record every knapsack the partitioner solves during the block (a list of :class:`KnapsackCall`).  The
+    partitioner calls the function by its module-level name, so wrapping the attribute sees every solver."""
+    from torch._functorch import partitioners
+
+    calls: list[KnapsackCall] = []
+    real = partitioners._optimize_runtime_with_given_memory
+
+    def spy(joint_graph, memory, runtimes, max_memory, *rest, **kwargs):
+        objective, saved, recomputed = real(joint_graph, memory, runtimes, max_memory, *rest, **kwargs)
+        calls.append(KnapsackCall(tuple(float(m) for m in memory), tuple(float(r) for r in runtimes),
+                                  float(max_memory), float(objective), tuple(int(i) for i in saved),
+                                  tuple(int(i) for i in recomputed)))
+        return objective, saved, recomputed
+
+    partitioners._optimize_runtime_with_given_memory = spy
+    try:
+        yield calls
+    finally:
+        partitioners._optimize_runtime_with_given_memory = real
 
 
 @functools.lru_cache(maxsize=256)

@@ -121,6 +121,8 @@ def pytest_generate_tests(metafunc):
         marks = [pytest.mark.xdist_group(c.cell.case.name)]
         if c.slow:
             marks.append(pytest.mark.slow)
+        if c.marker:
+            marks.append(getattr(pytest.mark, c.marker))
         if device == "cuda" or c.cell.case.needs(Need.CUDA):
             marks.append(pytest.mark.cuda)
         params.append(pytest.param(c.cell, id=c.id, marks=marks))
