@@ -14,7 +14,7 @@ SPLIT    = $(if $(SHARD),--splits $(word 2,$(subst /, ,$(SHARD))) --group $(word
 FUZZ_SECONDS ?= 180
 FUZZ_SEED    ?= 0
 
-.PHONY: fuzz install test test-cuda snapshot-update-cuda snapshot-update snapshot-new check meta coverage clean nightly
+.PHONY: fuzz install gpu-check-dry-run test test-cuda snapshot-update-cuda snapshot-update snapshot-new check meta coverage clean nightly
 
 install: .venv/.installed
 
@@ -60,7 +60,10 @@ memory-report: install  ## saved-activation bytes vs recompute FLOPs per case an
 meta: install  ## the harness's own tests
 	$(PYTEST) tests $(XDIST) $(ARGS)
 
-check: meta test  ## the harness's own tests, then the conformance suite
+gpu-check-dry-run: install  ## scripts/gpu_check.sh cannot rot: syntax, its wheel resolves, the CUDA selection collects
+	PY=$(PY) bash scripts/gpu_check.sh --dry-run
+
+check: meta gpu-check-dry-run test  ## the harness's own tests, the GPU script's dry run, then the conformance suite
 
 coverage: install  ## write docs/coverage.md: each catalogue test -> our cases, where they run, known failures
 	$(PY) -m harness.coverage

@@ -100,6 +100,8 @@ class GraphAnalysis:
         return None if None in sizes else sum(sizes)
 
     activation_bytes = property(lambda self: self._bytes_of("activation", "input_activation"))
+    # Activations produced inside this graph (what recomputation can avoid; an input activation cannot be recomputed here).
+    intermediate_bytes = property(lambda self: self._bytes_of("activation"))
     # A generator state saved to replay randomness is a fixed per-op cost (5 KB on CPU) with no counterpart without
     # AC: reported apart from activation memory.
     rng_state_bytes = property(lambda self: self._bytes_of("rng_state"))
@@ -115,6 +117,7 @@ class Analysis:
 
     saved_bytes = property(lambda self: self._sum("saved_bytes"))
     activation_bytes = property(lambda self: self._sum("activation_bytes"))
+    intermediate_bytes = property(lambda self: self._sum("intermediate_bytes"))
     rng_state_bytes = property(lambda self: self._sum("rng_state_bytes"))
     region_input_bytes = property(lambda self: self._sum("region_input_bytes"))
     fw_flops = property(lambda self: self._sum("fw_flops"))

@@ -10,17 +10,37 @@
 # golden-cuda.tar.gz (golden/cuda as written by stage 1), summary.txt (exit codes, timings).  7 files, flat.
 #
 # That machine lacks syrupy: the pure-Python wheel travels in .whl/ (gitignored).  Fetch it once here:
-#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl syrupy==7.0.2
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl syrupy==7.0.2  (SYRUPY_WHEEL)
 # (its only requirement, pytest>=8, is there).  Then, with the device tool:
 #   run(command="bash scripts/gpu_check.sh", carry=[".whl"], timeout_s=600)
 # and afterwards, here, at the repository root: `tar -xzf <files_at>/golden-cuda.tar.gz`, review the new goldens
 # (git diff / git status golden/cuda) and commit them.
+#
+# `bash scripts/gpu_check.sh --dry-run` (make gpu-check-dry-run, run by make check on CPU) checks that this script
+# cannot rot: its syntax, the syrupy wheel it carries still resolves for the GPU machine's Python 3.12, and the
+# CUDA selection collects (pytest --device cuda --collect-only) with no collection error.
 #
 # Time: the stages share TOTAL_S (default 500 s) so the run ends well inside the tool's 10-minute limit; stage 2
 # gets what stage 1 left (at least 60 s).  CUDA_WORKERS (default 4 here: one H200 and 16 cores; the tensors are tiny,
 # so workers share the GPU) overrides test-cuda's one-worker-per-GPU default.  Extra pytest arguments: ARGS="...".
 set -uo pipefail
 cd "$(dirname "$0")/.."
+SYRUPY_WHEEL=syrupy==7.0.2
+if [ "${1:-}" = "--dry-run" ]; then
+  PY=${PY:-.venv/bin/python}
+  bash -n "$0" || { echo "dry run: $0 has a syntax error"; exit 1; }
+  tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+  "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -d "$tmp" "$SYRUPY_WHEEL" \
+    || { echo "dry run: $SYRUPY_WHEEL does not resolve as a py3.12 wheel"; exit 1; }
+  out=$("$PY" -m pytest suites --device cuda -m "not slow" --collect-only -q 2>&1)
+  rc=$?
+  n=$(grep -c "::" <<<"$out")
+  if [ $rc -ne 0 ] || [ "$n" -lt 100 ]; then
+    echo "dry run: collecting the CUDA selection failed (exit $rc, $n items):"; tail -n 30 <<<"$out"; exit 1
+  fi
+  echo "dry run ok: script syntax, $(ls "$tmp") resolves, $n CUDA-selection items collect"
+  exit 0
+fi
 OUT=${OUT:-$PWD/runs/gpu-check}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
