@@ -116,6 +116,8 @@ class GoldenDrift(AssertionError):
 class Goldens:
     """The per-test handle: compares each graph kind's text with its golden, or keeps the goldens untouched."""
 
+    update_hint = UPDATE_HINT  # what a failure message tells to run (the user plugin says `pytest --snapshot-update`)
+
     def __init__(self, snapshot, cell_id: str, device: str, update: bool):
         self.snapshot = snapshot.use_extension(extension_for(device))
         self.cell_id, self.device, self.update = cell_id, device, update
@@ -136,14 +138,14 @@ class Goldens:
         for kind, body in sorted(texts.items()):
             if not self.update and not self.path(kind).exists():
                 problems.append(f"no golden for graph '{kind}' ({_shown(self.path(kind))}); "
-                                f"create it with `{UPDATE_HINT}` and review it before committing")
+                                f"create it with `{self.update_hint}` and review it before committing")
                 continue
             assertion = self.snapshot(name=kind)
             if not assertion == Golden(self.cell_id, kind, self.device, body):
                 problems.append(f"graph '{kind}' drifted from {_shown(self.path(kind))}:\n"
                                 + "\n".join(assertion.get_assert_diff()))
         if stale and not self.update:
-            problems.append(f"goldens exist for graph kinds no longer recorded: {stale}; `{UPDATE_HINT}` removes them")
+            problems.append(f"goldens exist for graph kinds no longer recorded: {stale}; `{self.update_hint}` removes them")
         if problems:
             raise GoldenDrift(f"{self.cell_id}: graphs differ from goldens:\n" + "\n".join(problems))
         return len(texts)
