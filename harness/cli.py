@@ -224,9 +224,10 @@ it fails, 0 once it passes.  What failed:
 """
 import sys
 
-from harness import conformance
-from harness.case import Axes, Cell
-from harness.policies import *  # noqa: F403 - the policy's repr below names its class
+sys.path.insert(0, {root!r})  # the harness checkout that wrote this repro
+from harness import conformance  # noqa: E402
+from harness.case import Axes, Cell  # noqa: E402
+from harness.policies import *  # noqa: E402, F403 - the policy's repr below names its class
 
 MODEL = {model!r}
 POLICY = {policy}
@@ -249,7 +250,9 @@ def repro_script(r, args) -> str:
     model = f"{Path(model_path).resolve()}:{fn}" if model_path.endswith(".py") else args.model
     policy = r.cell.case.notes.removeprefix("policy ")
     failures = "\n".join(f"  [{s}] {m.splitlines()[0][:300]}" for s, m in r.failures)
-    return REPRO.format(cell=r.id, model=model, torch=torch.__version__, name=f"repro_{r.id}.py", failures=failures,
+    from harness.paths import ROOT
+
+    return REPRO.format(root=str(ROOT), cell=r.id, model=model, torch=torch.__version__, name=f"repro_{r.id}.py", failures=failures,
                         policy=policy, partitioner=str(a.partitioner), backend=str(a.backend), device=a.device,
                         dtype=a.dtype, budget=a.budget)
 
