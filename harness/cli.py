@@ -153,7 +153,8 @@ def plot_svg(report: Report) -> str:
     for (x, y), label in base.items():
         out.append(f'<rect x="{sx(x) - 5}" y="{sy(y) - 5}" width="10" height="10" fill="#777"><title>{_e(label)}: '
                    f'{x} B, {y} FLOPs</title></rect>')
-        out.append(f'<text x="{sx(x) + 8}" y="{sy(y) - 8}" font-size="11" fill="#555">{_e(label)}</text>')
+        out.append(f'<text x="{sx(x) - 8}" y="{sy(y) - 10}" font-size="11" fill="#555" text-anchor="end">'
+                   f'{_e(label)}</text>')
     for i, (cid, x, y, verdict) in enumerate(pts):
         out.append(f'<circle cx="{sx(x)}" cy="{sy(y)}" r="6" fill="{colour[verdict]}" fill-opacity="0.8">'
                    f'<title>{_e(cid)}: {x} B, {y} FLOPs</title></circle>')

@@ -82,9 +82,9 @@ def load_factory(spec: str) -> Callable[..., Any]:
             raise InputError(f"cannot import module {path!r}: {type(e).__name__}: {e}") from e
     factory = getattr(module, name, None)
     if factory is None:
-        found = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
-                       and getattr(v, "__module__", None) == module.__name__)
-        raise InputError(f"{path} has no factory named {name!r}; callables defined there: {found}")
+        found = sorted(n for n, v in vars(module).items() if inspect.isfunction(v) and not n.startswith("_")
+                       and v.__module__ == module.__name__)
+        raise InputError(f"{path} has no factory named {name!r}; functions defined there: {found}")
     if not callable(factory):
         raise InputError(f"{path}:{name} is a {type(factory).__name__}, not a callable factory")
     return factory
@@ -443,12 +443,28 @@ def check_cell_of(cell: Cell, goldens) -> CellResult:
     except Exception as e:  # noqa: BLE001 - CellFailure names every failing check; anything else is one
         verdict, message = "wrong", str(e)
         failures = list(getattr(e, "failures", [("harness", f"{type(e).__name__}: {e}")]))
+    if verdict == "wrong":
+        message += known_defects(cell, record.run, failures)
     result = CellResult(cell, verdict, failures, message, record.run, figures_of(record.run),
                         checks=sum(v for k, v in record.props.items() if k.endswith("_checks")))
     if record.run is not None and cell.case.custom is None:
         with contextlib.suppress(Exception):
             result.no_ac = figures_of(baseline(cell.case, dataclasses.replace(cell.axes, budget=None), False))
     return result
+
+
+def known_defects(cell: Cell, run, failures: list[tuple[str, str]]) -> str:
+    """A note naming the project's known torch defects (known_failures.toml) that explain a failing check: the user's
+    cell still fails (their configuration hits the defect), but the message says it is known and where it is tracked."""
+    from harness import known_failures
+
+    try:
+        entries = known_failures.matching(known_failures.load(), cell, run, torch.__version__)
+    except Exception:  # noqa: BLE001 - the note is a courtesy; no known-failure file, no note
+        return ""
+    notes = [f"\n  note: [{stage}] is the known torch defect {e.id} ({e.upstream}): {e.reason.splitlines()[0][:200]}"
+             for e in entries for stage, msg in failures if e.explains(stage, msg)]
+    return "".join(dict.fromkeys(notes))
 
 
 def run_case(case: Case, goldens_for: Callable[[Cell], Any] | None = None) -> list[CellResult]:

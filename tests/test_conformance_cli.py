@@ -141,7 +141,7 @@ def test_graph_drift_exits_1(model, tmp_path, capsys):
 
 @pytest.mark.parametrize("target, extra, message", [
     ("missing.py:build", (), "model file missing.py does not exist"),
-    ("{model}:buidl", (), "has no factory named 'buidl'; callables defined there: ['broken', 'build', 'frozen']"),
+    ("{model}:buidl", (), "has no factory named 'buidl'; functions defined there: ['broken', 'build', 'frozen']"),
     ("{model}:broken", (), "factory broken() raised RuntimeError: weights file missing"),
     ("{model}:frozen", (), "the model has no parameters that require grad"),
     ("{model}:build", ("--policy", "selective-opp"), "unknown AC policy 'selective-opp' (did you mean 'selective_op'?)"),
