@@ -24,7 +24,7 @@ LAYERS = {
     7: ("harness.golden", "harness.review"),  # goldens
     8: ("harness.suite",),  # one cell, checked three ways
     9: ("harness.plugin", "harness.nightly", "harness.nightly_plugin", "harness.reports", "harness.memory_report",
-        "harness.coverage", "harness.fuzz", "harness.contract", "harness.distributed", "harness.realsize",
+        "harness.coverage", "harness.fuzz", "harness.contract", "harness.distributed", "harness.realsize", "harness.training",
         "harness.cli", "harness.conformance", "harness.compat", "harness.findings", "harness.__main__"),  # front ends
 }
 
