@@ -264,15 +264,16 @@ class NoGoldens:
 @functools.cache
 def _extension(root: str, device: str, cell_id: str) -> type[GoldenGraphExtension]:
     def dirname(cls, *, test_location) -> str:
-        return str(Path(root) / device / test_location.basename / cell_id)
+        # syrupy relates a snapshot to its test module by the file's parent folder: that one is the module's name
+        return str(Path(root) / device / cell_id / test_location.basename)
 
     return type(f"UserGoldens_{abs(hash((root, device, cell_id)))}", (GoldenGraphExtension,),
-                {"device": device, "dirname": classmethod(dirname)})
+                {"device": device, "dirname": classmethod(dirname), "update_hint": UserGoldens.update_hint})
 
 
 class UserGoldens(Goldens):
     """The project's golden handle (syrupy: ``--snapshot-update`` writes, a missing golden fails) under the user's
-    folder: ``<root>/<device>/<test module>/<cell id>/<test name>[<graph kind>].txt``."""
+    folder: ``<root>/<device>/<cell id>/<test module>/<test name>[<graph kind>].txt``."""
 
     update_hint = "pytest --snapshot-update"
 
@@ -302,7 +303,7 @@ class FileGoldens:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
                 with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-                    f.write(golden_text(self.cell.id, kind, self.cell.axes.device, body))
+                    f.write(golden_text(self.cell.id, kind, self.cell.axes.device, body, "ac-conformance check --update-goldens"))
                 os.replace(tmp, path)
                 self.written.append(path)
             elif old is None:

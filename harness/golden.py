@@ -39,9 +39,9 @@ def split_golden(text: str) -> tuple[str, str]:
     return "", text
 
 
-def golden_text(cell_id: str, kind: str, device: str, body: str) -> str:
+def golden_text(cell_id: str, kind: str, device: str, body: str, hint: str = UPDATE_HINT) -> str:
     header = (f"# case: {cell_id}\n# graph: {kind}\n# torch: {torch.__version__}\n# device: {device}\n"
-              f"# written by `{UPDATE_HINT}`; review diffs, never edit by hand\n")
+              f"# written by `{hint}`; review diffs, never edit by hand\n")
     return header + HEADER_END + body
 
 
@@ -73,13 +73,14 @@ class GoldenGraphExtension(SingleFileSnapshotExtension):
     _write_mode = WriteMode.TEXT
     file_extension = "txt"
     device = "cpu"
+    update_hint = UPDATE_HINT  # what the header says wrote the file
 
     @classmethod
     def dirname(cls, *, test_location) -> str:
         return str(GOLDEN_DIR / cls.device / test_location.basename)
 
     def serialize(self, data, **kwargs) -> str:
-        return golden_text(*data) if isinstance(data, Golden) else str(data)
+        return golden_text(*data, hint=self.update_hint) if isinstance(data, Golden) else str(data)
 
     def matches(self, *, serialized_data, snapshot_data) -> bool:
         return split_golden(serialized_data)[1] == split_golden(snapshot_data)[1]
