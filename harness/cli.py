@@ -150,15 +150,21 @@ def plot_svg(report: Report) -> str:
            f'(0 .. {fmt_bytes(xmax)})</text>',
            f'<text x="16" y="{h / 2}" text-anchor="middle" font-size="12" transform="rotate(-90 16 {h / 2})">'
            f'recompute FLOPs (0 .. {ymax:,})</text>']
-    for (x, y), label in base.items():
+    for j, ((x, y), label) in enumerate(base.items()):
         out.append(f'<rect x="{sx(x) - 5}" y="{sy(y) - 5}" width="10" height="10" fill="#777"><title>{_e(label)}: '
                    f'{x} B, {y} FLOPs</title></rect>')
-        out.append(f'<text x="{sx(x) - 8}" y="{sy(y) - 10}" font-size="11" fill="#555" text-anchor="end">'
-                   f'{_e(label)}</text>')
+        out.append(f'<text x="{sx(x) - 8}" y="{sy(y) - 10 - 13 * j}" font-size="11" fill="#555" text-anchor="end">'
+                   f'{_e(label)}: {fmt_bytes(x)}</text>')
+    at: dict = {}  # cells on the same spot share one label
     for i, (cid, x, y, verdict) in enumerate(pts):
-        out.append(f'<circle cx="{sx(x)}" cy="{sy(y)}" r="6" fill="{colour[verdict]}" fill-opacity="0.8">'
-                   f'<title>{_e(cid)}: {x} B, {y} FLOPs</title></circle>')
-        out.append(f'<text x="{sx(x) + 8}" y="{sy(y) + 14 + 12 * (i % 3)}" font-size="11">{i + 1}</text>')
+        at.setdefault((x, y), []).append((i + 1, cid, verdict))
+    for (x, y), cells in at.items():
+        worst = "wrong" if any(v == "wrong" for *_, v in cells) else "drift" if any(v == "drift" for *_, v in cells) \
+            else "pass"
+        title = "; ".join(f"{cid} ({v})" for _, cid, v in cells)
+        out.append(f'<circle cx="{sx(x)}" cy="{sy(y)}" r="6" fill="{colour[worst]}" fill-opacity="0.8">'
+                   f'<title>{_e(title)}: {x} B, {y} FLOPs</title></circle>')
+        out.append(f'<text x="{sx(x) + 9}" y="{sy(y) + 4}" font-size="11">{", ".join(str(n) for n, *_ in cells)}</text>')
     out.append("</svg>")
     legend = "".join(f"<li>{i + 1}: {_e(cid)} ({v})</li>" for i, (cid, _, _, v) in enumerate(pts))
     return "\n".join(out) + f"<ol style='list-style:none;padding:0;font-size:12px'>{legend}</ol>"
