@@ -215,6 +215,9 @@ class Scenario:
     # bucket_cap_mb for it when that is given, and asserts first <= cap: bucket_cap_mb < 1 fails to compile
     # (findings/ddp_compile_small_bucket_cap_asserts.py).  The workaround aligns the constant with the cap.
     ddp_first_bucket_workaround: bool = True
+    # Dynamo config for the step; MoE scenarios set capture_dynamic_output_shape_ops (see moe_scenario): without it
+    # the nonzero breaks the graph and a checkpointed MoE block is not compiled at all
+    dynamo_config: tuple = ()
 
     @property
     def dtype(self) -> str:
@@ -291,7 +294,8 @@ def rank_program(rank: int, world: int, scenario: Scenario, with_reference: bool
         torch._dynamo.reset()
         m = _parallelize(sc, model, rank, world, pol, be)
         xl = _local_input(sc, x, rank, world)
-        loss = step(m, xl, _numel_for_loss(sc, x, world), pol, sc.autocast)
+        with torch._dynamo.config.patch(**dict(sc.dynamo_config)):
+            loss = step(m, xl, _numel_for_loss(sc, x, world), pol, sc.autocast)
         result[label] = {"loss": loss.item(), "grads": grads(model),
                          "saved_activation_bytes": rec.saved_bytes("activation") if sc.backend == "record" else None,
                          "bw_graphs": len(rec.bw_graphs), "dynamo_graphs": rec.dynamo_graphs,
