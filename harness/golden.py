@@ -39,9 +39,9 @@ def split_golden(text: str) -> tuple[str, str]:
     return "", text
 
 
-def golden_text(cell_id: str, kind: str, device: str, body: str) -> str:
+def golden_text(cell_id: str, kind: str, device: str, body: str, hint: str = UPDATE_HINT) -> str:
     header = (f"# case: {cell_id}\n# graph: {kind}\n# torch: {torch.__version__}\n# device: {device}\n"
-              f"# written by `{UPDATE_HINT}`; review diffs, never edit by hand\n")
+              f"# written by `{hint}`; review diffs, never edit by hand\n")
     return header + HEADER_END + body
 
 
@@ -73,13 +73,14 @@ class GoldenGraphExtension(SingleFileSnapshotExtension):
     _write_mode = WriteMode.TEXT
     file_extension = "txt"
     device = "cpu"
+    update_hint = UPDATE_HINT  # what the header says wrote the file
 
     @classmethod
     def dirname(cls, *, test_location) -> str:
         return str(GOLDEN_DIR / cls.device / test_location.basename)
 
     def serialize(self, data, **kwargs) -> str:
-        return golden_text(*data) if isinstance(data, Golden) else str(data)
+        return golden_text(*data, hint=self.update_hint) if isinstance(data, Golden) else str(data)
 
     def matches(self, *, serialized_data, snapshot_data) -> bool:
         return split_golden(serialized_data)[1] == split_golden(snapshot_data)[1]
@@ -116,6 +117,8 @@ class GoldenDrift(AssertionError):
 class Goldens:
     """The per-test handle: compares each graph kind's text with its golden, or keeps the goldens untouched."""
 
+    update_hint = UPDATE_HINT  # what a failure message tells to run (the user plugin says `pytest --snapshot-update`)
+
     def __init__(self, snapshot, cell_id: str, device: str, update: bool):
         self.snapshot = snapshot.use_extension(extension_for(device))
         self.cell_id, self.device, self.update = cell_id, device, update
@@ -136,14 +139,14 @@ class Goldens:
         for kind, body in sorted(texts.items()):
             if not self.update and not self.path(kind).exists():
                 problems.append(f"no golden for graph '{kind}' ({_shown(self.path(kind))}); "
-                                f"create it with `{UPDATE_HINT}` and review it before committing")
+                                f"create it with `{self.update_hint}` and review it before committing")
                 continue
             assertion = self.snapshot(name=kind)
             if not assertion == Golden(self.cell_id, kind, self.device, body):
                 problems.append(f"graph '{kind}' drifted from {_shown(self.path(kind))}:\n"
                                 + "\n".join(assertion.get_assert_diff()))
         if stale and not self.update:
-            problems.append(f"goldens exist for graph kinds no longer recorded: {stale}; `{UPDATE_HINT}` removes them")
+            problems.append(f"goldens exist for graph kinds no longer recorded: {stale}; `{self.update_hint}` removes them")
         if problems:
             raise GoldenDrift(f"{self.cell_id}: graphs differ from goldens:\n" + "\n".join(problems))
         return len(texts)
