@@ -153,41 +153,11 @@ def estimate(fw: fx.GraphModule, bw: fx.GraphModule, *, keep_outputs: bool = Fal
     prof: list[Step] = []
     live: dict[object, int] = {}
 
-    def run(phase: str, gm: fx.GraphModule, key_of, free: set, keep: set, outputs: set) -> int:
-        nodes = [n for n in gm.graph.nodes if n.op not in ("placeholder", "output", "get_attr")]
-        index = {n: i for i, n in enumerate(nodes)}
-        last: dict[object, int] = {}
-        for n in gm.graph.nodes:
-            if n.op == "output":
-                continue
-            for k in key_of(n):
-                if n in index:
-                    last[k] = max(last.get(k, -1), index[n])
-                for user in n.users:
-                    if user.op != "output":
-                        last[k] = max(last.get(k, -1), index[user])
-        peak = sum(live.values())
-        for k in [k for k in live if last.get(k, -1) < 0 and k not in keep and k not in outputs]:
-            del live[k]  # carried in but unused here
-        seen: set = set(live)
-        for i, n in enumerate(nodes):
-            for k, b in key_of(n).items():
-                if k in free or k in seen:
-                    continue
-                seen.add(k)
-                live[k] = b
-            now = sum(live.values())
-            prof.append(Step(phase, n.name, now))
-            peak = max(peak, now)
-            for k in [k for k in live if last.get(k, -1) <= i and k not in keep and k not in outputs]:
-                del live[k]
-        return peak
-
     fw_outputs: set = set()
     if keep_outputs:
         for a in fw_out:
             fw_outputs.update(fw_keys[a])
-    fw_peak = run("fw", fw, lambda n: fw_keys[n], input_keys, set(saved_act), fw_outputs)
+    fw_peak = _walk("fw", fw, lambda n: fw_keys[n], input_keys, set(saved_act), fw_outputs, live, prof)
     for k in [k for k in live if k not in saved_act]:
         del live[k]  # user outputs go to the caller
     bw_outputs: set = set()
@@ -195,7 +165,7 @@ def estimate(fw: fx.GraphModule, bw: fx.GraphModule, *, keep_outputs: bool = Fal
         if isinstance(a, fx.Node):
             bw_outputs.update(bw_key_of(a))
     bw_free = bw_inputs | input_keys
-    bw_peak = run("bw", bw, bw_key_of, bw_free, set(), bw_outputs)
+    bw_peak = _walk("bw", bw, bw_key_of, bw_free, set(), bw_outputs, live, prof)
     peak_step = max(prof, key=lambda s: s.live_bytes) if prof else Step("fw", "", 0)
     return PeakEstimate(
         peak_bytes=max(fw_peak, bw_peak),
@@ -210,6 +180,40 @@ def estimate(fw: fx.GraphModule, bw: fx.GraphModule, *, keep_outputs: bool = Fal
     )
 
 
+def _walk(phase: str, gm: fx.GraphModule, key_of, free: set, keep: set, outputs: set, live: dict, prof: list) -> int:
+    """One graph's schedule: a storage is live from the node that creates it to its last use (``free`` ones, inputs,
+    never count; ``keep`` and ``outputs`` stay to the end); ``live`` carries storages in from an earlier graph and
+    out to the next one.  Returns the peak of live bytes and appends each node's live bytes to ``prof``."""
+    nodes = [n for n in gm.graph.nodes if n.op not in ("placeholder", "output", "get_attr")]
+    index = {n: i for i, n in enumerate(nodes)}
+    last: dict[object, int] = {}
+    for n in gm.graph.nodes:
+        if n.op == "output":
+            continue
+        for k in key_of(n):
+            if n in index:
+                last[k] = max(last.get(k, -1), index[n])
+            for user in n.users:
+                if user.op != "output":
+                    last[k] = max(last.get(k, -1), index[user])
+    peak = sum(live.values())
+    for k in [k for k in live if last.get(k, -1) < 0 and k not in keep and k not in outputs]:
+        del live[k]  # carried in but unused here
+    seen: set = set(live)
+    for i, n in enumerate(nodes):
+        for k, b in key_of(n).items():
+            if k in free or k in seen:
+                continue
+            seen.add(k)
+            live[k] = b
+        now = sum(live.values())
+        prof.append(Step(phase, n.name, now))
+        peak = max(peak, now)
+        for k in [k for k in live if last.get(k, -1) <= i and k not in keep and k not in outputs]:
+            del live[k]
+    return peak
+
+
 def graph_peak(gm: fx.GraphModule) -> int:
     """Peak live bytes of one graph alone (e.g. from make_fx): placeholders are inputs (free), outputs live to the end
     of the graph (a single graph has no caller-side schedule to hand them to)."""
@@ -217,33 +221,11 @@ def graph_peak(gm: fx.GraphModule) -> int:
     for n in gm.graph.nodes:
         if n.op in ("placeholder", "get_attr"):
             inputs.update(node_storages(n))
-    nodes = [n for n in gm.graph.nodes if n.op not in ("placeholder", "output", "get_attr")]
-    index = {n: i for i, n in enumerate(nodes)}
     outputs: set = set()
     for a in _output_args(gm):
         if isinstance(a, fx.Node):
             outputs.update(node_storages(a))
-    last: dict[object, int] = {}
-    for n in nodes:
-        for k in node_storages(n):
-            last[k] = max(last.get(k, -1), index[n])
-        for user in n.users:
-            if user.op != "output":
-                for k in node_storages(n):
-                    last[k] = max(last[k], index[user])
-    live: dict[object, int] = {}
-    seen: set = set()
-    peak = 0
-    for i, n in enumerate(nodes):
-        for k, b in node_storages(n).items():
-            if k in inputs or k in seen:
-                continue
-            seen.add(k)
-            live[k] = b
-        peak = max(peak, sum(live.values()))
-        for k in [k for k in live if last.get(k, -1) <= i and k not in outputs]:
-            del live[k]
-    return peak
+    return _walk("graph", gm, node_storages, inputs, set(), outputs, {}, [])
 
 
 def torch_peak_memory(fw: fx.GraphModule, bw: fx.GraphModule) -> int | None:
