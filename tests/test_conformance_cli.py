@@ -11,44 +11,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_conformance_plugin import MODEL
 from test_nightly import png_pixels
 
 from harness import cli, conformance
 from harness.paths import ROOT
 
-WRONG_MODEL = '''
-import os
-import torch
-import torch.nn as nn
-
-
-class Block(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.up = nn.Linear(8, 16, bias=False)
-        self.down = nn.Linear(16, 8, bias=False)
-
-    def forward(self, x):
-        y = x + self.down(torch.relu(self.up(x)))
-        if os.environ.get("USER_MODEL_WRONG") == "1" and torch.compiler.is_compiling():
-            y = y * 1.01
-        return y
-
-
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.layers = nn.ModuleList([Block(), Block()])
-
-    def forward(self, x):
-        for layer in self.layers:
-            x = layer(x)
-        return x
-
-
-def build():
-    return Net(), torch.randn(4, 8)
-
+# The plugin tests' model (a compiled program that can be made wrong), plus a factory without trainable parameters
+# and one that raises.
+WRONG_MODEL = MODEL + '''
 
 def frozen():
     return Net().requires_grad_(False), torch.randn(4, 8)
