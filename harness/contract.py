@@ -35,13 +35,13 @@ import dataclasses
 import functools
 import sys
 import warnings
-from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.utils.checkpoint as cp
 
-ROOT = Path(__file__).resolve().parent.parent
+from harness.paths import ROOT
+
 CLAUSES_DOC = ROOT / "docs" / "contract.md"
 TABLE = ROOT / "docs" / "contract-coverage.md"
 
