@@ -155,6 +155,12 @@ def launch(target: str, world_size: int = 2, timeout: float = 60.0, grace: float
             t = time.monotonic()
             while time.monotonic() - t < 2.0 and any(_stderr_size(work, r) == 0 or not _dumped(work, r) for r in hung):
                 time.sleep(0.05)
+        # Ranks that raised stamped when (wall clock, comparable across processes): the earliest is the first to
+        # fail, whatever order one poll saw the exits in (a peer blocked in a collective on it fails right after).
+        stamps = {r: float((work / f"rank{r}.failed_at").read_text()) for r in range(world_size)
+                  if (work / f"rank{r}.failed_at").exists()}
+        if stamps:
+            first_bad = min(stamps, key=stamps.get)
         if first_bad is None and hung:
             first_bad = min(hung)
     finally:
@@ -203,7 +209,12 @@ def _worker(target: str, rank: int, world_size: int, work: Path, hard_timeout: f
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{os.environ['MASTER_PORT']}", rank=rank,
                             world_size=world_size, timeout=datetime.timedelta(seconds=max(hard_timeout, 30)))
     try:
-        result = func(rank, world_size, **kwargs)
+        try:
+            result = func(rank, world_size, **kwargs)
+        except BaseException:
+            # When it failed: a peer blocked on this rank then fails too, often within the launcher's same poll.
+            (work / f"rank{rank}.failed_at").write_text(repr(time.time()))
+            raise
         tmp = work / f"rank{rank}.result.tmp"
         tmp.write_bytes(pickle.dumps(result))
         tmp.rename(work / f"rank{rank}.result.pkl")
@@ -247,6 +258,9 @@ def selftest_hang_in_python(rank, world_size, bad_rank=1):
 
 
 def selftest_exit0_without_result(rank, world_size):
+    import torch.distributed as dist
+
+    dist.barrier()  # both ranks are past the store handshake (rank 0 hosts it): neither fails for the other's exit
     os._exit(0)
 
 
