@@ -91,6 +91,10 @@ class GraphAnalysis:
     bw: fx.GraphModule
 
     @property
+    def recomputed_names(self) -> set[str]:
+        return {name for name, _ in self.recomputed}
+
+    @property
     def saved_bytes(self) -> int | None:
         sizes = [s.bytes for s in self.saved]
         return None if None in sizes else sum(sizes)

@@ -139,6 +139,18 @@ def count_of(run: Run, kind: str, op: str) -> int:
     return op_counts(run.graphs.get(kind, [])).get(op, 0)
 
 
+def first_missing_in_order(seen: list, expected: list) -> int | None:
+    """The index of the first item of ``expected`` not found in ``seen`` after the items before it (``expected`` is
+    a subsequence of ``seen`` when None)."""
+    pos = 0
+    for i, want in enumerate(expected):
+        try:
+            pos = seen.index(want, pos) + 1
+        except ValueError:
+            return i
+    return None
+
+
 def expect_equal(what: str, seen, expected) -> None:
     """For a case's extra ``check``: one readable sentence on mismatch."""
     __tracebackhide__ = True

@@ -36,6 +36,12 @@ def _saved_list(a: Analysis) -> str:
     return ", ".join(f"{s.name} {s.type} ({s.bytes} B, {s.kind})" for s in a.saved)
 
 
+def _graphs(run) -> list:
+    """The analysed joint graphs of ``run`` (none when it cannot be analysed: 0 checks, never a false failure)."""
+    a = analysis.of(run)
+    return a.graphs if a is not None else []
+
+
 def must_save_not_recomputed(run) -> int:
     """A joint node tagged MUST_SAVE is not recomputed in the backward.
 
@@ -43,17 +49,13 @@ def must_save_not_recomputed(run) -> int:
     saved during the forward pass and will not be recomputed during the backward pass", and "Use ``MUST_*`` over
     ``PREFER_*`` to indicate that the policy should not be overridden by other subsystems like `torch.compile`"."""
     __tracebackhide__ = True
-    a = analysis.of(run)
-    if a is None:
-        return 0
     n = 0
-    for g in a.graphs:
-        recomputed = {name for name, _ in g.recomputed}
+    for g in _graphs(run):
         for name, policy in g.policies.items():
             if policy != "MUST_SAVE":
                 continue
             n += 1
-            if name in recomputed:
+            if name in g.recomputed_names:
                 raise AssertionError(f"{run.cell.id}: {_where(g, name)} is recomputed in the backward; expected a "
                                      f"MUST_SAVE node to be saved (or unused), saw it recomputed:\n{_bw_text(g)}")
     return n
@@ -70,11 +72,8 @@ def recompute_tagged_not_saved(run) -> int:
     text lets torch.compile override PREFER_*; torch's partitioner does not (``partitioners.must_recompute`` treats
     both tags alike and min-cut bans saving them), so a change there is flagged for review."""
     __tracebackhide__ = True
-    a = analysis.of(run)
-    if a is None:
-        return 0
     n = 0
-    for g in a.graphs:
+    for g in _graphs(run):
         saved = {s.name for s in g.saved}
         for name, policy in g.policies.items():
             if policy not in ("MUST_RECOMPUTE", "PREFER_RECOMPUTE"):
@@ -218,14 +217,10 @@ def random_ops_replayed(run) -> int:
     non-checkpointed passes"; under compile the partitioner functionalizes it (``run_and_save_rng_state`` in the
     forward, ``run_with_rng_state`` / ``graphsafe_run_with_rng_state`` in the backward)."""
     __tracebackhide__ = True
-    a = analysis.of(run)
-    if a is None:
-        return 0
     n = 0
-    for g in a.graphs:
-        recomputed = {name for name, _ in g.recomputed}
+    for g in _graphs(run):
         for node in g.bw.graph.nodes:
-            if _is_random(node) and node.name in recomputed:
+            if _is_random(node) and node.name in g.recomputed_names:
                 raise AssertionError(f"{run.cell.id}: forward random op {node.name} ({node.target}, policy "
                                      f"{g.policies.get(node.name, 'untagged')}) is recomputed in the backward without "
                                      f"the forward's RNG state; expected an RNG-state replay:\n{_bw_text(g)}")

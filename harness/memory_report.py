@@ -48,17 +48,22 @@ def collect(substring: str = "") -> list[dict]:
     return rows
 
 
-def table(rows: list[dict]) -> str:
-    head = ("| case | policy | configuration | saved bytes | activation bytes | RNG-state bytes | backward FLOPs | "
-            "recompute FLOPs | recomputed ops |\n|---|---|---|---:|---:|---:|---:|---:|---:|\n")
+def markdown(columns: tuple[str, ...], rows: list[dict], key: str, cells) -> str:
+    """A markdown table: the first ``len(key)`` columns name the row, the rest are figures (right-aligned); a row with
+    an ``error`` shows it in the first figure column."""
+    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(key) + "---:|" * (len(columns) - len(key)) + "\n"
     lines = []
     for r in rows:
-        if "error" in r:
-            lines.append(f"| {r['case']} | {r['policy']} | {r['config']} | {r['error']} | | | | | |")
-        else:
-            lines.append(f"| {r['case']} | {r['policy']} | {r['config']} | {r['saved']} | {r['activation']} | {r['rng']} | "
-                         f"{r['bw_flops']} | {r['recompute_flops']} | {r['recomputed']} |")
+        named = [str(r[k]) for k in key]
+        figures = [r["error"]] + [""] * (len(columns) - len(key) - 1) if "error" in r else [str(v) for v in cells(r)]
+        lines.append("| " + " | ".join(named + figures) + " |")
     return head + "\n".join(lines) + "\n"
+
+
+def table(rows: list[dict]) -> str:
+    return markdown(("case", "policy", "configuration", "saved bytes", "activation bytes", "RNG-state bytes",
+                     "backward FLOPs", "recompute FLOPs", "recomputed ops"), rows, ("case", "policy", "config"),
+                    lambda r: (r["saved"], r["activation"], r["rng"], r["bw_flops"], r["recompute_flops"], r["recomputed"]))
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -220,17 +225,10 @@ def pareto_plot(rows: list[dict], torch_points: dict, path: Path) -> None:
 
 
 def pareto_table(rows: list[dict]) -> str:
-    head = ("| model | solver | budget | knapsack items | saved bytes | activation bytes | peak estimate | "
-            "MUST_SAVE bytes | recompute FLOPs | est. recompute cost |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-    lines = []
-    for r in rows:
-        if "error" in r:
-            lines.append(f"| {r['model']} | {r['solver']} | {r['budget']} | {r['error']} | | | | | | |")
-        else:
-            lines.append(f"| {r['model']} | {r['solver']} | {r['budget']} | {r['n']} | {r['saved_B']} | {r['act_B']} | "
-                         f"{r['peak_B']} | {r['must_save_B']} | {r['recompute_flops']} | "
-                         f"{r.get('recompute_cost', '-')} |")
-    return head + "\n".join(lines) + "\n"
+    return markdown(("model", "solver", "budget", "knapsack items", "saved bytes", "activation bytes", "peak estimate",
+                     "MUST_SAVE bytes", "recompute FLOPs", "est. recompute cost"), rows, ("model", "solver", "budget"),
+                    lambda r: (r["n"], r["saved_B"], r["act_B"], r["peak_B"], r["must_save_B"], r["recompute_flops"],
+                               r.get("recompute_cost", "-")))
 
 
 def main(argv=None) -> int:

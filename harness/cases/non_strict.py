@@ -18,7 +18,7 @@ from torch.nn.utils import stateless
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
 from harness.case import AxesSpec, Backend, BuildContext, Case, Checkpoint, Expect, Partitioner, Program, Requires
-from harness.checks import count_of, expect_equal
+from harness.checks import count_of, expect_equal, first_missing_in_order
 from harness.pipeline import BUILD_SEED, CustomRun, flat_tensors
 from harness.torch_compat import NON_STRICT_PATCH_APIS
 
@@ -115,16 +115,11 @@ def backward_region_count(gm: fx.GraphModule) -> int:
 def expect_sequence(run, expected: list[tuple[str, object]]) -> None:
     """(node name, target) pairs occur in the traced graph in this order, other nodes possibly between them."""
     __tracebackhide__ = True
-    nodes = _nodes(run)
-    seen = [(n.name, n.target) for n in nodes]
-    pos = 0
-    for want in expected:
-        try:
-            pos = seen.index(want, pos) + 1
-        except ValueError:
-            raise AssertionError(f"{run.cell.id}: expected node {want[0]} = {want[1]} in the traced graph after "
-                                 f"{[w[0] for w in expected[:expected.index(want)]]} (in order {[w[0] for w in expected]}), "
-                                 f"saw:\n{run.texts['traced']}") from None
+    i = first_missing_in_order([(n.name, n.target) for n in _nodes(run)], expected)
+    if i is not None:
+        raise AssertionError(f"{run.cell.id}: expected node {expected[i][0]} = {expected[i][1]} in the traced graph "
+                             f"after {[w[0] for w in expected[:i]]} (in order {[w[0] for w in expected]}), "
+                             f"saw:\n{run.texts['traced']}")
 
 
 def node(run, name: str) -> fx.Node:

@@ -19,7 +19,7 @@ import torch.fx as fx
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
 from harness.case import AxesSpec, Backend, BuildContext, Case, Checkpoint, Expect, Partitioner, Program
-from harness.checks import count_of, expect_equal
+from harness.checks import count_of, expect_equal, first_missing_in_order
 from harness.pipeline import BUILD_SEED, RUN_SEED, CustomRun, flat_tensors
 
 aten = torch.ops.aten
@@ -146,13 +146,10 @@ def expect_nodes_in_order(run, kind: str, expected: list[str]) -> None:
     """``expected`` node names occur in the graph in this order (other nodes may sit between them)."""
     __tracebackhide__ = True
     names = node_names(run, kind)
-    pos = 0
-    for want in expected:
-        try:
-            pos = names.index(want, pos) + 1
-        except ValueError:
-            raise AssertionError(f"{run.cell.id}: expected node {want!r} in the {kind} graph after "
-                                 f"{expected[:expected.index(want)]!r} (in order {expected!r}), saw nodes {names!r}") from None
+    i = first_missing_in_order(names, expected)
+    if i is not None:
+        raise AssertionError(f"{run.cell.id}: expected node {expected[i]!r} in the {kind} graph after "
+                             f"{expected[:i]!r} (in order {expected!r}), saw nodes {names!r}")
 
 
 def node(run, kind: str, name: str) -> fx.Node:
