@@ -20,14 +20,14 @@ TOLERANCES = {
     "bfloat16": (1.6e-2, 1e-5),
 }
 
-def _mismatch(name: str, actual: torch.Tensor, expected: torch.Tensor, rtol: float, atol: float) -> str | None:
+def mismatch(name: str, actual: torch.Tensor, expected: torch.Tensor, rtol: float, atol: float) -> str | None:
     if actual is None or expected is None:
         if actual is None and expected is None:
             return None
         return f"{name}: one side has no gradient (compiled={'None' if actual is None else 'tensor'}, reference={'None' if expected is None else 'tensor'})"
     if type(actual) is not torch.Tensor and hasattr(actual, "__tensor_flatten__"):
         attrs, _ = actual.__tensor_flatten__()
-        msgs = [_mismatch(f"{name}.{a}", getattr(actual, a), getattr(expected, a), rtol, atol) for a in attrs]
+        msgs = [mismatch(f"{name}.{a}", getattr(actual, a), getattr(expected, a), rtol, atol) for a in attrs]
         return "; ".join(m for m in msgs if m) or None
     if actual.shape != expected.shape:
         return f"{name}: shape {tuple(actual.shape)} != expected {tuple(expected.shape)}"
@@ -51,11 +51,11 @@ def compare_outcomes(actual: Outcome, expected: Outcome, rtol: float, atol: floa
     if len(actual.outputs) != len(expected.outputs):
         problems.append(f"number of outputs {len(actual.outputs)} != expected {len(expected.outputs)}")
     for i, (a, e) in enumerate(zip(actual.outputs, expected.outputs)):
-        problems.append(_mismatch(f"output[{i}]", a, e, rtol, atol))
+        problems.append(mismatch(f"output[{i}]", a, e, rtol, atol))
     if set(actual.grads) != set(expected.grads):
         problems.append(f"gradient names {sorted(actual.grads)} != expected {sorted(expected.grads)}")
     for name in sorted(set(actual.grads) & set(expected.grads)):
-        problems.append(_mismatch(f"grad of {name}", actual.grads[name], expected.grads[name], rtol, atol))
+        problems.append(mismatch(f"grad of {name}", actual.grads[name], expected.grads[name], rtol, atol))
     return [p for p in problems if p]
 
 
@@ -76,7 +76,7 @@ def assert_numerics(run: Run) -> int:
         for name, actual, expected, *own in run.comparisons:  # a custom pipeline may give one its own (rtol, atol)
             n += 1
             r, a = own[0] if own else (rtol, atol)
-            problems += [m for m in [_mismatch(name, torch.as_tensor(actual), torch.as_tensor(expected), r, a)] if m]
+            problems += [m for m in [mismatch(name, torch.as_tensor(actual), torch.as_tensor(expected), r, a)] if m]
     if run.compiled is not None and run.eager is not None and case.numerics.mode is NumericsMode.EXACT:
         for label, ref in (("eager with AC", run.eager), ("eager without AC", run.reference)):
             found = compare_outcomes(run.compiled, ref, rtol, atol)

@@ -104,8 +104,12 @@ def collect(area: str, device: str) -> list[Collected]:
 
 
 def all_cells(devices=("cpu", "cuda")) -> list[Cell]:
-    """Every cell the suites can collect on these devices: declared cells and the slow matrix."""
-    return [c for dev in devices for case in all_cases() for c in case_cells(case, dev)]
+    """Every cell the suites can collect on these devices: declared cells, the slow matrix, and (cpu) the distributed
+    scenarios (harness/scenarios.py; run by suites/test_distributed.py on 2 ranks)."""
+    from harness import scenarios
+
+    cells = [c for dev in devices for case in all_cases() for c in case_cells(case, dev)]
+    return cells + (scenarios.cells() if "cpu" in devices else [])
 
 
 def all_cell_ids(devices=("cpu", "cuda")) -> list[str]:

@@ -123,6 +123,14 @@ class Goldens:
         self.snapshot = snapshot.use_extension(extension_for(device))
         self.cell_id, self.device, self.update = cell_id, device, update
 
+    @classmethod
+    def of_request(cls, snapshot, cell_id: str, device: str, config) -> "Goldens":
+        """The handle for a test of this pytest run: writes under ``--snapshot-update``; under
+        ``--snapshot-update-new-only`` syrupy writes the missing goldens and leaves existing ones as they are (a
+        drifted existing golden still fails the cell), so the handle lets the missing ones through to syrupy."""
+        update = config.option.update_snapshots or getattr(config.option, "update_new_snapshots_only", False)
+        return cls(snapshot, cell_id, device, update=update)
+
     def path(self, kind: str) -> Path:
         return Path(self.snapshot.extension.get_location(test_location=self.snapshot.test_location, index=kind))
 

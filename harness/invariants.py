@@ -90,7 +90,7 @@ def recompute_tagged_not_saved(run) -> int:
 def _no_ac_baseline(run) -> Analysis | None:
     """The same program compiled without AC and without a budget: what the user would run without memory features."""
     case, axes = run.cell.case, run.cell.axes
-    plain = analysis.of(baseline(case, dataclasses.replace(axes, budget=None), False))
+    plain = analysis.of(run.no_ac if run.no_ac is not None else baseline(case, dataclasses.replace(axes, budget=None), False))
     if plain is None:
         raise AssertionError(f"{run.cell.id}: the same program compiled without AC recorded no analysable backward")
     return plain
@@ -237,3 +237,17 @@ INVARIANTS = (must_save_not_recomputed, recompute_tagged_not_saved, ac_backward_
               ac_saves_within_eager_bound, budget_monotone, random_ops_replayed)
 # Invariants that compile the program again (without AC, along a budget sweep).
 RECOMPILING = frozenset({"ac_backward_does_no_less_work", "ac_saves_within_eager_bound", "budget_monotone"})
+
+
+def violations(run, cheap: bool = False) -> tuple[int, list[tuple[str, str]]]:
+    """Every invariant on ``run``: (checks made, [(invariant name, message) of each that failed]).  ``cheap`` leaves
+    out the RECOMPILING ones (the fuzzer's fast mode)."""
+    n, failed = 0, []
+    for inv in INVARIANTS:
+        if cheap and inv.__name__ in RECOMPILING:
+            continue
+        try:
+            n += inv(run)
+        except AssertionError as e:
+            failed.append((inv.__name__, str(e)))
+    return n, failed

@@ -25,7 +25,7 @@ import torch
 import torch.fx as fx
 import torch.utils._pytree as pytree
 
-from harness.case import DTYPES, Axes, BuildContext, Case, Cell
+from harness.case import DTYPES, Axes, BuildContext, Case, Cell, CompileSpec
 from harness.normalize import graph_text, graphs_text
 
 BUILD_SEED = 0
@@ -69,6 +69,9 @@ class Run:
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     cache: dict[str, int] = dataclasses.field(default_factory=dict)  # inductor FX graph cache hits/misses of the compile
     analysis: Any = NOT_ANALYSED  # harness.analysis.of(run) fills it once
+    # The same program recorded without AC, where the pipeline cannot rebuild it (a distributed rank's own no-AC
+    # step, harness/training.py); None: invariants compile the no-AC baseline themselves (pipeline.baseline).
+    no_ac: Run | None = None
 
 
 @dataclasses.dataclass
@@ -104,8 +107,8 @@ def fresh_state() -> None:
 class Recorder:
     """A Dynamo backend that records every graph on its way through AOTAutograd and the partitioner."""
 
-    def __init__(self, case: Case, axes: Axes):
-        self.case, self.axes = case, axes
+    def __init__(self, spec: CompileSpec, axes: Axes):
+        self.spec, self.axes = spec, axes
         self.graphs: dict[str, list[fx.GraphModule]] = defaultdict(list)
         self.joint_texts: list[str] = []
         self.compile_ids: list[tuple[int, int]] = []  # (frame_id, frame_compile_id) per Dynamo graph
@@ -163,7 +166,7 @@ class Recorder:
                 partition_fn=self._partition,
                 keep_inference_input_mutations=True,
             )
-            spec = self.case.compile
+            spec = self.spec
             if spec.decompositions is not None:
                 kwargs["decompositions"] = spec.decompositions.table()
             if spec.disable_functionalization:
@@ -200,6 +203,15 @@ class Recorder:
                 return cfx.compile_fx(gm, example_inputs, inner_compile=inner)
         finally:
             cfx.min_cut_rematerialization_partition = real
+
+    def into(self, run: Run) -> Run:
+        """Hand what was recorded to ``run``: graphs, their canonical texts (timed as "normalize") and counters."""
+        start = time.perf_counter()
+        run.graphs = dict(self.graphs)
+        run.texts = self.texts()
+        run.timings["normalize"] = time.perf_counter() - start
+        run.counters = compile_counters(self)
+        return run
 
     def texts(self) -> dict[str, str]:
         out = {}
@@ -312,7 +324,7 @@ def compile_and_record(case: Case, axes: Axes, *, ac: bool, run: Run | None = No
     and return the run with its graphs, texts, counters and timings.  Every compile of a case goes through here:
     the cell's own and the baselines its invariants compare with (:func:`baseline`)."""
     run = run if run is not None else Run(Cell(case, axes))
-    recorder = Recorder(case, axes)
+    recorder = Recorder(case.compile, axes)
     fresh_state()
     with config_patches(case, axes), knapsack_spy() as instances:
         start = time.perf_counter()
@@ -323,11 +335,7 @@ def compile_and_record(case: Case, axes: Axes, *, ac: bool, run: Run | None = No
     run.timings.update(_split_compile(run.compile_seconds, recorder.seconds))
     inductor = torch._dynamo.utils.counters["inductor"]
     run.cache = {k: inductor[k] for k in ("fxgraph_cache_hit", "fxgraph_cache_miss", "fxgraph_cache_bypass") if inductor[k]}
-    start = time.perf_counter()
-    run.graphs = dict(recorder.graphs)
-    run.texts = recorder.texts()
-    run.timings["normalize"] = time.perf_counter() - start
-    run.counters = compile_counters(recorder)
+    recorder.into(run)
     if instances:
         run.info["knapsack"] = instances
     return run

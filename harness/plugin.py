@@ -135,10 +135,7 @@ def pytest_generate_tests(metafunc):
 def goldens(snapshot, cell, request):
     from harness.golden import Goldens
 
-    # --snapshot-update-new-only: syrupy writes the missing goldens and leaves existing ones as they are (a drifted
-    # existing golden still fails the cell), so the handle must let the missing ones through to syrupy.
-    update = request.config.option.update_snapshots or getattr(request.config.option, "update_new_snapshots_only", False)
-    return Goldens(snapshot, cell.id, cell.axes.device, update=update)
+    return Goldens.of_request(snapshot, cell.id, cell.axes.device, request.config)
 
 
 class CellRecord:

@@ -24,7 +24,7 @@ import sys
 import torch
 import torch.nn as nn
 
-from harness import models, policies, training
+from harness import analysis, models, policies, training
 
 MB = 2**20
 
@@ -125,21 +125,23 @@ class CompiledSaved:
 def compiled_saved(model: nn.Module, x: torch.Tensor, policy: policies.Policy | None = None,
                    partition: str = "min_cut") -> CompiledSaved:
     """Compile ``model`` whole through the recording backend and run one forward/backward on ``x``'s device."""
-    rec = training.Recorder(partition=partition)
+    rec = training.recorder(partition)
     torch._dynamo.reset()
-    compiled = torch.compile(model, backend=rec.backend())
+    compiled = torch.compile(model, backend=rec)
     ctx = policy.context() if policy is not None else contextlib.nullcontext()
     x = x.detach().requires_grad_(True)
     with ctx:
         out = compiled(x)
         out.float().pow(2).sum().backward()
-    saved = rec.saved()
+    run = training.recorded(rec, "realsize")
+    a = analysis.of(run)
+    saved = a.saved if a is not None else []
     xshape = f"{list(x.shape)}"
     # the model input is the only saved graph input with x's shape (parameters are 1-D or 2-D)
-    layer_input = sum(s.bytes for s in saved if s.kind == "input" and s.type.endswith(xshape))
+    layer_input = sum(s.bytes for s in saved if s.kind in ("input", "input_activation") and s.type.endswith(xshape))
     return CompiledSaved(activation=sum(s.bytes for s in saved if s.kind == "activation"), layer_input=layer_input,
                          rng_state=sum(s.bytes for s in saved if s.kind == "rng_state"),
-                         dynamo_graphs=rec.dynamo_graphs, saved=[(s.name, s.type, s.bytes, s.kind) for s in saved])
+                         dynamo_graphs=run.counters["graphs"], saved=[(s.name, s.type, s.bytes, s.kind) for s in saved])
 
 
 @contextlib.contextmanager

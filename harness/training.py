@@ -3,84 +3,79 @@ distributed program (FSDP2, DDP, tensor parallel), with the figures the distribu
 loss, every parameter gradient gathered to a full tensor under its clean name, saved bytes of the compiled
 backward graphs, and Dynamo's graph/graph-break counts.
 
-Everything here depends on torch directly (and on ``harness.analysis.saved_tensors`` for saved bytes).
+Compiled steps go through the pipeline's recording backend (``pipeline.Recorder``) and come back as a
+``pipeline.Run``, so the saved bytes come from harness/analysis.py and the invariants of harness/invariants.py judge
+each step (per rank, against the same rank's no-AC step) exactly as they judge a case cell.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
-import functools
+from collections import Counter
 
 import torch
 import torch.nn as nn
 
-from harness import models, policies
+from harness import analysis, checks, invariants, models, pipeline, policies
+from harness.case import Axes, Case, Cell, CompileSpec
+from harness.scenarios import Scenario
 
-# (rtol, atol) per dtype, as harness/checks.py: a gradient g matches the reference r when
-# |g - r| <= atol + rtol * |r| elementwise.
-TOLERANCES = {"float32": (1e-5, 1e-5), "bfloat16": (1.6e-2, 1e-2)}
+RECORD_AXES = Axes(partitioner="min_cut", backend="aot_eager")
+# (rtol, atol) per dtype.  fp32: torch's default (harness/checks.py), as every case cell.  bf16: torch's rtol with
+# atol 1e-2: the bf16 program (autocast, or FSDP2's bf16 parameters) is compared with a reference that rounds at
+# other points (autocast alone, the full batch on one rank), so gradients near zero differ by bf16 rounding steps.
+TOLERANCES = {"float32": checks.TOLERANCES["float32"], "bfloat16": (checks.TOLERANCES["bfloat16"][0], 1e-2)}
 
 
-@dataclasses.dataclass
-class Recorder:
-    """A recording aot_eager backend: keeps every backward graph the partitioner produced."""
+def recorder(partition: str = "min_cut") -> pipeline.Recorder:
+    """The pipeline's recording backend (aot_eager, ``partition``): every joint, forward and backward graph kept."""
+    return pipeline.Recorder(CompileSpec(), dataclasses.replace(RECORD_AXES, partitioner=partition))
 
-    partition: str = "min_cut"
-    bw_graphs: list = dataclasses.field(default_factory=list)
-    fw_graphs: list = dataclasses.field(default_factory=list)
-    dynamo_graphs: int = 0
 
-    def backend(self):
-        from functorch.compile import make_boxed_func
-        from torch._dynamo.backends.common import aot_autograd
-        from torch._functorch.partitioners import default_partition, min_cut_rematerialization_partition
+def _not_rebuilt(ctx):
+    raise RuntimeError("a training step is recorded by harness.training, not rebuilt from a case")
 
-        def fw(gm, _):
-            self.fw_graphs.append(gm)
-            return make_boxed_func(gm.forward)
 
-        def bw(gm, _):
-            self.bw_graphs.append(gm)
-            return make_boxed_func(gm.forward)
+def recorded(rec: pipeline.Recorder, name: str, no_ac: pipeline.Run | None = None) -> pipeline.Run:
+    """What ``rec`` recorded, as a pipeline Run of a stand-in cell named ``name`` (area "training"), so the analysis,
+    the invariants and the summary golden read it as they read a case cell.  ``no_ac``: the same step recorded
+    without AC, the baseline the comparing invariants use (the pipeline cannot rebuild a training step)."""
+    run = pipeline.Run(Cell(Case(name, _not_rebuilt, area="training"), rec.axes), no_ac=no_ac)
+    return rec.into(run)
 
-        aot = aot_autograd(fw_compiler=fw, bw_compiler=bw, partition_fn=min_cut_rematerialization_partition
-                           if self.partition == "min_cut" else default_partition)
 
-        def backend(gm, example_inputs):
-            self.dynamo_graphs += 1
-            return aot(gm, example_inputs)
+def activation_bytes(run: pipeline.Run) -> int | None:
+    """Saved activations produced inside the compiled graphs (harness.analysis provenance "activation")."""
+    a = analysis.of(run)
+    return a.intermediate_bytes if a is not None else None
 
-        return backend
 
-    def saved(self):
-        from harness.analysis import saved_tensors
+def saved_producers(run: pipeline.Run) -> dict[str, int]:
+    """Count of the forward ops whose outputs are saved activations; a collective's result, read through
+    ``wait_tensor``, counts as the collective (``_c10d_functional.reduce_scatter_tensor.default``)."""
+    a = analysis.of(run)
+    names = {s.name for s in (a.saved if a is not None else []) if s.kind == "activation"}
+    out: Counter = Counter()
+    for fw in run.graphs.get("fw", []):
+        for n in fw.graph.nodes:
+            if n.name not in names or n.op != "call_function":
+                continue
+            src = n
+            while src.op == "call_function" and "wait_tensor" in str(src.target) and src.args:
+                src = src.args[0]
+            if src.op == "call_function" and "getitem" in str(src.target) and src.args:
+                src = src.args[0]
+            out[str(src.target)] += 1
+    return dict(out)
 
-        return [s for bw in self.bw_graphs for s in saved_tensors(bw)]
 
-    def saved_producers(self) -> dict[str, int]:
-        """Count of the forward ops whose outputs are saved activations; a collective's result, read through
-        ``wait_tensor``, counts as the collective (``_c10d_functional.reduce_scatter_tensor.default``)."""
-        from collections import Counter
-
-        names = {s.name for s in self.saved() if s.kind == "activation"}
-        out: Counter = Counter()
-        for fw in self.fw_graphs:
-            for n in fw.graph.nodes:
-                if n.name not in names or n.op != "call_function":
-                    continue
-                src = n
-                while src.op == "call_function" and "wait_tensor" in str(src.target) and src.args:
-                    src = src.args[0]
-                if src.op == "call_function" and "getitem" in str(src.target) and src.args:
-                    src = src.args[0]
-                out[str(src.target)] += 1
-        return dict(out)
-
-    def saved_bytes(self, *kinds) -> int | None:
-        sizes = [s.bytes for s in self.saved() if not kinds or s.kind in kinds]
-        return None if None in sizes else sum(sizes)
+def verdicts(run: pipeline.Run) -> dict:
+    """The invariants of a recorded step and its summary golden text (None: nothing analysable was recorded)."""
+    n, failed = invariants.violations(run)
+    a = analysis.of(run)
+    return {"invariant_checks": n, "invariant_failures": failed,
+            "summary": analysis.summary_text(a) if a is not None else None}
 
 
 def loss_of(out: torch.Tensor, numel_total: int) -> torch.Tensor:
@@ -119,28 +114,14 @@ def grads(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def mismatches(seen: dict, expected: dict, dtype: str = "float32", exact: bool = False) -> list[str]:
-    """One sentence per gradient that differs: name, max abs error, tolerance (or 'not bitwise equal')."""
-    rtol, atol = TOLERANCES[dtype]
+    """One sentence per gradient that differs (harness.checks' comparison): within the dtype's tolerance, or bitwise."""
+    rtol, atol = (0.0, 0.0) if exact else TOLERANCES[dtype]
     problems = []
     if set(seen) != set(expected):
         problems.append(f"expected gradients of {sorted(expected)}; seen {sorted(seen)}")
     for name in sorted(set(seen) & set(expected)):
-        a, e = seen[name], expected[name]
-        if a.shape != e.shape:
-            problems.append(f"grad {name}: expected shape {tuple(e.shape)}; seen {tuple(a.shape)}")
-            continue
-        diff = (a - e).abs()
-        if exact:
-            if not torch.equal(a, e):
-                problems.append(f"grad {name}: expected bitwise equal; seen max abs diff {diff.max().item():.3g} "
-                                f"({int((diff != 0).sum())} of {diff.numel()} elements differ)")
-        else:
-            bad = diff > atol + rtol * e.abs()
-            if bad.any():
-                problems.append(f"grad {name}: expected |seen-expected| <= {atol:g} + {rtol:g}*|expected|; seen max abs "
-                                f"diff {diff.max().item():.3g} at {int(bad.sum())} of {bad.numel()} elements "
-                                f"(max |expected| {e.abs().max().item():.3g})")
-    return problems
+        problems.append(checks.mismatch(f"grad {name}", seen[name], expected[name], rtol, atol))
+    return [p for p in problems if p]
 
 
 def graph_breaks_of(fn, *args) -> tuple[int, int, list[str]]:
@@ -179,52 +160,22 @@ def step(model: nn.Module, x: torch.Tensor, numel_total: int, policy: policies.P
 def single_process(kind: str, policy: policies.Policy, compile_mode: str = "none", via: str = "wrapper",
                    autocast: str | None = None, n_layers: int = 2, cfg=None, x: torch.Tensor | None = None,
                    backend: str = "record") -> dict:
-    """The model under ``policy``, one step; returns loss, grads, saved bytes and Dynamo's counts."""
+    """The model under ``policy``, one step; returns loss, grads, the recorded run (backend "record"), its saved
+    activation bytes and Dynamo's graph count."""
     model = build(kind, cfg, n_layers)
     x = inputs(kind) if x is None else x
     policy.apply(model, via=via)
-    rec = Recorder()
-    be = rec.backend() if backend == "record" else backend
+    rec = recorder()
     torch._dynamo.reset()
-    m = compile_model(model, compile_mode, be)
+    m = compile_model(model, compile_mode, rec if backend == "record" else backend)
     loss = step(m, x, x.numel(), policy, autocast)
-    return {"loss": loss, "grads": grads(model), "saved_activation_bytes": rec.saved_bytes("activation"),
-            "saved": [(s.name, s.type, s.bytes, s.kind) for s in rec.saved()], "dynamo_graphs": rec.dynamo_graphs}
+    run = recorded(rec, f"{kind}-{policy.id}-{compile_mode}")
+    return {"loss": loss, "grads": grads(model), "run": run, "saved_activation_bytes": activation_bytes(run),
+            "dynamo_graphs": run.counters["graphs"]}
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Distributed rank programs (run by harness.distributed.launch)
-
-
-@dataclasses.dataclass(frozen=True)
-class Scenario:
-    parallel: str  # fsdp2 | ddp | tp | tp_sp
-    model: str = "llama"  # llama | moe
-    policy: str = "full"  # a harness.policies name
-    policy_params: tuple = ()  # ((key, value), ...)
-    via: str = "wrapper"  # wrapper | function | apply_ac
-    compile: str = "per_block"  # none | per_block | whole
-    backend: str = "record"  # record (aot_eager recording saved bytes) | inductor | aot_eager
-    autocast: str | None = None  # "bfloat16": the step under torch.autocast
-    fsdp_mp: bool = False  # FSDP2 MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)
-    n_layers: int = 2
-    batch: int = 4
-    seq: int = 16
-    bucket_cap_mb: float = 0.02  # DDP: small buckets, so DDPOptimizer splits the graph inside the blocks
-    # DDPOptimizer sizes its first bucket with dist._DEFAULT_FIRST_BUCKET_BYTES (1 MiB) while DDP itself uses
-    # bucket_cap_mb for it when that is given, and asserts first <= cap: bucket_cap_mb < 1 fails to compile
-    # (findings/ddp_compile_small_bucket_cap_asserts.py).  The workaround aligns the constant with the cap.
-    ddp_first_bucket_workaround: bool = True
-    # Dynamo config for the step; MoE scenarios set capture_dynamic_output_shape_ops (see moe_scenario): without it
-    # the nonzero breaks the graph and a checkpointed MoE block is not compiled at all
-    dynamo_config: tuple = ()
-
-    @property
-    def dtype(self) -> str:
-        return "bfloat16" if self.autocast or self.fsdp_mp else "float32"
-
-    def get_policy(self) -> policies.Policy:
-        return policies.get(self.policy, **dict(self.policy_params))
 
 
 _FIRST_BUCKET_BYTES = torch.distributed._DEFAULT_FIRST_BUCKET_BYTES if torch.distributed.is_available() else None
@@ -278,29 +229,33 @@ def _numel_for_loss(sc: Scenario, x: torch.Tensor, world: int) -> int:
     return x.numel() // world if sc.parallel in ("fsdp2", "ddp") else x.numel()
 
 
-def rank_program(rank: int, world: int, scenario: Scenario, with_reference: bool = True) -> dict:
-    """One step of the distributed program with AC and the same program without AC (fresh compile each);
-    rank 0 also computes the single-process no-AC eager reference on the full batch."""
-    sc = scenario
-    x = inputs(sc.model, sc.batch, sc.seq, models.LlamaConfig().dim)
+def rank_program(rank: int, world: int, scenario: Scenario, key: str = "scenario", with_reference: bool = True) -> dict:
+    """One step of the distributed program without AC, then with AC (fresh compile each); a recorded scenario also
+    returns, per rank, the AC step's invariants (against this rank's no-AC step) and summary golden text.  Rank 0
+    also computes the single-process no-AC eager reference on the full batch."""
     import time
 
+    sc = scenario
+    x = inputs(sc.model, sc.batch, sc.seq, models.LlamaConfig().dim)
     result: dict = {"rank": rank, "seconds": {}}
-    for label, pol in (("ac", sc.get_policy()), ("no_ac", policies.NoAC())):
+    runs: dict[str, pipeline.Run] = {}
+    for label, pol in (("no_ac", policies.NoAC()), ("ac", sc.get_policy())):
         t0 = time.perf_counter()
         model = build(sc.model, n_layers=sc.n_layers)
-        rec = Recorder()
-        be = rec.backend() if sc.backend == "record" else sc.backend
+        rec = recorder()
         torch._dynamo.reset()
-        m = _parallelize(sc, model, rank, world, pol, be)
+        m = _parallelize(sc, model, rank, world, pol, rec if sc.backend == "record" else sc.backend)
         xl = _local_input(sc, x, rank, world)
         with torch._dynamo.config.patch(**dict(sc.dynamo_config)):
             loss = step(m, xl, _numel_for_loss(sc, x, world), pol, sc.autocast)
-        result[label] = {"loss": loss.item(), "grads": grads(model),
-                         "saved_activation_bytes": rec.saved_bytes("activation") if sc.backend == "record" else None,
-                         "bw_graphs": len(rec.bw_graphs), "dynamo_graphs": rec.dynamo_graphs,
-                         "saved_producers": rec.saved_producers() if sc.backend == "record" else None}
+        run = runs[label] = recorded(rec, f"{key}-rank{rank}-{label}", no_ac=runs.get("no_ac"))
+        result[label] = {"loss": loss.item(), "grads": grads(model), "dynamo_graphs": run.counters["graphs"],
+                         "bw_graphs": len(run.graphs.get("bw", [])),
+                         "saved_activation_bytes": activation_bytes(run) if sc.recorded else None,
+                         "saved_producers": saved_producers(run) if sc.recorded else None}
         result["seconds"][label] = time.perf_counter() - t0
+    if sc.recorded:
+        result["verdicts"] = verdicts(runs["ac"])
     if with_reference and rank == 0:
         ref = build(sc.model, n_layers=sc.n_layers)
         step(ref, x, x.numel(), None, sc.autocast if sc.autocast or sc.fsdp_mp else None)
@@ -329,7 +284,7 @@ def rank_batch(rank: int, world: int, scenarios: dict, limit: float = 300.0) -> 
         print(f"[rank {rank}] scenario {key}", file=sys.stderr, flush=True)
         faulthandler.dump_traceback_later(limit, exit=True, file=sys.stderr)
         try:
-            out[key] = rank_program(rank, world, sc)
+            out[key] = rank_program(rank, world, sc, key)
         except Exception:
             out[key] = {"error": traceback.format_exc()}
             failed = key

@@ -3,7 +3,8 @@ single process, eager and compiled (recording aot_eager backend, min-cut partiti
 
 Per (model, policy): eager with the policy equals eager without AC bitwise; compiled with the policy matches eager
 without AC within fp32 tolerance and equals compiled without AC bitwise; the saved activation bytes order as the
-policy promises (full saves no activation; selective and budget modes save less than no AC).
+policy promises (full saves no activation; selective and budget modes save less than no AC); every invariant of
+harness/invariants.py holds on the compiled step (against the same step compiled without AC).
 
 MoE token counts are data-dependent (``nonzero``): by default Dynamo breaks the graph there, and a checkpoint
 region containing a break is not compiled at all (it runs eagerly: 0 graphs).  With
@@ -48,6 +49,10 @@ def test_policy(model, policy, record):
                  for m in T.mismatches(comp["grads"], comp_ref["grads"], exact=True)]
     assert comp["dynamo_graphs"] == 1, (f"expected one compiled graph for {model} under {pol.id}; "
                                         f"seen {comp['dynamo_graphs']}")
+    comp["run"].no_ac = comp_ref["run"]  # the comparing invariants' baseline: the same step compiled without AC
+    verdicts = T.verdicts(comp["run"])
+    record("invariant_checks", verdicts["invariant_checks"])
+    problems += [f"invariant {name}: {msg}" for name, msg in verdicts["invariant_failures"]]
     ac_b, no_b = comp["saved_activation_bytes"], comp_ref["saved_activation_bytes"]
     record("saved_activation_bytes", {"policy": ac_b, "no_ac": no_b})
     # full AC keeps only each block's input: block 1's is the graph input, blocks 2..n's are activations

@@ -1,15 +1,20 @@
 """Distributed compositions with AC under torch.compile: FSDP2, DDP, tensor (+ sequence) parallel, 2 gloo ranks.
 
-Each scenario (harness/training.py ``Scenario``) is one step of a small Llama-style model (harness/models.py) on
-2 CPU ranks (harness/distributed.py), twice: with the AC policy and without AC (same parallelization, same compile).
-Checks per rank:
+Each scenario (harness/scenarios.py) is one step of a small Llama-style model (harness/models.py) on 2 CPU ranks
+(harness/distributed.py), twice: without AC and with the AC policy (same parallelization, same compile).  Checks,
+every one on every rank (a failing check does not stop the others; harness/suite.py ``Verdicts``):
 
-1. every parameter gradient, gathered to a full tensor, matches the single-process eager no-AC reference on the full
-   batch within the dtype's tolerance (fp32, or bf16 under autocast / FSDP2 MixedPrecisionPolicy);
-2. in fp32, the AC program's gradients equal the no-AC program's bitwise;
-3. saved activation bytes per rank of the compiled backward graphs are recorded (user property
-   ``saved_activation_bytes``), and a policy that recomputes saves less than no AC.
+* ``runs``: the step ran on every rank;
+* ``numerics``: every parameter gradient, gathered to a full tensor, matches the single-process eager no-AC reference
+  on the full batch within the dtype's tolerance (harness/training.py ``TOLERANCES``), and in fp32 the AC program's
+  gradients equal the no-AC program's bitwise;
+* ``compiled`` and ``saved_activations``: the AC program was compiled (>= 1 Dynamo graph), a policy that recomputes
+  saves fewer activation bytes than no AC, and under sequence parallel the save list's reduce-scatter is saved;
+* ``invariant:<name>``: every invariant of harness/invariants.py on the rank's compiled AC step, against the same
+  rank's no-AC step (recorded scenarios: the pipeline's recording backend);
+* then, all passed, each rank's summary golden (``rank<N>.summary``: saved tensors, recomputed ops, FLOPs).
 
+Known failures come from known_failures.toml (area ``distributed``, the scenario key as the case name).
 The default selection (``not slow``) is at most 4 cells, run in ONE 2-rank launch (one start-up and compile warm-up
 for all; each scenario under its own time limit, the batch under the launcher's timeout).  Every other cell is
 ``slow`` (nightly) and gets its own launch.
@@ -23,71 +28,18 @@ import pytest
 import torch
 
 from harness import distributed as D
+from harness import known_failures, scenarios
 from harness import training as T
+from harness.golden import Goldens
+from harness.invariants import INVARIANTS
+from harness.suite import Verdicts
 
-S = T.Scenario
-
-# -- the default selection: one launch for all of them (group keeps them on one xdist worker)
-FAST = {
-    "fsdp2-per_block-checkpoint_wrapper-full-fp32": S("fsdp2", via="wrapper", compile="per_block", policy="full", n_layers=1),
-    "ddp-whole-checkpoint_fn-full-fp32": S("ddp", via="function", compile="whole", policy="full", n_layers=1),
-    "tp_sp-per_block-wrapper-selective_op-fp32": S("tp_sp", via="wrapper", compile="per_block", policy="selective_op", n_layers=1),
-    "fsdp2-whole-apply_ac-every_other_mm-mp_bf16": S("fsdp2", via="apply_ac", compile="whole", policy="every_other_mm",
-                                                     fsdp_mp=True, n_layers=1),
-}
 FAST_TIMEOUT = 420  # the batch (process start, imports, 8 compiles on 2 shared cores)
 SCENARIO_LIMIT = 240  # one scenario inside the ranks
-
-# -- the nightly selection: one launch per cell
-SLOW: dict[str, T.Scenario] = {}
-for via in ("wrapper", "function", "apply_ac"):
-    for comp in ("per_block", "whole"):
-        SLOW[f"fsdp2-{comp}-{via}-full-fp32"] = S("fsdp2", via=via, compile=comp, policy="full")
-for pol in ("selective_op", "every_other_mm", "selective_layer", "memory_budget"):
-    SLOW[f"fsdp2-per_block-wrapper-{pol}-fp32"] = S("fsdp2", policy=pol)
-SLOW["fsdp2-per_block-wrapper-full-autocast_bf16"] = S("fsdp2", policy="full", autocast="bfloat16")
-SLOW["fsdp2-per_block-wrapper-full-mp_bf16"] = S("fsdp2", policy="full", fsdp_mp=True)
-SLOW["fsdp2-eager-wrapper-full-fp32"] = S("fsdp2", policy="full", compile="none")
-SLOW["ddp-whole-wrapper-selective_op-fp32"] = S("ddp", via="wrapper", compile="whole", policy="selective_op")
-SLOW["ddp-whole-checkpoint_fn-full-one_bucket-fp32"] = S("ddp", via="function", compile="whole", policy="full",
-                                                         bucket_cap_mb=25, ddp_first_bucket_workaround=False)
-SLOW["ddp-whole-checkpoint_fn-full-autocast_bf16"] = S("ddp", via="function", compile="whole", policy="full",
-                                                       autocast="bfloat16")
-for par in ("tp", "tp_sp"):
-    for pol in ("full", "selective_op", "every_other_mm"):
-        SLOW[f"{par}-per_block-wrapper-{pol}-fp32"] = S(par, policy=pol)
-    SLOW[f"{par}-whole-wrapper-selective_op-fp32"] = S(par, policy="selective_op", compile="whole")
-MOE = (("capture_dynamic_output_shape_ops", True),)  # one graph per MoE block (suites/test_ac_policies.py)
-SLOW["moe-fsdp2-per_block-wrapper-full-fp32"] = S("fsdp2", model="moe", policy="full", dynamo_config=MOE)
-SLOW["moe-ddp-whole-checkpoint_fn-selective_op-fp32"] = S("ddp", model="moe", via="function", compile="whole",
-                                                          policy="selective_op", dynamo_config=MOE)
-SLOW["fsdp2-per_block-wrapper-full-inductor-fp32"] = S("fsdp2", policy="full", backend="inductor")
-SLOW["tp_sp-per_block-wrapper-selective_op-inductor-fp32"] = S("tp_sp", policy="selective_op", backend="inductor")
 SLOW_TIMEOUT = 600
 
-# Compositions that fail on the pinned torch: (cell, check) -> reason.  Each is a strict xfail of that one check.
-KNOWN: dict[tuple[str, str], str] = {}
-# DDPOptimizer's first bucket ignores DDP's bucket_cap_mb: bucket_cap_mb < 1 cannot compile.
-SLOW["ddp-whole-checkpoint_fn-full-small_bucket_no_workaround-fp32"] = S(
-    "ddp", via="function", compile="whole", policy="full", ddp_first_bucket_workaround=False)
-KNOWN_MESSAGE = {"ddp-whole-checkpoint_fn-full-small_bucket_no_workaround-fp32":
-                 "First bucket should be smaller/equal to other buckets"}
-KNOWN[("ddp-whole-checkpoint_fn-full-small_bucket_no_workaround-fp32", "runs")] = (
-    "findings/ddp_compile_small_bucket_cap_asserts.py: DDPOptimizer asserts 'First bucket should be smaller/equal to "
-    "other buckets' for DDP(bucket_cap_mb < 1) under torch.compile (torch 2.13.0)")
 
-
-class CompositionFails(AssertionError):
-    """The one check a KNOWN entry pins: the composition raises (with the finding's message) instead of running."""
-
-
-def check(key: str, sc: T.Scenario, ranks: list[dict], record) -> None:
-    """The checks of one scenario on every rank's result; each failure says expected and seen."""
-    errors = [(r, res[key]["error"]) for r, res in enumerate(ranks) if "error" in res[key]]
-    if errors:
-        r, err = errors[0]
-        pytest.fail(f"{key}: expected the distributed step to run on every rank; seen rank {r} raise:\n{err[-4000:]}",
-                    pytrace=False)
+def _numerics(key: str, sc: scenarios.Scenario, ranks: list[dict]) -> int:
     ref = ranks[0][key]["reference"]["grads"]
     problems = []
     for r, res in enumerate(ranks):
@@ -95,8 +47,7 @@ def check(key: str, sc: T.Scenario, ranks: list[dict], record) -> None:
         problems += [f"rank {r} AC vs single-process no-AC reference ({sc.dtype}): {m}"
                      for m in T.mismatches(out["ac"]["grads"], ref, sc.dtype)]
         if sc.dtype == "float32":
-            split = out["no_ac"]["dynamo_graphs"] != out["ac"]["dynamo_graphs"]
-            if sc.parallel == "ddp" and split:
+            if sc.parallel == "ddp" and out["no_ac"]["dynamo_graphs"] != out["ac"]["dynamo_graphs"]:
                 # DDPOptimizer splits the no-AC program at bucket boundaries but never inside a checkpoint region
                 # (one HOP node): the gradient accumulation order differs, so only the tolerance applies.
                 problems += [f"rank {r} AC vs no-AC (split differently by DDPOptimizer): {m}"
@@ -104,69 +55,101 @@ def check(key: str, sc: T.Scenario, ranks: list[dict], record) -> None:
             else:
                 problems += [f"rank {r} AC vs the same distributed program without AC: {m}"
                              for m in T.mismatches(out["ac"]["grads"], out["no_ac"]["grads"], exact=True)]
-        record(f"rank{r}_saved_activation_bytes", {"ac": out["ac"]["saved_activation_bytes"],
-                                                   "no_ac": out["no_ac"]["saved_activation_bytes"]})
-        record(f"rank{r}_dynamo_graphs", {"ac": out["ac"]["dynamo_graphs"], "no_ac": out["no_ac"]["dynamo_graphs"]})
-        if sc.parallel == "tp_sp" and sc.policy in ("selective_op", "every_other_mm") and sc.backend == "record":
+    assert not problems, f"{key}:\n  " + "\n  ".join(problems)
+    return len(ranks) * len(ref)
+
+
+def _compiled(key: str, sc: scenarios.Scenario, ranks: list[dict]) -> int:
+    seen = [res[key]["ac"]["dynamo_graphs"] for res in ranks]
+    assert all(g >= 1 for g in seen), (f"{key}: expected the AC program to be compiled (>= 1 Dynamo graph) on every "
+                                       f"rank; seen {seen} graphs: the checkpointed blocks ran eagerly")
+    return len(ranks)
+
+
+def _saved_activations(key: str, sc: scenarios.Scenario, ranks: list[dict]) -> int:
+    problems = []
+    for r, res in enumerate(ranks):
+        out = res[key]
+        if sc.parallel == "tp_sp" and sc.policy in ("selective_op", "every_other_mm"):
             prod = out["ac"]["saved_producers"]
             if not any("reduce_scatter" in k for k in prod):
                 problems.append(f"rank {r}: expected the save list's reduce-scatter output among the saved activations "
                                 f"under sequence parallel; seen producers {prod}")
-        if sc.compile != "none" and out["ac"]["dynamo_graphs"] < 1 and sc.backend == "record":
-            problems.append(f"rank {r}: expected the AC program to be compiled (>= 1 Dynamo graph); seen "
-                            f"{out['ac']['dynamo_graphs']}: the checkpointed blocks ran eagerly")
         ac_b, no_b = out["ac"]["saved_activation_bytes"], out["no_ac"]["saved_activation_bytes"]
-        if sc.backend == "record" and sc.compile != "none" and sc.policy in ("full", "selective_op", "every_other_mm"):
+        if sc.policy in ("full", "selective_op", "every_other_mm"):
             if sc.model == "moe" and (ac_b is None or no_b is None):
-                pass  # unbacked token counts: symbolic sizes, no byte figure (the graph-count check above applies)
+                pass  # unbacked token counts: symbolic sizes, no byte figure (the graph-count check applies)
             elif not (ac_b is not None and no_b is not None and ac_b < no_b):
                 problems.append(f"rank {r}: expected fewer saved activation bytes with {sc.policy} than without AC; "
                                 f"seen AC {ac_b} vs no-AC {no_b}")
     assert not problems, f"{key}:\n  " + "\n  ".join(problems)
+    return len(ranks)
+
+
+def check(key: str, ranks: list[dict] | D.RankFailure, record, goldens: Goldens) -> None:
+    """Every check of one scenario (see the module docstring), concluded against known_failures.toml; goldens last."""
+    __tracebackhide__ = True
+    sc, cell = scenarios.ALL[key], scenarios.cell(key)
+    verdicts = Verdicts(cell)
+    errors = ([("launch", str(ranks))] if isinstance(ranks, D.RankFailure)
+              else [(f"rank {r}", res[key]["error"]) for r, res in enumerate(ranks) if "error" in res[key]])
+    if errors:
+        who, err = errors[0]
+        verdicts.failed.append(("runs", f"{key}: expected the distributed step to run on every rank; seen {who} "
+                                        f"fail:\n{err[-4000:]}"))
+    else:
+        verdicts.passed.append("runs")
+        for r, res in enumerate(ranks):
+            out = res[key]
+            record(f"rank{r}_seconds", {k: round(v, 1) for k, v in out["seconds"].items()})
+            record(f"rank{r}_saved_activation_bytes", {"ac": out["ac"]["saved_activation_bytes"],
+                                                       "no_ac": out["no_ac"]["saved_activation_bytes"]})
+            record(f"rank{r}_dynamo_graphs", {"ac": out["ac"]["dynamo_graphs"], "no_ac": out["no_ac"]["dynamo_graphs"]})
+        record("numerics_checks", verdicts.check("numerics", _numerics, key, sc, ranks))
+        if sc.recorded:
+            verdicts.check("compiled", _compiled, key, sc, ranks)
+            verdicts.check("saved_activations", _saved_activations, key, sc, ranks)
+            for inv in INVARIANTS:
+                failed = [f"rank {r}: {msg}" for r, res in enumerate(ranks)
+                          for name, msg in res[key]["verdicts"]["invariant_failures"] if name == inv.__name__]
+                stage = f"invariant:{inv.__name__}"
+                verdicts.failed.extend((stage, m) for m in failed) if failed else verdicts.passed.append(stage)
+            record("invariant_checks", sum(res[key]["verdicts"]["invariant_checks"] for res in ranks))
+    try:
+        verdicts.conclude(known_failures.load(), None, record)
+    except BaseException:
+        goldens.keep_existing()
+        raise
+    texts = {} if errors or not sc.recorded else {f"rank{r}.summary": res[key]["verdicts"]["summary"]
+                                                  for r, res in enumerate(ranks) if res[key]["verdicts"]["summary"]}
+    record("graphs_compared", goldens.assert_match(texts))
 
 
 @pytest.fixture(scope="module")
 def fast_batch():
     t = time.monotonic()
     try:
-        ranks = D.launch("harness.training:rank_batch", timeout=FAST_TIMEOUT, scenarios=FAST, limit=SCENARIO_LIMIT)
+        ranks = D.launch("harness.training:rank_batch", timeout=FAST_TIMEOUT, scenarios=scenarios.FAST,
+                         limit=SCENARIO_LIMIT)
     except D.RankFailure as e:
         return e, time.monotonic() - t
     return ranks, time.monotonic() - t
 
 
 @pytest.mark.xdist_group("distributed_fast")
-@pytest.mark.parametrize("key", list(FAST))
-def test_distributed_fast(key, fast_batch, record):
+@pytest.mark.parametrize("key", list(scenarios.FAST))
+def test_distributed_fast(key, fast_batch, record, snapshot, request):
     ranks, seconds = fast_batch
     record("batch_seconds", round(seconds, 1))
-    if isinstance(ranks, D.RankFailure):
-        pytest.fail(f"{key}: expected the 2-rank batch to finish; seen:\n{ranks}", pytrace=False)
-    for r, res in enumerate(ranks):
-        if "seconds" in res[key]:
-            record(f"rank{r}_seconds", {k: round(v, 1) for k, v in res[key]["seconds"].items()})
-    check(key, FAST[key], ranks, record)
+    check(key, ranks, record, Goldens.of_request(snapshot, key, "cpu", request.config))
 
 
-def _slow_params():
-    out = []
-    for key in SLOW:
-        marks = [pytest.mark.slow]
-        if (key, "runs") in KNOWN:
-            marks.append(pytest.mark.xfail(strict=True, raises=CompositionFails, reason=KNOWN[(key, "runs")]))
-        out.append(pytest.param(key, id=key, marks=marks))
-    return out
-
-
-@pytest.mark.parametrize("key", _slow_params())
-def test_distributed(key, record):
-    sc = SLOW[key]
+@pytest.mark.slow
+@pytest.mark.parametrize("key", list(scenarios.SLOW))
+def test_distributed(key, record, snapshot, request):
     try:
-        ranks = D.launch("harness.training:rank_batch", timeout=SLOW_TIMEOUT, scenarios={key: sc}, limit=SLOW_TIMEOUT - 30)
+        ranks = D.launch("harness.training:rank_batch", timeout=SLOW_TIMEOUT, scenarios={key: scenarios.SLOW[key]},
+                         limit=SLOW_TIMEOUT - 30)
     except D.RankFailure as e:
-        pytest.fail(f"{key}: expected the 2-rank program to finish; seen:\n{e}", pytrace=False)
-    if (key, "runs") in KNOWN:
-        err = ranks[0][key].get("error", "")
-        if KNOWN_MESSAGE[key] in err:
-            raise CompositionFails(f"{key}: expected the composition to run; seen rank 0 raise:\n{err[-3000:]}")
-    check(key, sc, ranks, record)
+        ranks = e
+    check(key, ranks, record, Goldens.of_request(snapshot, key, "cpu", request.config))

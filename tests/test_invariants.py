@@ -120,7 +120,7 @@ def test_saved_graph_inputs_are_accounted_by_provenance():
         lambda x: ctx.checkpoint(lambda t: torch.sin(t) @ t, x, use_reentrant=False), (ctx.randn(8, 8),)))
     axes = Axes()
     for non_leaf in (False, True):
-        recorder = Recorder(case, axes)
+        recorder = Recorder(case.compile, axes)
         x = torch.randn(8, 8, requires_grad=True)
         arg = x * 1.0 if non_leaf else x
         torch.compile(case.build(BuildContext("cpu", torch.float32, ac=True)).fn, backend=recorder, fullgraph=True)(arg).sum().backward()

@@ -14,7 +14,7 @@ from harness.paths import ROOT
 # within a layer, as long as there is no cycle).
 LAYERS = {
     0: ("harness.paths", "harness.normalize", "harness.torch_compat"),  # base: no harness imports
-    1: ("harness.case", "harness.cases", "harness.policies", "harness.models", "harness.fuzz.program",
+    1: ("harness.case", "harness.cases", "harness.policies", "harness.models", "harness.scenarios", "harness.fuzz.program",
         "harness.fuzz.strategies", "harness.fuzz.repro"),  # declaration (harness.cases: the package, empty)
     2: ("harness.collect",),  # collection: cells, matrix, requirements
     3: ("harness.pipeline",),  # compile and record

@@ -136,7 +136,7 @@ def _exported_and_compiled(case: Case, axes, ctx: BuildContext, ac: bool):
     prog = case.build(BuildContext(ctx.device, ctx.dtype, ac=ac))
     fresh_state()
     gm = export_to_torch_ir(prog.fn, prog.inputs)
-    recorder = Recorder(case, axes)  # inductor decompositions + the cell's partitioner, graphs recorded
+    recorder = Recorder(case.compile, axes)  # inductor decompositions + the cell's partitioner, graphs recorded
     compiled = torch.compile(gm, backend=recorder, fullgraph=False)
     label = "export+compile " + ("with AC" if ac else "without AC")
     return prog, gm, recorder, _run_program(prog, compiled, label)

@@ -51,7 +51,7 @@ def _dropout_mm(x, y):
 
 def symints_location(ctx: BuildContext, axes) -> CustomRun:
     """One compiled function called on 4x4 then 5x5 inputs: the second call recompiles with symbolic sizes."""
-    recorder = Recorder(find_case("kwargs_symints_location"), axes)
+    recorder = Recorder(find_case("kwargs_symints_location").compile, axes)
 
     def fn(x, y):
         return ctx.checkpoint(_dropout_mm, x, y, use_reentrant=True)

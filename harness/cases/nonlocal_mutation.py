@@ -33,7 +33,7 @@ def counter_program(ctx) -> Program:
 def counted_runs(ctx, axes) -> CustomRun:
     """Forward+backward eagerly without and with AC, then compiled: how often the body's side effect ran."""
     case = find_case("nonlocal_counter_mutation")
-    recorder = Recorder(case, axes)
+    recorder = Recorder(case.compile, axes)
     seen, outcomes = {}, {}
     for label, ac, backend in (("eager without AC", False, None), ("eager with AC", True, None),
                                ("compiled with AC", True, recorder)):

@@ -16,7 +16,7 @@ import torch
 from harness import pipeline
 from harness.case import Axes, AxesSpec, BuildContext, Case, Cell, Checkpoint, Expect, Numerics, Program
 from harness.checks import assert_numerics, compare_outcomes
-from harness.invariants import INVARIANTS, RECOMPILING
+from harness.invariants import violations
 from harness.fuzz.program import AUTOCAST_TOLERANCE, VOCAB, Prog
 
 
@@ -112,7 +112,6 @@ def failures(prog: Prog, run, cheap: bool = False) -> list[Failure]:
     """Every oracle's failure on a recorded run; ``cheap`` leaves out the invariants that compile the program again
     (without AC, along a budget sweep: 4 more compiles per program)."""
     out = []
-    checks = [c for c in INVARIANTS if not (cheap and c.__name__ in RECOMPILING)]
     if prog.has_random():
         problems = replay_numerics(prog, run)
         if problems:
@@ -124,11 +123,7 @@ def failures(prog: Prog, run, cheap: bool = False) -> list[Failure]:
         except AssertionError as e:
             which = "compiled" if "compiled vs" in str(e) else "eager-ac"
             out.append(Failure(f"numerics:{which}:{prog.backend}:{prog.partitioner}{':autocast' if prog.autocast else ''}", str(e)))
-    for inv in checks:
-        try:
-            inv(run)
-        except AssertionError as e:
-            out.append(Failure(f"invariant:{inv.__name__}", str(e)))
+    out += [Failure(f"invariant:{name}", message) for name, message in violations(run, cheap)[1]]
     return out
 
 
