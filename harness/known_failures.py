@@ -43,11 +43,14 @@ class Selector:
     features: tuple[str, ...] = ()
     # Contract cells (harness/contract.py, not case cells): (cell-id glob, the check it breaks there).
     contract: tuple[tuple[str, str], ...] = ()
+    # Plain pytest tests (not cells): node-id globs; the test is a strict xfail whose AssertionError must match
+    # ``message`` (stage "test"): harness/plugin.py applies it.
+    tests: tuple[str, ...] = ()
 
     def selects(self, cell: Cell) -> bool:
         """The static part: case, area and axes (features need the run: :meth:`KnownFailure.applies`)."""
-        if self.contract and not (self.cases or self.areas or self.axes or self.features):
-            return False  # an entry about contract cells only
+        if (self.contract or self.tests) and not (self.cases or self.areas or self.axes or self.features):
+            return False  # an entry about contract cells or plain tests only
         if self.cases and cell.case.name not in self.cases:
             return False
         if self.areas and cell.case.area not in self.areas:
@@ -106,7 +109,7 @@ def _entry(raw: dict, where: str) -> KnownFailure:
     if extra:
         raise ValueError(f"{where} ({raw['id']}): unknown keys {sorted(extra)}")
     sel = dict(raw["select"])
-    unknown = set(sel) - {"cases", "areas", "features", "contract", *AXES}
+    unknown = set(sel) - {"cases", "areas", "features", "contract", "tests", *AXES}
     if unknown:
         raise ValueError(f"{where} ({raw['id']}): unknown selector keys {sorted(unknown)}")
     for f in sel.get("features", ()):
@@ -121,7 +124,8 @@ def _entry(raw: dict, where: str) -> KnownFailure:
     return KnownFailure(raw["id"], raw["reason"], raw["upstream"], raw.get("repro", ""), raw["stage"], raw["message"],
                         SpecifierSet(raw["torch"]),
                         Selector(tuple(sel.get("cases", ())), tuple(sel.get("areas", ())), axes,
-                                 tuple(sel.get("features", ())), tuple(dict(sel.get("contract", {})).items())), also)
+                                 tuple(sel.get("features", ())), tuple(dict(sel.get("contract", {})).items()),
+                                 tuple(sel.get("tests", ()))), also)
 
 
 def load(path: Path = paths.KNOWN_FAILURES) -> list[KnownFailure]:
@@ -142,8 +146,9 @@ def matching(entries: Iterable[KnownFailure], cell: Cell, run=None, version: str
 
 def unmatched(entries: list[KnownFailure], cells: list[Cell]) -> list[KnownFailure]:
     """Entries whose selector matches no cell of the case database: they have rotted (contract-only entries are
-    checked against the contract's cells by tests/test_contract_meta.py)."""
-    return [e for e in entries if not e.select.contract and not any(e.select.selects(c) for c in cells)]
+    checked against the contract's cells by tests/test_contract_meta.py, test entries against the collected tests by
+    tests/test_known_failures.py)."""
+    return [e for e in entries if not (e.select.contract or e.select.tests) and not any(e.select.selects(c) for c in cells)]
 
 
 def contract_known(entries: Iterable[KnownFailure], cell_id: str, version: str) -> tuple[KnownFailure, str] | None:
@@ -156,3 +161,11 @@ def contract_known(entries: Iterable[KnownFailure], cell_id: str, version: str) 
                 if fnmatch.fnmatchcase(cell_id, pattern):
                     return e, check
     return None
+
+
+def known_test(entries: Iterable[KnownFailure], nodeid: str, version: str) -> KnownFailure | None:
+    """The entry covering the plain pytest test ``nodeid`` on torch ``version`` (selector ``tests``)."""
+    import fnmatch
+
+    return next((e for e in entries if e.holds_on(version) and any(fnmatch.fnmatchcase(nodeid, p) for p in e.select.tests)),
+                None)

@@ -323,13 +323,6 @@ def test_dp_sandwich_on_the_real_instance(inst):
 
 
 @pytest.mark.skipif("dp_knapsack_sliding_hirschberg" not in SOLVERS, reason="this torch has no hirschberg solver")
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="pytorch#197871: dp_knapsack_sliding_hirschberg can exceed max_memory (the split gives the right half "
-    "`capacity - best_split` with capacity already incremented by 1: one extra quantum per split); "
-    "repro findings/hirschberg_knapsack_exceeds_budget.py",
-)
 @PROFILE
 @given(inst=instances())
 @example(inst=([1e-4, 1e-4], [1.0, 2.0], 1e-4))  # the minimal case: fails whatever hypothesis generates
@@ -363,8 +356,6 @@ def test_hirschberg_reaches_the_quantized_optimum(inst):
 
 
 @pytest.mark.skipif("dp_knapsack_sliding_hirschberg" not in SOLVERS, reason="this torch has no hirschberg solver")
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="pytorch#197871 (minimal case); repro findings/hirschberg_knapsack_exceeds_budget.py")
 def test_hirschberg_minimal_case():
     """The minimal case of pytorch#197871: two items of one quantum (1/S) each, capacity one quantum; the quantized
     optimum (and dp_knapsack) saves only item 1 (runtime 2.0).  torch 2.13's hirschberg saves both (2 quanta)."""
@@ -398,13 +389,6 @@ def test_dynamic_budget_dp_is_feasible_above_its_min_budget(inst):
 
 
 @pytest.mark.skipif("dynamic_memory_budget_dp" not in SOLVERS, reason="needs networkx")
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="dynamic_memory_budget_dp: for max_memory < min_mem_budget=0.001 the knee search scans budgets from 0.001 "
-    "down to max_memory and may return one above it; repro findings/dynamic_budget_dp_exceeds_small_budget.py "
-    "(no upstream issue found)",
-)
 def test_dynamic_budget_dp_below_its_min_budget():
     """The partitioner's promise ("choosing the fastest option that saves less activations than the memory budget",
     config.py) for a budget in (0, 0.001): ``max(memory_budget, 0)`` reaches the solver (budget 0 itself returns

@@ -122,3 +122,54 @@ def test_the_file_format_rejects_entries_without_their_fields(tmp_path):
                    'torch = ">=2"\nselect = { budgets = [0.0] }\n')
     with pytest.raises(ValueError, match="unknown selector keys"):
         known_failures.load(bad)
+
+
+pytest_plugins = ("pytester",)
+
+_PLAIN_TESTS = '''
+def test_pinned():
+    assert False, "the pinned defect shows"
+
+def test_other_fault():
+    assert False, "some other fault"
+
+def test_fixed():
+    pass
+'''
+
+
+def test_a_plain_test_entry_is_a_strict_xfail_pinned_to_its_message(pytester):
+    """``tests`` entries (harness/plugin.py): the matching message xfails; another message fails; a pass is XPASS(strict)."""
+    pytester.makepyfile(test_plain=_PLAIN_TESTS)
+    entries = "".join(
+        f'[[failure]]\nid = "{name}"\nreason = "r"\nupstream = "none: test"\nstage = "test"\n'
+        f'message = "pinned defect"\ntorch = ">=2"\nselect = {{ tests = ["test_plain.py::{name}"] }}\n\n'
+        for name in ("test_pinned", "test_other_fault", "test_fixed"))
+    toml = pytester.path / "known.toml"
+    toml.write_text(entries)
+    result = pytester.runpytest_subprocess("-p", "harness.plugin", "-p", "no:cacheprovider", "--known-failures",
+                                           str(toml), "-rxXf", timeout=300)
+    outcomes = result.parseoutcomes()
+    assert (outcomes.get("xfailed"), outcomes.get("failed")) == (1, 2), (
+        f"expected test_pinned xfailed and test_other_fault / test_fixed failed; saw {outcomes}:\n{result.stdout.str()[-3000:]}")
+    out = result.stdout.str()
+    assert "expected the test to fail with a message matching /pinned defect/" in out and "XPASS(strict)" in out, (
+        f"expected the other-message failure and the strict XPASS explained; saw:\n{out[-3000:]}")
+
+
+def test_every_plain_test_entry_names_an_existing_test():
+    """A ``tests`` glob that names no test function has rotted (the cell entries are checked by test_coverage.py)."""
+    import fnmatch
+    import re
+
+    from harness.paths import ROOT
+
+    stale = []
+    for e in _entries():
+        for pattern in e.select.tests:
+            path, _, name = pattern.partition("::")
+            file = ROOT / path
+            defined = re.findall(r"^def (test_\w+)", file.read_text(), re.M) if file.exists() else []
+            if not fnmatch.filter(defined, name):
+                stale.append(f"{e.id}: {pattern}")
+    assert stale == [], f"expected every `tests` glob in known_failures.toml to name a test; saw unmatched: {stale}"
