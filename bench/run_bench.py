@@ -36,7 +36,7 @@ PARTS = ("eager", "compile", "run", "custom", "invariants", "harness", "other")
 HARNESS = ("record", "normalize", "check", "golden")  # harness overhead, as recorded by pipeline/suite
 ALL_PARTS = PARTS + tuple(f"harness.{k}" for k in HARNESS)
 CACHE_COUNTS = ("fxgraph_cache_hit", "fxgraph_cache_miss", "fxgraph_cache_bypass")  # recorded per cell
-CACHE_VARS = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
+CACHE_VARS = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "AC_BASELINE_CACHE")  # cold: all empty
 
 
 def parse_junit(path: Path) -> dict:

@@ -15,9 +15,8 @@ import dataclasses
 
 import torch
 
-from harness import analysis
+from harness import analysis, baselines
 from harness.analysis import Analysis, is_saved_placeholder, rng_state_of
-from harness.pipeline import baseline
 
 BUDGET_SWEEP = (1.0, 0.5, 0.0)
 
@@ -87,10 +86,14 @@ def recompute_tagged_not_saved(run) -> int:
     return n
 
 
-def _no_ac_baseline(run) -> Analysis | None:
-    """The same program compiled without AC and without a budget: what the user would run without memory features."""
+def _no_ac_baseline(run) -> Analysis | baselines.Figures | None:
+    """The same program compiled without AC and without a budget: what the user would run without memory features
+    (its figures, cached across runs by harness/baselines.py)."""
     case, axes = run.cell.case, run.cell.axes
-    plain = analysis.of(run.no_ac if run.no_ac is not None else baseline(case, dataclasses.replace(axes, budget=None), False))
+    if run.no_ac is not None:
+        plain = analysis.of(run.no_ac)
+    else:
+        plain = baselines.figures(case, dataclasses.replace(axes, budget=None), False)
     if plain is None:
         raise AssertionError(f"{run.cell.id}: the same program compiled without AC recorded no analysable backward")
     return plain
@@ -172,7 +175,7 @@ def budget_monotone(run) -> int:
         return 0
     seen = []
     for b in BUDGET_SWEEP:
-        other = a if b == axes.budget else analysis.of(baseline(run.cell.case, dataclasses.replace(axes, budget=b), True))
+        other = a if b == axes.budget else baselines.figures(run.cell.case, dataclasses.replace(axes, budget=b), True)
         if other is None or other.activation_bytes is None:
             return 0
         seen.append((b, other.activation_bytes, other))

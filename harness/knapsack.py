@@ -24,6 +24,7 @@ optimum of the problem they actually solve.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from fractions import Fraction
 from typing import Callable, Sequence
 
@@ -77,19 +78,11 @@ def dynamic_memory_budget_dp(memory: list[float], runtimes: list[float], max_mem
 
 
 def _ilp_available() -> bool:
-    try:
-        import scipy.optimize  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("scipy") is not None  # installed; imported only when solving (seconds at import)
 
 
 def _dynamic_available() -> bool:
-    try:
-        import networkx  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("networkx") is not None
 
 
 def available_solvers() -> dict[str, Solver]:

@@ -18,7 +18,7 @@ LAYERS = {
         "harness.fuzz.strategies", "harness.fuzz.repro"),  # declaration (harness.cases: the package, empty)
     2: ("harness.collect",),  # collection: cells, matrix, requirements
     3: ("harness.pipeline",),  # compile and record
-    4: ("harness.analysis", "harness.peak", "harness.knapsack"),  # figures: the only source of them
+    4: ("harness.analysis", "harness.baselines", "harness.peak", "harness.knapsack"),  # figures: the only source of them
     5: ("harness.checks", "harness.invariants", "harness.known_failures"),  # verdicts
     6: ("harness.cases.*", "harness.fuzz.oracles"),  # rows: case modules (they use verdict helpers in checks)
     7: ("harness.golden", "harness.review"),  # goldens

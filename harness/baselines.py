@@ -1,0 +1,113 @@
+"""The figures of a case's baseline compiles (without AC; the other budgets of a sweep), cached on disk across runs.
+
+The comparing invariants (harness/invariants.py) judge a cell against the same program compiled without AC, and
+``budget_monotone`` against the other budgets of its sweep.  Those compiles were ~40% of a warm ``make test``
+(bench/run_bench.py's split: "invariants"), and they are the same on every run of the same torch and harness.  So
+their figures -- saved tensors, backward FLOPs, activation bytes: what the invariants read -- are stored under
+``.cache/baselines/`` (``AC_BASELINE_CACHE`` points elsewhere; ``off`` disables it) and reused.
+
+Nothing cached can hide a regression:
+
+* only baselines are cached, never the cell's own compile: every check of a cell runs on a fresh compile;
+* the key holds everything that decides the baseline's graphs: torch's version and git revision, the sha256 of every
+  harness source file (the case builders, the pipeline, the analysis), the case and its axes, with or without AC,
+  and every ``TORCH*`` / ``PYTORCH*`` environment variable;
+* only cases of the case database (``harness/cases/<area>.py``) are cached: a fuzz program or a user's model is
+  always compiled.
+
+tests/test_baselines.py shows a changed torch (version) misses the cache and a faulty cell still fails on a warm one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from harness import analysis, paths
+from harness.analysis import Saved
+from harness.case import Axes, Case
+from harness.pipeline import baseline
+
+_ENV = "AC_BASELINE_CACHE"
+
+
+@dataclasses.dataclass(frozen=True)
+class Figures:
+    """What a comparison reads off a baseline's analysis (an :class:`harness.analysis.Analysis` has the same names)."""
+
+    saved: tuple[Saved, ...]
+    bw_flops: int | None
+    activation_bytes: int | None
+
+    @classmethod
+    def of(cls, a: analysis.Analysis) -> Figures:
+        return cls(tuple(a.saved), a.bw_flops, a.activation_bytes)
+
+
+def cache_dir() -> Path | None:
+    value = os.environ.get(_ENV, "")
+    if value == "off":
+        return None
+    return Path(value) if value else paths.CACHE / "baselines"
+
+
+@functools.cache
+def harness_digest() -> str:
+    """sha256 over every harness source file, path and content (any edit to a builder or the pipeline misses)."""
+    h = hashlib.sha256()
+    root = paths.ROOT / "harness"
+    for p in sorted(root.rglob("*.py")):
+        h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def key(case: Case, axes: Axes, ac: bool) -> str:
+    env = sorted((k, v) for k, v in os.environ.items() if k.startswith(("TORCH", "PYTORCH")) and "CACHE" not in k)
+    parts = [torch.__version__, getattr(torch.version, "git_version", ""), harness_digest(), case.area, case.name,
+             repr(dataclasses.astuple(axes)), str(ac), repr(env)]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def _cacheable(case: Case) -> bool:
+    return bool(case.area) and case.custom is None and (paths.ROOT / "harness" / "cases" / f"{case.area}.py").exists()
+
+
+def _load(path: Path) -> Figures | None:
+    try:
+        doc = json.loads(path.read_text())
+        return Figures(tuple(Saved(**s) for s in doc["saved"]), doc["bw_flops"], doc["activation_bytes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # absent, or written by another layout: recompute
+
+
+def _store(path: Path, fig: Figures) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"saved": [dataclasses.asdict(s) for s in fig.saved], "bw_flops": fig.bw_flops,
+           "activation_bytes": fig.activation_bytes}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(doc, f)
+    os.replace(tmp, path)  # atomic: xdist workers may write the same key
+
+
+def figures(case: Case, axes: Axes, ac: bool) -> Figures | None:
+    """The baseline's figures: from the cache when this torch and harness computed them before, else compiled
+    (``pipeline.baseline``) and stored.  None when the baseline recorded nothing analysable."""
+    where = cache_dir()
+    path = where / f"{key(case, axes, ac)}.json" if where is not None and _cacheable(case) else None
+    if path is not None and (hit := _load(path)) is not None:
+        return hit
+    a = analysis.of(baseline(case, axes, ac))
+    if a is None:
+        return None
+    fig = Figures.of(a)
+    if path is not None:
+        _store(path, fig)
+    return fig

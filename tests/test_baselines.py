@@ -1,0 +1,92 @@
+"""The baseline cache (harness/baselines.py): a warm cache gives the figures a fresh compile gives, a changed torch
+(or harness source) misses it, and a faulty cell still fails on a warm cache (only baselines are cached)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from harness import analysis, baselines, pipeline, suite
+from harness.analysis import Analysis, Saved
+from harness.case import Axes, Cell, find_case
+
+CASE = find_case("sac_no_recompute_mm")
+AXES = Axes("min_cut", "aot_eager", "cpu", "float32")
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("AC_BASELINE_CACHE", str(tmp_path))
+    compiles = []
+    real = pipeline.baseline.__wrapped__
+
+    def counted(case, axes, ac):
+        compiles.append((case.name, axes, ac))
+        return real(case, axes, ac)
+
+    monkeypatch.setattr(baselines, "baseline", counted)  # no in-process lru cache: every miss compiles
+    return tmp_path, compiles
+
+
+def test_a_warm_cache_gives_the_figures_of_a_fresh_compile(cache):
+    where, compiles = cache
+    cold = baselines.figures(CASE, AXES, False)
+    warm = baselines.figures(CASE, AXES, False)
+    fresh = baselines.Figures.of(analysis.of(pipeline.compile_and_record(CASE, AXES, ac=False)))
+    assert len(compiles) == 1 and len(list(where.glob("*.json"))) == 1, (
+        f"expected one compile and one cache file for two lookups; saw {len(compiles)} compiles, "
+        f"{sorted(p.name for p in where.glob('*.json'))}")
+    assert cold == warm == fresh, f"expected equal figures cold / warm / fresh; saw {cold} / {warm} / {fresh}"
+
+
+def test_another_torch_or_harness_source_misses_the_cache(cache, monkeypatch):
+    _, compiles = cache
+    baselines.figures(CASE, AXES, False)
+    monkeypatch.setattr(torch, "__version__", torch.__version__ + ".changed")
+    baselines.figures(CASE, AXES, False)
+    monkeypatch.setattr(baselines, "harness_digest", lambda: "edited")
+    baselines.figures(CASE, AXES, False)
+    assert len(compiles) == 3, f"expected a compile per torch / harness identity (3); saw {len(compiles)}"
+
+
+def test_the_cache_is_off_on_request_and_for_cases_outside_the_database(cache, monkeypatch):
+    where, compiles = cache
+    baselines.figures(dataclasses.replace(CASE, area=""), AXES, False)  # e.g. a fuzz program or a user's model
+    monkeypatch.setenv("AC_BASELINE_CACHE", "off")
+    baselines.figures(CASE, AXES, False)
+    assert len(compiles) == 2 and not list(where.glob("*.json")), (
+        f"expected 2 compiles and no cache file; saw {len(compiles)} compiles, {list(where.glob('*.json'))}")
+
+
+def test_a_faulty_cell_still_fails_on_a_warm_cache(cache, monkeypatch):
+    """The cell's own compile is never cached: a partitioner that saves a region intermediate (simulated on the
+    recorded analysis) fails the invariant with every baseline served from the cache."""
+    _, compiles = cache
+    cell = Cell(CASE, AXES)
+
+    class Goldens:
+        def keep_existing(self):
+            pass
+
+        def assert_match(self, texts):
+            return len(texts)
+
+    record = lambda k, v: None  # noqa: E731
+    suite.check_cell(cell, Goldens(), record)  # fills the cache
+    n = len(compiles)
+    real = pipeline.run_cell
+
+    def faulty(c):
+        run = real(c)
+        g = analysis.of(run).graphs[0]
+        name = next(n for n, p in g.policies.items() if p == "PREFER_RECOMPUTE" and n not in g.boundaries)
+        run.analysis = Analysis([dataclasses.replace(g, saved=g.saved + [Saved(name, "f32[4, 4]", 64, "activation")])])
+        return run
+
+    monkeypatch.setattr(suite, "run_cell", faulty)
+    with pytest.raises(suite.CellFailure) as info:
+        suite.check_cell(cell, Goldens(), record)
+    assert len(compiles) == n, f"expected every baseline from the warm cache; saw {len(compiles) - n} more compiles"
+    assert "invariant:recompute_tagged_not_saved" in [s for s, _ in info.value.failures], info.value.failures
