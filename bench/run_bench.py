@@ -10,7 +10,9 @@ comparison) and the rest (pytest, fixtures), from the ``*_seconds`` user propert
 rounds every figure is the median over rounds.  Prints a table and writes JSON (reports/bench.json).
 
 Environment:
-  BENCH_ARGS     pytest selection and options (default "suites"); -m "not slow" is added unless it names -m
+  BENCH_ARGS     pytest selection and options (default: the node ids of BENCH_CELLS); -m "not slow" is added unless
+                 it names -m
+  BENCH_CELLS    file of node ids (default bench/cells-178.txt: make test's 178 cells when issue 16 was filed)
   BENCH_REPEAT   rounds; "auto" (default): 3 when the first round took under BENCH_SHORT seconds, else 1
   BENCH_SHORT    seconds (default 240)
   BENCH_WORKERS  xdist workers of the parallel runs (default 2)
@@ -36,6 +38,7 @@ PARTS = ("eager", "compile", "run", "custom", "invariants", "harness", "other")
 HARNESS = ("record", "normalize", "check", "golden")  # harness overhead, as recorded by pipeline/suite
 ALL_PARTS = PARTS + tuple(f"harness.{k}" for k in HARNESS)
 CACHE_COUNTS = ("fxgraph_cache_hit", "fxgraph_cache_miss", "fxgraph_cache_bypass")  # recorded per cell
+CELLS = ROOT / "bench" / "cells-178.txt"  # the default selection: make test's cells when the throughput issue was filed
 CACHE_VARS = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "AC_BASELINE_CACHE")  # cold: all empty
 
 
@@ -58,6 +61,11 @@ def parse_junit(path: Path) -> dict:
         cells[f"{tc.get('classname')}::{tc.get('name')}"] = {"outcome": outcome, "seconds": total, "split": split,
                                                             "fxgraph_cache": cache}
     return cells
+
+
+def cells_of(path: Path) -> list[str]:
+    """The node ids listed in ``path`` (one a line, ``#`` comments): the fixed selection the targets are measured on."""
+    return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
 
 
 def run_pytest(args: list[str], cache: Path, workers: int, work: Path, label: str) -> dict:
@@ -105,7 +113,7 @@ def median_of(rounds: list[dict], get) -> float:
 
 
 def main() -> int:
-    args = shlex.split(os.environ.get("BENCH_ARGS", "") or "suites")
+    args = shlex.split(os.environ.get("BENCH_ARGS", "")) or cells_of(Path(os.environ.get("BENCH_CELLS", CELLS)))
     if "-m" not in args:
         args += ["-m", "not slow"]
     workers = int(os.environ.get("BENCH_WORKERS", "2"))
@@ -154,10 +162,27 @@ def main() -> int:
            "rounds": [{"ratios": r["ratios"], "runs": {k: {x: v for x, v in run.items() if x != "cells"} for k, run in r["runs"].items()}}
                       for r in rounds]}
     out.parent.mkdir(parents=True, exist_ok=True)
+    previous = out.with_name(out.stem + ".previous.json")
+    if out.exists():
+        out.replace(previous)  # the last result, kept for comparison
     out.write_text(json.dumps(doc, indent=1) + "\n")
     print_table(doc, rounds[0]["runs"]["serial cold"]["outcomes"])
+    if previous.exists():
+        print_comparison(json.loads(previous.read_text()), doc)
     print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
     return 0
+
+
+def print_comparison(before: dict, after: dict) -> None:
+    """Wall seconds per run, the previous result beside this one (same selection only)."""
+    if before.get("args") != after.get("args"):
+        print("previous result: another selection, not compared")
+        return
+    print(f"\n{'run':<12} {'previous s':>10} {'now s':>8} {'ratio':>6}")
+    for k, s in after["summary"].items():
+        old = before["summary"].get(k, {}).get("wall_seconds")
+        if old:
+            print(f"{k:<12} {old:10.1f} {s['wall_seconds']:8.1f} {old / s['wall_seconds']:5.2f}x")
 
 
 def print_table(doc: dict, outcomes: dict) -> None:
