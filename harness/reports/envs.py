@@ -1,7 +1,8 @@
 """Isolated per-torch environments: ``<NIGHTLY_VENVS>/<slug of the pip spec>/``, built once and reused.
 
-An environment is complete when its ``.installed`` marker (holding the spec) exists; a build that died midway has no
-marker and is rebuilt.  The nightly (one spec) and the compatibility run (one per release) share them.
+An environment is complete when its ``.installed`` marker (holding the spec and a digest of pyproject.toml) exists; a
+build that died midway has no marker and is rebuilt; a marker with another pyproject digest (a dependency was added)
+re-installs the project into the environment.  The nightly (one spec) and the compatibility run (one per release) share them.
 """
 
 from __future__ import annotations
@@ -37,13 +38,24 @@ def ensure_env(spec: str, base: Path = NIGHTLY_VENVS, pip_args: tuple[str, ...] 
     with open(base / f".{venv.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (venv / MARKER).exists():
+            if (venv / MARKER).read_text() != _marker(spec):  # the project's dependencies changed since the build
+                print(f"[nightly] updating the project's dependencies in {shown(venv)}", file=sys.stderr)
+                subprocess.run([str(py), "-m", "pip", "install", "-q", *pip_args, spec, "-e", str(ROOT)], check=True)
+                (venv / MARKER).write_text(_marker(spec))
             print(f"[nightly] reusing {shown(venv)}", file=sys.stderr)
             return py
         print(f"[nightly] building {venv} with {spec} (once)", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(py), "-m", "pip", "install", "-q", *pip_args, spec, "-e", str(ROOT)], check=True)
-        (venv / MARKER).write_text(spec + "\n")
+        (venv / MARKER).write_text(_marker(spec))
     return py
+
+
+def _marker(spec: str) -> str:
+    """What the marker holds: the spec and a digest of pyproject.toml (a new dependency re-installs the project)."""
+    import hashlib
+
+    return f"{spec}\npyproject {hashlib.sha256((ROOT / 'pyproject.toml').read_bytes()).hexdigest()[:16]}\n"
 
 
 def disk_bytes(path: Path) -> int:
