@@ -68,6 +68,13 @@ def cells_of(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
 
 
+def shown(args: list[str]) -> str:
+    """The command line, node ids counted rather than listed."""
+    ids = [a for a in args if "::" in a]
+    rest = [a for a in args if "::" not in a]
+    return shlex.join(rest) + (f" <{len(ids)} node ids>" if ids else "")
+
+
 def run_pytest(args: list[str], cache: Path, workers: int, work: Path, label: str) -> dict:
     junit = work / f"{label}.xml"
     cmd = [sys.executable, "-m", "pytest", *args, "-q", f"--junitxml={junit}", "-o", "junit_duration_report=total"]
@@ -121,7 +128,7 @@ def main() -> int:
     short = float(os.environ.get("BENCH_SHORT", "240"))
     top = int(os.environ.get("BENCH_TOP", "10"))
     out = Path(os.environ.get("BENCH_OUT", ROOT / "reports" / "bench.json"))
-    print(f"bench: pytest {shlex.join(args)}; serial vs -n {workers}, cold vs warm; repeat={repeat}", flush=True)
+    print(f"bench: pytest {shown(args)}; serial vs -n {workers}, cold vs warm; repeat={repeat}", flush=True)
     load_before = os.getloadavg()
     rounds = []
     with tempfile.TemporaryDirectory(prefix="ac-bench-") as tmp:
@@ -187,7 +194,7 @@ def print_comparison(before: dict, after: dict) -> None:
 
 def print_table(doc: dict, outcomes: dict) -> None:
     n = doc["rounds_run"]
-    print(f"\npytest {shlex.join(doc['args'])}: {sum(outcomes.values())} cells {outcomes}; "
+    print(f"\npytest {shown(doc['args'])}: {sum(outcomes.values())} cells {outcomes}; "
           f"{'median of ' + str(n) + ' rounds' if n > 1 else '1 round'}; {doc['cpu_count']} CPUs, "
           f"load average {doc['loadavg_before'][0]} -> {doc['loadavg_after'][0]}")
     head = f"{'run':<12} {'wall s':>8} {'cells s':>8} " + " ".join(f"{p:>10}" for p in PARTS) + f" {'harness%':>8}"
