@@ -282,12 +282,17 @@ def input_tensors(cell: Cell) -> list[torch.Tensor]:
     return flat_tensors(prog.inputs)
 
 
-@functools.lru_cache(maxsize=64)
-def eager_pair(case: Case, device: str, dtype: str) -> tuple[Outcome, Outcome]:
-    """Eager with and without AC do not depend on partitioner, backend or budget: computed once per case."""
+@functools.lru_cache(maxsize=128)
+def eager(case: Case, device: str, dtype: str, ac: bool) -> Outcome:
+    """Eager with or without AC does not depend on partitioner, backend or budget: computed once per case."""
     axes = Axes(device=device, dtype=dtype)
     with config_patches(case, axes):
-        return execute(case, axes, ac=False), execute(case, axes, ac=True)
+        return execute(case, axes, ac=ac)
+
+
+def eager_pair(case: Case, device: str, dtype: str) -> tuple[Outcome, Outcome]:
+    """(eager without AC, eager with AC), each computed once per case."""
+    return eager(case, device, dtype, False), eager(case, device, dtype, True)
 
 
 def run_cell(cell: Cell) -> Run:

@@ -137,14 +137,22 @@ def assert_oracles(prog: Prog, run) -> None:
 
 def check(prog: Prog, cheap: bool = False) -> Failure | None:
     """Run every oracle on ``prog`` (``cheap``: see :func:`failures`); the first failure (or None)."""
+    try:
+        return _check(prog, cheap)
+    finally:
+        pipeline.eager.cache_clear()  # a program's eager runs are of no use to the next program
+
+
+def _check(prog: Prog, cheap: bool) -> Failure | None:
     cell = cell_for(prog)
     case = cell.case
+    # Each eager run happens once per program: the cell's run below reuses them (pipeline.eager is cached).
     try:
-        pipeline.execute(case, cell.axes, ac=False)
+        pipeline.eager(case, "cpu", "float32", False)
     except Exception as e:
         raise Invalid(f"eager without AC rejects the program: {type(e).__name__}: {e}") from e
     try:
-        pipeline.eager_pair(case, "cpu", "float32")
+        pipeline.eager(case, "cpu", "float32", True)
     except Exception as e:
         if is_documented(e):
             raise Invalid(f"eager checkpoint rejects the program (documented): {type(e).__name__}") from e
@@ -156,8 +164,6 @@ def check(prog: Prog, cheap: bool = False) -> Failure | None:
             raise Invalid(f"documented compile error: {type(root_cause(e)).__name__}: {str(root_cause(e))[:200]}") from e
         return Failure(error_signature("compile", root_cause(e)),
                        f"torch.compile raised {type(e).__name__} (root cause {type(root_cause(e)).__name__}): {root_cause(e)}")
-    finally:
-        pipeline.eager_pair.cache_clear()
     found = failures(prog, run, cheap)
     if found and sac_with_inplace(prog):
         raise Invalid("documented limitation: SAC region with an in-place op (torch.compile warns: 'Please make sure "

@@ -37,6 +37,9 @@ class Stats:
     axes: Counter = dataclasses.field(default_factory=Counter)
     invalid_reasons: Counter = dataclasses.field(default_factory=Counter)
     known_hits: Counter = dataclasses.field(default_factory=Counter)
+    # per backend: programs judged (every oracle ran, or an invalid program rejected) and the seconds they took
+    judged: Counter = dataclasses.field(default_factory=Counter)
+    judge_seconds: Counter = dataclasses.field(default_factory=Counter)
 
     def report(self, findings: dict, seconds: float) -> str:
         lines = [
@@ -47,6 +50,10 @@ class Stats:
             f"  SAC policies drawn (aten op x policy): {sum(1 for k in self.policies if ':' in k)} distinct; per policy: "
             + ", ".join(f"{k}={v}" for k, v in sorted(self.policies.items()) if ":" not in k),
             "  axes: " + ", ".join(f"{k}={v}" for k, v in sorted(self.axes.items())),
+            f"  throughput: {self.tried / seconds if seconds else 0:.2f} programs/s overall (shrinking included); "
+            "judging per backend: " + ", ".join(f"{b} {self.judged[b]} in {self.judge_seconds[b]:.0f}s = "
+                                                f"{self.judged[b] / self.judge_seconds[b]:.2f}/s"
+                                                for b in sorted(self.judged) if self.judge_seconds[b]),
         ]
         if self.invalid_reasons:
             lines.append("  invalid / documented errors: " + "; ".join(f"{k} x{v}" for k, v in self.invalid_reasons.most_common(8)))
@@ -127,15 +134,20 @@ def fuzz(*, seconds: float | None = None, max_examples: int = 20, seed: int = 0,
         if grace is not None and time.monotonic() > grace:
             return
         _label(prog, stats)
+        t0 = time.monotonic()
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 failure = oracles.check(prog, cheap)
         except oracles.Invalid as e:
+            stats.judged[prog.backend] += 1
+            stats.judge_seconds[prog.backend] += time.monotonic() - t0
             stats.invalid += 1
             stats.invalid_reasons[re.sub(r"\d+", "N", str(e))[:110]] += 1
             event("outcome", "invalid")
             reject()
+        stats.judged[prog.backend] += 1
+        stats.judge_seconds[prog.backend] += time.monotonic() - t0
         if failure is None:
             stats.passed += 1
             event("outcome", "pass")
