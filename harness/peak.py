@@ -41,7 +41,8 @@ from __future__ import annotations
 import dataclasses
 import torch
 import torch.fx as fx
-from torch.fx.experimental.symbolic_shapes import optimization_hint
+
+from harness.torch_compat import optimization_hint
 
 
 def _tensors(val) -> list[torch.Tensor]:

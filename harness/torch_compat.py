@@ -74,11 +74,24 @@ INLINE_SINGLE_USE_INVOKE_SUBGRAPH = Difference(
     "patching it (budget_invoke_subgraph_*, error_budget_distinct_per_invoke_subgraph) also need "
     "REGION_ACTIVATION_MEMORY_BUDGET, so they are gated by it; without that gate patching it raises "
     "'AttributeError: torch._dynamo.config.inline_single_use_invoke_subgraph does not exist' (missing_config_knob)")
-API_DIFFERENCES = (REGION_ACTIVATION_MEMORY_BUDGET, NON_STRICT_PATCH_APIS, MARK_AUTOGRAD_BACKWARD,
+OPTIMIZATION_HINT = Difference(
+    "symbolic_shapes.optimization_hint",
+    "torch >= 2.12 has torch.fx.experimental.symbolic_shapes.optimization_hint (a hint without guards, what the "
+    "partitioner's memory estimate uses); 2.11 has only size_hint (same answer for backed symbols, and a "
+    "fallback for unbacked ones): harness/peak.py uses whichever exists.")
+API_DIFFERENCES = (OPTIMIZATION_HINT, REGION_ACTIVATION_MEMORY_BUDGET, NON_STRICT_PATCH_APIS, MARK_AUTOGRAD_BACKWARD,
                    INLINE_SINGLE_USE_INVOKE_SUBGRAPH)
 
 CONFIG_MODULES = {"dynamo": "torch._dynamo.config", "functorch": "torch._functorch.config",
                   "inductor": "torch._inductor.config"}
+
+
+def optimization_hint(a, fallback: int | None = None) -> int:
+    """``symbolic_shapes.optimization_hint`` where it exists, else ``size_hint`` (see OPTIMIZATION_HINT)."""
+    from torch.fx.experimental import symbolic_shapes
+
+    hint = getattr(symbolic_shapes, "optimization_hint", None) or symbolic_shapes.size_hint
+    return hint(a, fallback=fallback)
 
 
 def has_api(dotted: str) -> bool:
