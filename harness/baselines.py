@@ -9,13 +9,15 @@ their figures -- saved tensors, backward FLOPs, activation bytes: what the invar
 Nothing cached can hide a regression:
 
 * only baselines are cached, never the cell's own compile: every check of a cell runs on a fresh compile;
-* the key holds everything that decides the baseline's graphs: torch's version and git revision, the sha256 of every
-  harness source file (the case builders, the pipeline, the analysis), the case and its axes, with or without AC,
-  and every ``TORCH*`` / ``PYTORCH*`` environment variable;
+* the key holds everything that decides the baseline's graphs: torch's version and git revision, a digest of the
+  installed torch's files (path, size, mtime of every .py and .so: an edited or rebuilt torch with the same version
+  misses), the sha256 of every harness source file (the case builders, the pipeline, the analysis), the case and its
+  axes, with or without AC, and every ``TORCH*`` / ``PYTORCH*`` environment variable;
 * only cases of the case database (``harness/cases/<area>.py``) are cached: a fuzz program or a user's model is
   always compiled.
 
-tests/test_baselines.py shows a changed torch (version) misses the cache and a faulty cell still fails on a warm one.
+tests/test_baselines.py shows a changed torch (version, or its files) misses the cache and a faulty cell still fails on
+a warm one.
 """
 
 from __future__ import annotations
@@ -68,10 +70,25 @@ def harness_digest() -> str:
     return h.hexdigest()
 
 
+@functools.cache
+def torch_digest() -> str:
+    """sha256 over the path, size and mtime of every .py and .so file of the installed torch: a torch built or edited
+    in place (a compiler engineer's editable install, same version string) misses the cache.  ~0.1-0.3 s a process."""
+    h = hashlib.sha256()
+    root = Path(torch.__file__).parent
+    for dirpath, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            if name.endswith((".py", ".so")):
+                st = os.stat(os.path.join(dirpath, name))
+                h.update(f"{dirpath}/{name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
 def key(case: Case, axes: Axes, ac: bool) -> str:
     env = sorted((k, v) for k, v in os.environ.items() if k.startswith(("TORCH", "PYTORCH")) and "CACHE" not in k)
-    parts = [torch.__version__, getattr(torch.version, "git_version", ""), harness_digest(), case.area, case.name,
-             repr(dataclasses.astuple(axes)), str(ac), repr(env)]
+    parts = [torch.__version__, getattr(torch.version, "git_version", ""), torch_digest(), harness_digest(), case.area,
+             case.name, repr(dataclasses.astuple(axes)), str(ac), repr(env)]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 

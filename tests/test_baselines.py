@@ -41,14 +41,16 @@ def test_a_warm_cache_gives_the_figures_of_a_fresh_compile(cache):
     assert cold == warm == fresh, f"expected equal figures cold / warm / fresh; saw {cold} / {warm} / {fresh}"
 
 
-def test_another_torch_or_harness_source_misses_the_cache(cache, monkeypatch):
+def test_another_torch_its_files_or_harness_source_misses_the_cache(cache, monkeypatch):
     _, compiles = cache
     baselines.figures(CASE, AXES, False)
     monkeypatch.setattr(torch, "__version__", torch.__version__ + ".changed")
     baselines.figures(CASE, AXES, False)
+    monkeypatch.setattr(baselines, "torch_digest", lambda: "partitioners.py edited in place")
+    baselines.figures(CASE, AXES, False)
     monkeypatch.setattr(baselines, "harness_digest", lambda: "edited")
     baselines.figures(CASE, AXES, False)
-    assert len(compiles) == 3, f"expected a compile per torch / harness identity (3); saw {len(compiles)}"
+    assert len(compiles) == 4, f"expected a compile per torch version / torch files / harness identity (4); saw {len(compiles)}"
 
 
 def test_the_cache_is_off_on_request_and_for_cases_outside_the_database(cache, monkeypatch):
