@@ -336,6 +336,15 @@ class Case:
         if isinstance(self.requires, Requirement):
             object.__setattr__(self, "requires", (self.requires,))
 
+    @classmethod
+    def stand_in(cls, name: str, area: str, why: str, **fields) -> Case:
+        """A case that names a program the pipeline cannot rebuild (a distributed scenario, a recorded training step),
+        so known failures, verdicts and analyses can address it; building it raises ``why``."""
+        def build(ctx):
+            raise RuntimeError(f"{name}: {why}")
+
+        return cls(name, build, area=area, **fields)
+
     def needs(self, need: Need) -> bool:
         return any(r.need is need for r in self.requires)
 

@@ -94,10 +94,6 @@ ALL = {**FAST, **SLOW}
 assert len(ALL) == len(FAST) + len(SLOW), "a scenario key is in both FAST and SLOW"
 
 
-def _run_by_launcher(ctx):
-    raise RuntimeError("a distributed scenario runs on 2 ranks (suites/test_distributed.py), not through the pipeline")
-
-
 class ScenarioCell(Cell):
     """A distributed scenario as a cell of the database (area "distributed", id = the scenario key): what known
     failures select, what the golden review counts as a live cell, what the verdicts are concluded for."""
@@ -111,7 +107,9 @@ class ScenarioCell(Cell):
 def cell(key: str) -> ScenarioCell:
     if key not in ALL:
         raise KeyError(f"no distributed scenario {key!r}")
-    return ScenarioCell(Case(key, _run_by_launcher, area="distributed", axes=AxesSpec(devices=("cpu",))), Axes())
+    case = Case.stand_in(key, "distributed", "a distributed scenario runs on 2 ranks (suites/test_distributed.py), "
+                         "not through the pipeline", axes=AxesSpec(devices=("cpu",)))
+    return ScenarioCell(case, Axes())
 
 
 def cells() -> list[ScenarioCell]:

@@ -33,15 +33,12 @@ def recorder(partition: str = "min_cut") -> pipeline.Recorder:
     return pipeline.Recorder(CompileSpec(), dataclasses.replace(RECORD_AXES, partitioner=partition))
 
 
-def _not_rebuilt(ctx):
-    raise RuntimeError("a training step is recorded by harness.training, not rebuilt from a case")
-
-
 def recorded(rec: pipeline.Recorder, name: str, no_ac: pipeline.Run | None = None) -> pipeline.Run:
     """What ``rec`` recorded, as a pipeline Run of a stand-in cell named ``name`` (area "training"), so the analysis,
     the invariants and the summary golden read it as they read a case cell.  ``no_ac``: the same step recorded
     without AC, the baseline the comparing invariants use (the pipeline cannot rebuild a training step)."""
-    run = pipeline.Run(Cell(Case(name, _not_rebuilt, area="training"), rec.axes), no_ac=no_ac)
+    case = Case.stand_in(name, "training", "a training step is recorded by harness.training, not rebuilt from a case")
+    run = pipeline.Run(Cell(case, rec.axes), no_ac=no_ac)
     return rec.into(run)
 
 

@@ -113,7 +113,10 @@ def check(key: str, ranks: list[dict] | D.RankFailure, record, goldens: Goldens)
                 failed = [f"rank {r}: {msg}" for r, res in enumerate(ranks)
                           for name, msg in res[key]["verdicts"]["invariant_failures"] if name == inv.__name__]
                 stage = f"invariant:{inv.__name__}"
-                verdicts.failed.extend((stage, m) for m in failed) if failed else verdicts.passed.append(stage)
+                if failed:
+                    verdicts.failed.extend((stage, m) for m in failed)
+                else:
+                    verdicts.passed.append(stage)
             record("invariant_checks", sum(res[key]["verdicts"]["invariant_checks"] for res in ranks))
     try:
         verdicts.conclude(known_failures.load(), None, record)
