@@ -32,6 +32,7 @@ AXES = ("partitioner", "backend", "device", "dtype", "budget")
 # Case features read off a recorded run: name -> (description, predicate on the run's analysis).
 FEATURES = {
     "must_save": "the joint graph has a node a SAC policy tagged MUST_SAVE",
+    "must_save_view": "the joint graph has a view op (detach, alias, ...) tagged MUST_SAVE",
 }
 
 
@@ -97,6 +98,9 @@ def _feature(name: str, run) -> bool:
     a = analysis.of(run)
     if name == "must_save":
         return a is not None and any(p == "MUST_SAVE" for g in a.graphs for p in g.policies.values())
+    if name == "must_save_view":
+        return a is not None and any(getattr(n.target, "is_view", False) for g in a.graphs for n in g.joint.graph.nodes
+                                     if g.policies.get(n.name) == "MUST_SAVE")
     raise ValueError(f"unknown case feature {name!r}; known: {sorted(FEATURES)}")
 
 
@@ -164,8 +168,9 @@ def contract_known(entries: Iterable[KnownFailure], cell_id: str, version: str) 
 
 
 def known_test(entries: Iterable[KnownFailure], nodeid: str, version: str) -> KnownFailure | None:
-    """The entry covering the plain pytest test ``nodeid`` on torch ``version`` (selector ``tests``)."""
+    """The entry covering the plain pytest test ``nodeid`` on torch ``version`` (selector ``tests``: node-id globs
+    with ``*`` and ``?``; brackets are literal, as in a parametrized id, not a character class)."""
     import fnmatch
 
-    return next((e for e in entries if e.holds_on(version) and any(fnmatch.fnmatchcase(nodeid, p) for p in e.select.tests)),
-                None)
+    return next((e for e in entries if e.holds_on(version)
+                 and any(fnmatch.fnmatchcase(nodeid, p.replace("[", "[[]")) for p in e.select.tests)), None)

@@ -170,6 +170,19 @@ def test_every_plain_test_entry_names_an_existing_test():
             path, _, name = pattern.partition("::")
             file = ROOT / path
             defined = re.findall(r"^def (test_\w+)", file.read_text(), re.M) if file.exists() else []
-            if not fnmatch.filter(defined, name):
+            if not fnmatch.filter(defined, name.split("[", 1)[0]):  # the function; a parametrized id's brackets
                 stale.append(f"{e.id}: {pattern}")
     assert stale == [], f"expected every `tests` glob in known_failures.toml to name a test; saw unmatched: {stale}"
+
+
+def test_a_parametrized_node_id_matches_literally():
+    """``test_policy[llama-full]`` names that one test, although ``[...]`` is a character class to fnmatch."""
+    from harness.known_failures import KnownFailure, Selector, known_test
+    from packaging.specifiers import SpecifierSet
+
+    e = KnownFailure("x", "r", "none: test", "", "test", ".", SpecifierSet(">=2"),
+                     Selector(tests=("suites/t.py::test_policy[llama-full]", "suites/t.py::test_glob_*")))
+    seen = {n: known_test([e], n, "2.13.0") is e for n in ("suites/t.py::test_policy[llama-full]",
+                                                            "suites/t.py::test_policyl", "suites/t.py::test_glob_a[x]")}
+    assert seen == {"suites/t.py::test_policy[llama-full]": True, "suites/t.py::test_policyl": False,
+                    "suites/t.py::test_glob_a[x]": True}, f"expected the literal id and the glob to match; saw {seen}"
