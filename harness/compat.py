@@ -138,8 +138,8 @@ def write_report(out: Path, state: State, releases: list[str]) -> dict:
                 info[r]["run_dir"] = docs[r]["run_dir"]
         if docs[r]:
             info[r]["torch"] = docs[r]["environment"].get("torch")
-    entries, kf_id = entries_from_known_failures()
-    doc = build_compat(info, docs, entries, kf_id)
+    entries, kf_id, covers = entries_from_known_failures()
+    doc = build_compat(info, docs, entries, kf_id, covers)
     diffs = out / "diffs"
     shutil.rmtree(diffs, ignore_errors=True)
     diffs.mkdir(parents=True)

@@ -76,6 +76,32 @@ def pytest_ac_run_recorded(run, item) -> None:
         "compile_seconds": round(run.compile_seconds, 3)}))
 
 
+MESSAGE_CHARS = 4000
+
+
+def _cut(text: str, n: int) -> str:
+    """``text`` within ``n`` characters: its head and its tail (where a traceback's error line is)."""
+    if len(text) <= n:
+        return text
+    kept = n - len(f"\n[... {len(text)} characters cut ...]\n")
+    mark = f"\n[... {len(text) - kept} characters cut ...]\n"
+    head = (n - len(mark)) * 2 // 3
+    return text[:head] + mark + text[len(text) - (n - len(mark) - head):]
+
+
+def _message(exc: BaseException) -> str:
+    """A failure's message within MESSAGE_CHARS; a CellFailure keeps every ``[stage]`` line, each check's message cut
+    to its share, so the compat report can still tell every failing check (harness.reports.compat.failing_checks)."""
+    from harness.suite import CellFailure
+
+    if not isinstance(exc, CellFailure):
+        return _cut(f"{type(exc).__name__}: {exc}", MESSAGE_CHARS)
+    failures = exc.failures
+    head = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+    share = max(200, (MESSAGE_CHARS - len(head)) // len(failures) - 20)
+    return "\n".join([head] + [f"[{stage}] {_cut(str(msg), share)}" for stage, msg in failures])
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     rep = yield
@@ -92,7 +118,7 @@ def pytest_runtest_makereport(item, call):
                 check = "setup"
             else:
                 check = getattr(exc, "ac_check", None) or ("exception" if not isinstance(exc, AssertionError) else "assertion")
-            message = f"{type(exc).__name__}: {exc}"[:4000]
+            message = _message(exc)
         cell = getattr(item, "callspec", None) and item.callspec.params.get("cell")
         rep.user_properties.append(("nightly_cell", {
             "failed_check": check, "message": message,

@@ -40,6 +40,7 @@ class Observation:
     reason: str | None = None       # why (failed check / message head / skip or cannot-run reason)
     known_failure: str | None = None  # id of the known-failure entry the cell matched
     record: dict | None = None      # the nightly record (None for a cell this release did not collect)
+    reattributed: bool = False      # the run failed it as semantic; the current known_failures.toml covers it
 
 
 def _placeholder_case(record: dict) -> str | None:
@@ -64,7 +65,26 @@ def observe(record: dict, kf_id: Callable[[dict], str | None]) -> Observation:
     elif cat == "drift":
         kinds = sorted(k for k, g in record["graphs"].items() if g["status"] != "same")
         reason = "graphs differ: " + ", ".join(kinds)
-    return Observation(cat, reason, kf_id(record), record)
+    return Observation(cat, reason, kf_id(record), record, bool(record.get("reattributed")))
+
+
+def reattribute(docs: dict[str, dict | None], covers: Callable[[str, dict], str | None]) -> dict[str, dict | None]:
+    """The run documents with each semantic cell that the current known_failures.toml covers turned into a known
+    failure of that entry, marked ``reattributed``: an entry added, or a range widened, after a release ran applies to
+    it without rerunning the release.  ``covers(release, record)`` gives the entry id only when the entry holds on the
+    release, selects the cell and explains every check the record shows failing (the strict xfail's rule); a cell that
+    passed, drifted or failed otherwise is left as it is, so nothing is hidden that a rerun would report."""
+    out = {}
+    for r, d in docs.items():
+        if d is None:
+            out[r] = None
+            continue
+        cells = []
+        for c in d.get("cells", []):
+            kf = covers(r, c) if c["category"] == "semantic" and not c.get("known_failure") else None
+            cells.append({**c, "category": "known_failure", "known_failure": kf, "reattributed": True} if kf else c)
+        out[r] = {**d, "cells": cells}
+    return out
 
 
 def matrix(docs: dict[str, dict | None], kf_id: Callable[[dict], str | None] = lambda r: r.get("known_failure")
@@ -204,10 +224,14 @@ def check_known_failures(entries: Iterable[KnownFailureEntry], m: dict, partial:
 
 
 def build_compat(releases_info: dict[str, dict], docs: dict[str, dict | None], entries: list[KnownFailureEntry],
-                 kf_id: Callable[[dict], str | None] = lambda r: r.get("known_failure")) -> dict:
+                 kf_id: Callable[[dict], str | None] = lambda r: r.get("known_failure"),
+                 covers: Callable[[str, dict], str | None] | None = None) -> dict:
     """The compatibility document (compat.json): releases (state, wall time, disk, run directory, summary), the
     release x area table, per cell its category per release and its timeline, drifting goldens with consecutive
-    diffs (texts kept for rendering), and the known-failure range check."""
+    diffs (texts kept for rendering), and the known-failure range check.  With ``covers``, semantic cells the
+    current known failures cover are re-attributed first (:func:`reattribute`)."""
+    if covers is not None:
+        docs = reattribute(docs, covers)
     m = matrix(docs, kf_id)
     areas = {}
     for cell, row in m.items():
@@ -223,19 +247,66 @@ def build_compat(releases_info: dict[str, dict], docs: dict[str, dict | None], e
                 del o["record"]
     return {"releases": [{"release": r, **releases_info.get(r, {}),
                           "summary": {k: sum(1 for row in m.values() if row[r] and row[r].category == k)
-                                      for k in COMPAT_CATEGORIES} if docs[r] else None} for r in releases],
+                                      for k in COMPAT_CATEGORIES} if docs[r] else None,
+                          "reattributed": sum(1 for row in m.values() if row[r] and row[r].reattributed)}
+                         for r in releases],
             "areas": area_table(m, areas), "cells": cells, "drifting_goldens": drifting_goldens(m),
             "known_failures": check_known_failures(entries, m, {r for r, d in docs.items() if d and d.get("partial")})}
 
 
 # --- adapter for known_failures.toml ---------------------------------------------------------------------------------
 
-def entries_from_known_failures(path=None) -> tuple[list[KnownFailureEntry], Callable[[dict], str | None]]:
-    """known_failures.toml as abstract entries (id, the declared ``torch`` range as a predicate on a release) and the
-    function giving a record's entry id (the nightly record's ``known_failure`` field holds it)."""
-    from harness import known_failures
+def failing_checks(record: dict) -> list[tuple[str, str]]:
+    """(check, message) of each check a semantic record shows failing: a cell's ``[stage] message`` lines
+    (harness.suite.CellFailure; none when the record's message was cut before the last), a contract cell's
+    ``[clause] check 'name': message`` lines (ContractViolation), else one ("test", message) for a plain test's
+    assertion."""
+    msg = record.get("message") or ""
+    contract = re.findall(r"^(?:\w+: )?\[[\w.]+\] check '(\w+)': (.*)$", msg, re.M)
+    if contract:
+        return contract
+    if msg.startswith("CellFailure: "):
+        parts = re.split(r"^\[([\w:]+)\] ", msg, flags=re.M)[1:]
+        found = list(zip(parts[::2], parts[1::2]))
+        n = re.match(r"CellFailure: \S+: (\d+) check\(s\) failed", msg)
+        return found if n and int(n.group(1)) == len(found) else []  # a message cut short hides checks: no verdict
+    return [("test", msg.removeprefix("AssertionError: "))]
+
+
+def entries_from_known_failures(path=None) -> tuple[list[KnownFailureEntry], Callable[[dict], str | None],
+                                                    Callable[[str, dict], str | None]]:
+    """known_failures.toml as abstract entries (id, the declared ``torch`` range as a predicate on a release), the
+    function giving a record's entry id (the nightly record's ``known_failure`` field holds it), and ``covers`` for
+    :func:`reattribute`: the entry that would have made a semantic record a known failure had it been in force on
+    that release (case and scenario cells by the static selector, contract cells by their clause check, plain tests by
+    node id, each with every failing check explained; an entry's run features cannot be read back, so they do not
+    narrow here)."""
+    from harness import collect, known_failures
     from harness.paths import KNOWN_FAILURES
 
     raw = known_failures.load(path or KNOWN_FAILURES)
     entries = [KnownFailureEntry(e.id, (lambda r, e=e: e.holds_on(r)), f"torch {e.torch}") for e in raw]
-    return entries, lambda record: record.get("known_failure")
+    cells = {}
+
+    def covers(release: str, record: dict) -> str | None:
+        failed = failing_checks(record)
+        if not failed:
+            return None
+        if not cells:
+            cells.update((c.id, c) for c in collect.all_cells(("cpu",)))
+        cell = cells.get(record["cell"])
+        for e in raw:
+            if not e.holds_on(release):
+                continue
+            if cell is not None and e.select.selects(cell):
+                if all(e.explains(stage, m) for stage, m in failed):
+                    return e.id
+            elif (hit := known_failures.contract_known([e], record["cell"], release)) is not None:
+                if all(check == hit[1] and e.explains(check, m) for check, m in failed):
+                    return e.id
+            elif known_failures.known_test([e], record.get("nodeid") or "", release) is not None:
+                if all(re.search(e.message, m) for _, m in failed):
+                    return e.id
+        return None
+
+    return entries, lambda record: record.get("known_failure"), covers
