@@ -19,6 +19,9 @@ class Difference:
     reason: str
     # A failure or skip message matching this pattern means the cell cannot run on the release (not an error).
     pattern: str | None = None
+    # A behaviour (not a name one can probe) that exists from this release on, "2.13"; the cells observing it declare
+    # requires torch>=since (case rows) or a contract Gate (harness/contract.py), and are skipped before it.
+    since: str | None = None
 
 
 def release() -> tuple[int, ...]:
@@ -63,7 +66,9 @@ NON_STRICT_PATCH_APIS = Difference(
     "torch.compiler._non_strict_tracing_context,torch.compiler._patch_autograd_grad,torch.compiler._patch_engine_backward",
     "non-strict tracing and its autograd.grad / Engine backward patches: torch 2.11.0 has none of the three, 2.12.1 "
     "lacks _patch_engine_backward, 2.13.0+ has all; the non_strict cases call them unconditionally, so without a gate "
-    "they fail with AttributeError on 2.11/2.12 (harness/cases/non_strict.py now declares NON_STRICT_REQUIRES)")
+    "they fail with AttributeError on 2.11/2.12 (harness/cases/non_strict.py now declares NON_STRICT_APIS); the "
+    "nested_compile case enters _non_strict_tracing_context and declares requires='api:' on it alone (it passes on "
+    "2.12.1)")
 MARK_AUTOGRAD_BACKWARD = Difference(
     "torch.fx.traceback._mark_autograd_backward",
     "the node.meta['autograd_backward'] tagging of traced backward nodes: absent in torch 2.11.0, present from 2.12.1 (the non_strict "
@@ -81,6 +86,69 @@ OPTIMIZATION_HINT = Difference(
     "fallback for unbacked ones): harness/peak.py uses whichever exists.")
 API_DIFFERENCES = (OPTIMIZATION_HINT, REGION_ACTIVATION_MEMORY_BUDGET, NON_STRICT_PATCH_APIS, MARK_AUTOGRAD_BACKWARD,
                    INLINE_SINGLE_USE_INVOKE_SUBGRAPH)
+
+# Behaviour differences: what a release does, not a name one can look up (the marker named in each reason is what the
+# source shows, for a reader; the gate is the release, so a later rename upstream cannot turn a cell into a silent
+# skip).  Found by the 2.11.0 compat run; ranges checked against 2.11.0, 2.12.1, 2.13.0, 2.14.0 and 2.14.1.
+REMAT_FINDS_BACKWARD_REGION = Difference(
+    "remat_finds_backward_region",
+    "the forward-loss-backward remat pass (torch._functorch.config.remat_using_tags_for_fwd_loss_bwd_graph) finding "
+    "the backward region itself: from torch 2.12.1 it reads node.meta['autograd_backward'], which Dynamo sets on what "
+    "it traces of torch.autograd.grad / Tensor.backward (trace_autograd_ops), or a user "
+    "fx.traceback.annotate({'phase': 'backward'}), and raises on several disjoint backward regions and on RNG ops in "
+    "recompute regions with the texts the remat cases expect (pytorch#179105; marker: _has_user_phase_annotation in "
+    "torch/_functorch/_activation_checkpointing/remat_using_tags_for_fwd_loss_bwd_graph_pass.py). torch 2.11.0's pass "
+    "only knows the legacy annotation custom['remat_pass_tag'] == 'is_backward': it finds no backward region, returns "
+    "the graph unchanged (no _recomputed node, none of the documented errors), and its Dynamo cannot trace "
+    "Tensor.requires_grad_() under trace_autograd_ops. Every case of harness/cases/remat.py declares torch>=2.12",
+    since="2.12")
+REMAT_SEVERAL_BACKWARD_REGIONS = Difference(
+    "remat_several_backward_regions",
+    "the remat pass accepting several disjoint backward regions (a chunked loss) and rematerializing the one that "
+    "needs recomputation, raising 'Detected N disjoint backward regions that require recomputation' only when more "
+    "than one does: from torch 2.13.0 (pytorch#180534; marker: _collect_backward_regions in "
+    "remat_using_tags_for_fwd_loss_bwd_graph_pass.py). torch 2.12.1 rejects any graph with more than one backward "
+    "region ('Detected N disjoint backward regions in the graph but remat only supports a single backward region'); "
+    "2.11.0 has no region detection at all (remat_finds_backward_region). remat_chunked_loss and "
+    "remat_two_backward_regions_raises declare torch>=2.13",
+    since="2.13")
+SAC_POLICY_OP_OUTPUT = Difference(
+    "sac_policy_op_output",
+    "SelectiveCheckpointContext.op_output (the policy is called after the op, with its output): from torch 2.12.1 "
+    "(pytorch#175348); torch 2.11.0's context has only is_recompute, so a policy reading ctx.op_output raises "
+    "AttributeError, in eager and while compiling. Gates the compiled cells of the contract clause "
+    "sac.policy.forward_only before 2.12",
+    since="2.12")
+SAC_POLICY_FORWARD_ONLY = Difference(
+    "sac_policy_forward_only",
+    "the SAC policy called only in the forward (the recompute finds cached values by index; is_recompute always "
+    "False), as SelectiveCheckpointContext's docstring says from torch 2.13.0 (pytorch#176455; marker: "
+    "torch.utils.checkpoint._sac_storage_key). torch 2.12.1 and 2.11.0 call the policy again during eager "
+    "recomputation with is_recompute=True and no op_output (None on 2.12.1, no attribute on 2.11.0). Gates the eager "
+    "cells of the contract clause sac.policy.forward_only before 2.13 (its compiled cells pass on 2.12.1: the policy "
+    "runs only while the forward is traced)",
+    since="2.13")
+COMPILED_AC_THROUGH_CHECKPOINT = Difference(
+    "compiled_ac_through_checkpoint",
+    "under torch.compile, a plain (non-selective) checkpoint region is traced through torch.utils.checkpoint.checkpoint "
+    "with an always-recompute policy, so checkpoint's argument checks (determinism_check) run and their ValueError "
+    "surfaces through torch.compile: from torch 2.12.1 (torch/_higher_order_ops/wrap.py tag_activation_checkpoint_impl, "
+    "marker: _always_prefer_recompute). torch 2.11.0 runs the region's graph with an fx Interpreter and never calls "
+    "checkpoint() when there is no context_fn, so checkpoint's keyword arguments are dropped unchecked. Gates the "
+    "compiled cells of the contract clause ckpt.determinism.invalid before 2.12",
+    since="2.12")
+CHECKPOINT_SAVES_INPUTS_DIRECTLY = Difference(
+    "checkpoint_saves_inputs_directly",
+    "non-reentrant checkpoint saving its inputs as SavedTensors of its own frame (_CheckpointFrame.save_inputs): from "
+    "torch 2.12.1 (pytorch#174327, 'No longer use autograd.Function to save inputs'). torch 2.11.0 saves them through "
+    "the _NoopSaveInputs autograd.Function together with a 0-element dummy tensor, so an ambient "
+    "saved_tensors_hooks pack hook also sees that dummy besides the checkpoint's inputs (gradients and the "
+    "recompute are unaffected; the region's intermediates are still hidden). Gates the eager non-reentrant "
+    "counting_hooks cell of the contract clause ckpt.saved_tensor_hooks, whose oracle counts what the outer hook "
+    "packs, before 2.12",
+    since="2.12")
+RELEASE_DIFFERENCES = (REMAT_FINDS_BACKWARD_REGION, REMAT_SEVERAL_BACKWARD_REGIONS, SAC_POLICY_OP_OUTPUT,
+                       SAC_POLICY_FORWARD_ONLY, COMPILED_AC_THROUGH_CHECKPOINT, CHECKPOINT_SAVES_INPUTS_DIRECTLY)
 
 CONFIG_MODULES = {"dynamo": "torch._dynamo.config", "functorch": "torch._functorch.config",
                   "inductor": "torch._inductor.config"}
@@ -137,9 +205,26 @@ def unmet_config(config) -> str | None:
     return None
 
 
+def has_release(since: str) -> bool:
+    """Whether the installed torch is ``since`` ("2.13") or later."""
+    return release() >= tuple(int(p) for p in since.split("."))
+
+
+def unmet_release(d: Difference) -> str | None:
+    """Why a cell observing the behaviour ``d`` (one of RELEASE_DIFFERENCES) cannot run on the installed torch, in the
+    words of a declared torch requirement (``cannot_run_reason`` recognises them), or None when the release has it."""
+    import torch
+
+    if d.since is None or has_release(d.since):
+        return None
+    return f"needs torch>={d.since} (installed {torch.__version__}): {d.name} (harness/torch_compat.py)"
+
+
 def probe() -> dict:
-    """Which named differences hold on the installed torch: dotted name -> present?"""
-    return {name: has_api(name) for d in API_DIFFERENCES for name in d.name.split(",")}
+    """Which named differences hold on the installed torch: dotted name -> present? (behaviour differences: name ->
+    whether the release has it)"""
+    return ({name: has_api(name) for d in API_DIFFERENCES for name in d.name.split(",")}
+            | {d.name: has_release(d.since) for d in RELEASE_DIFFERENCES})
 
 
 def cannot_run_reason(message: str | None) -> str | None:
