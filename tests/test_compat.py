@@ -192,6 +192,33 @@ def test_missing_config_knobs_make_a_cannot_run_reason():
     assert torch_compat.has_api("torch.utils.checkpoint.checkpoint") and not torch_compat.has_api("torch.no_such_api_xyz")
 
 
+def test_release_differences_skip_older_releases_as_cannot_run(monkeypatch):
+    """A behaviour difference holds from its release on: before it, unmet_release (and a case row's torch>= requirement
+    naming it) gives a skip message cannot_run_reason reads as a declared torch requirement; from it on, nothing."""
+    import torch
+
+    from harness.case import find_case
+
+    assert torch_compat.RELEASE_DIFFERENCES, "expected the behaviour differences to be listed"
+    for d in torch_compat.RELEASE_DIFFERENCES:
+        assert d.reason and d.since, f"difference {d.name} needs a reason and the release it exists from"
+        major, minor = (int(p) for p in d.since.split("."))
+        monkeypatch.setattr(torch, "__version__", f"{major}.{minor - 1}.1+cpu")
+        why = torch_compat.unmet_release(d)
+        got = torch_compat.cannot_run_reason(why)
+        assert got and got.startswith("declared_torch_requirement:") and d.name in why, f"{d.name}: {why!r} -> {got!r}"
+        monkeypatch.setattr(torch, "__version__", f"{major}.{minor}.0+cpu")
+        assert torch_compat.unmet_release(d) is None, f"{d.name}: expected no gate on {d.since}"
+    # the remat rows: all cannot run on 2.11.0, the two several-region ones also not on 2.12.1, none on 2.13.0
+    remat = ("remat_simple_forward_backward", "joint_graph_passes_view_optimization", "remat_chunked_loss",
+             "remat_two_backward_regions_raises")
+    for version, expected in (("2.11.0", set(remat)), ("2.12.1", set(remat[2:])), ("2.13.0", set())):
+        monkeypatch.setattr(torch, "__version__", version)
+        unmet = {name: find_case(name).unmet_requirement("cpu") for name in remat}
+        assert {n for n, why in unmet.items() if why} == expected, f"torch {version}: {unmet}"
+        assert all(torch_compat.cannot_run_reason(why) for why in unmet.values() if why), unmet
+
+
 def write_done_state(out: Path) -> None:
     docs = {R1: [rec("tags_a-min_cut-aot_eager-cpu-float32", "tags", "pass")],
             R2: [rec("tags_a-min_cut-aot_eager-cpu-float32", "tags", "drift",

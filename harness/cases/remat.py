@@ -18,9 +18,10 @@ import torch
 import torch.fx as fx
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
-from harness.case import AxesSpec, Backend, BuildContext, Case, Checkpoint, Expect, Partitioner, Program
+from harness.case import AxesSpec, Backend, BuildContext, Case, Checkpoint, Expect, Partitioner, Program, Requires
 from harness.checks import count_of, expect_equal, first_missing_in_order
 from harness.pipeline import BUILD_SEED, RUN_SEED, CustomRun, flat_tensors
+from harness.torch_compat import REMAT_FINDS_BACKWARD_REGION, REMAT_SEVERAL_BACKWARD_REGIONS
 
 aten = torch.ops.aten
 MM, SIGMOID, RELU, ADDMM, GELU = ("aten.mm.default", "aten.sigmoid.default", "aten.relu.default",
@@ -389,8 +390,20 @@ def _gelu_recomputed(run) -> None:
         raise AssertionError(f"{run.cell.id}: expected a gelu_recomputed node in the with_remat graph, saw _recomputed nodes {names!r}")
 
 
+def _since(d) -> Requires:
+    return Requires.torch_at_least(d.since, f"{d.name} (harness/torch_compat.py)")
+
+
+# Every remat case needs the pass to find the traced backward region itself (torch 2.11.0's pass only knows the
+# legacy remat_pass_tag annotation and leaves the graph alone); the chunked-loss and two-region cases also need
+# several backward regions accepted (2.12.1 rejects them all).  Older releases skip them as "cannot run".
+REMAT_REQUIRES = (_since(REMAT_FINDS_BACKWARD_REGION),)
+SEVERAL_REGIONS_REQUIRES = REMAT_REQUIRES + (_since(REMAT_SEVERAL_BACKWARD_REGIONS),)
+
+
 def remat_case(name: str, build, catalogue: tuple[int, ...], **kwargs) -> Case:
     custom = kwargs.pop("custom", None) or remat_on_and_off(build)
+    kwargs.setdefault("requires", REMAT_REQUIRES)
     return Case(name, build, catalogue=catalogue, custom=custom,
                 axes=AxesSpec(partitioners=Partitioner.MIN_CUT, backends=Backend.AOT_EAGER), **kwargs)
 
@@ -427,8 +440,9 @@ CASES = [
     remat_case("remat_user_phase_annotation_with_extra_autograd_grad", _annotated_and_plain_grad, (64,),
                expect=Expect(check=_only_annotated_region_rematerialized),
                notes="only the phase-annotated grad is rematerialized; the plain one uses the saved sigmoid"),
-    remat_case("remat_chunked_loss", _chunked_loss, (65,),
+    remat_case("remat_chunked_loss", _chunked_loss, (65,), requires=SEVERAL_REGIONS_REQUIRES,
                expect=Expect({"with_remat": {GELU: 2}, "without_remat": {GELU: 1}}, check=_gelu_recomputed)),
     remat_case("remat_two_backward_regions_raises", _two_remat_regions, (66,), custom=remat_raises(_two_remat_regions),
+               requires=SEVERAL_REGIONS_REQUIRES,
                expect=Expect(raises=(_BCF, "Detected 2 disjoint backward regions that require recomputation"))),
 ]
