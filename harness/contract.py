@@ -40,6 +40,7 @@ from typing import Callable
 import torch
 import torch.utils.checkpoint as cp
 
+from harness import torch_compat
 from harness.paths import ROOT
 
 CLAUSES_DOC = ROOT / "docs" / "contract.md"
@@ -268,16 +269,34 @@ class Clause:
     compiled: str = "same"  # "same", or the documented difference the compiled oracle asserts
     from_code: bool = False  # quote comes from code/messages rather than a docstring
     requires_cuda: tuple = ()  # programs that need a CUDA device
+    gates: tuple = ()  # Gate: cells that cannot run before a torch release
+
+
+@dataclasses.dataclass(frozen=True)
+class Gate:
+    """Some cells of a clause observe a behaviour that older torch releases do not have: a named difference of
+    harness/torch_compat.py (RELEASE_DIFFERENCES) with the release it exists from.  Before it, those cells are
+    skipped as "cannot run on this release" (suites/test_contract.py), not failed.  Empty ``programs``/``modes``: all
+    of the clause's."""
+
+    difference: torch_compat.Difference
+    variants: tuple = VARIANTS
+    programs: tuple = ()
+    modes: tuple = ()
+
+    def covers(self, cell) -> bool:
+        return (cell.variant in self.variants and (not self.programs or cell.program in self.programs)
+                and (not self.modes or cell.reentrant in self.modes))
 
 
 CLAUSES: list[Clause] = []
 
 
 def clause(id, source, quote, modes=(True, False), programs=("",), compiled="same", from_code=False,
-           requires_cuda=()):
+           requires_cuda=(), gates=()):
     def deco(fn):
         CLAUSES.append(Clause(id, source, " ".join(quote.split()), fn, modes, programs, compiled, from_code,
-                              requires_cuda))
+                              requires_cuda, tuple(gates)))
         return fn
 
     return deco
@@ -471,7 +490,8 @@ def _determinism(obs: Obs):
 
 @clause("ckpt.determinism.invalid", "checkpoint(determinism_check=...)",
         "Currently these are the only two supported values.", modes=(False,),
-        compiled="same: the ValueError surfaces through torch.compile")
+        compiled="same: the ValueError surfaces through torch.compile",
+        gates=(Gate(torch_compat.COMPILED_AC_THROUGH_CHECKPOINT, variants=COMPILED),))
 def _determinism_invalid(obs: Obs):
     x = _leaf(4)
     f = prepare(lambda x: ckpt(torch.sin, x, reentrant=False, determinism_check="bogus"), obs.variant)
@@ -730,7 +750,9 @@ def _nested(obs: Obs):
         "To reduce this memory usage, tensors produced in the passed :attr:`function` are not kept alive until the "
         "backward pass. Instead, any passed tensors in :attr:`args` are kept alive",
         programs=("save_on_cpu", "counting_hooks"),
-        compiled="same: gradients, and the outer hooks never see the region's intermediates")
+        compiled="same: gradients, and the outer hooks never see the region's intermediates",
+        gates=(Gate(torch_compat.CHECKPOINT_SAVES_INPUTS_DIRECTLY, variants=("eager",), programs=("counting_hooks",),
+                    modes=(False,)),))
 def _saved_hooks(obs: Obs):
     x = _leaf(4)
     xd = x.detach()
@@ -964,7 +986,8 @@ class _Recorder:
         "retrieved by index, so ``is_recompute`` is deprecated and always ``False``.", modes=_SAC_MODES,
         compiled="the policy runs while the first call traces the graph: once per op per context_fn call, and "
                  "AOTAutograd calls context_fn once per trace pass (2 on torch 2.13), never in backward and never "
-                 "on later calls; is_recompute is always False")
+                 "on later calls; is_recompute is always False",
+        gates=(Gate(torch_compat.SAC_POLICY_OP_OUTPUT), Gate(torch_compat.SAC_POLICY_FORWARD_ONLY, variants=("eager",))))
 def _sac_forward_only(obs: Obs):
     rec = _Recorder()
     x = _leaf(4)
@@ -1283,6 +1306,13 @@ def requires_cuda(cell: Cell) -> bool:
     return cell.program in BY_ID[cell.clause].requires_cuda
 
 
+def unmet_gate(cell: Cell) -> str | None:
+    """Why ``cell`` cannot run on the installed torch (a Gate of its clause covers it and the release predates the
+    behaviour), in the words harness.torch_compat.cannot_run_reason recognises; None when it can run."""
+    return next(filter(None, (torch_compat.unmet_release(g.difference) for g in BY_ID[cell.clause].gates
+                              if g.covers(cell))), None)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # the coverage table
 # --------------------------------------------------------------------------------------------------------------
@@ -1323,6 +1353,12 @@ def build_table() -> str:
               "## Known failures (strict xfail, pinned to one check)", ""]
     for cid, k in sorted(KNOWN.items()):
         lines.append(f"- `{cid}`: check `{k.check}`. {k.reason}. Repro: `{k.repro}`. Upstream: {k.upstream}")
+    lines += ["", "## Release gates (skipped as cannot run before the release)", ""]
+    for c in CLAUSES:
+        for g in c.gates:
+            gated = [x.id for x in all_cells if x.clause == c.id and g.covers(x)]
+            lines.append(f"- `{c.id}`: {len(gated)} cells ({', '.join(f'`{x}`' for x in gated)}) need torch>="
+                         f"{g.difference.since}: `{g.difference.name}` (harness/torch_compat.py)")
     return "\n".join(lines) + "\n"
 
 

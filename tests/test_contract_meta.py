@@ -83,6 +83,26 @@ def test_table_lists_every_clause_with_cells_and_verdicts():
             f"[{c.id}] expected a row with cells > 0, an eager and a compiled verdict; saw {cols}")
 
 
+def test_release_gates_skip_only_their_cells_as_cannot_run(monkeypatch):
+    from harness import torch_compat
+
+    for c in contract.CLAUSES:
+        for g in c.gates:
+            assert g.difference in torch_compat.RELEASE_DIFFERENCES, f"[{c.id}] gate on an unlisted difference"
+            assert any(x.clause == c.id and g.covers(x) for x in contract.cells()), f"[{c.id}] gate covers no cell"
+    fo, det = "sac.policy.forward_only-nonreentrant-", "ckpt.determinism.invalid-nonreentrant-"
+    expected = {"2.11.0": {fo + v for v in contract.VARIANTS} | {det + v for v in contract.COMPILED}
+                | {"ckpt.saved_tensor_hooks-counting_hooks-nonreentrant-eager"},
+                "2.12.1": {fo + "eager"}, "2.13.0": set()}
+    for version, ids in expected.items():
+        monkeypatch.setattr(torch, "__version__", version)
+        gated = {x.id: why for x in contract.cells() if (why := contract.unmet_gate(x))}
+        assert set(gated) == ids, f"torch {version}: expected gated cells {sorted(ids)}, saw {sorted(gated)}"
+        unread = {i: w for i, w in gated.items() if not (torch_compat.cannot_run_reason(w) or "").startswith(
+            "declared_torch_requirement:")}
+        assert not unread, f"expected cannot_run_reason to read every gate's message; saw {unread}"
+
+
 def test_known_failures_name_cells_and_repros():
     ids = {c.id for c in contract.cells()}
     for cid, k in contract.KNOWN.items():
