@@ -1207,6 +1207,7 @@ def cells() -> list[Cell]:
 
 @dataclasses.dataclass(frozen=True)
 class Known:
+    id: str  # the known_failures.toml entry
     check: str
     reason: str
     repro: str
@@ -1224,7 +1225,7 @@ def _known() -> dict[str, Known]:
         hit = known_failures.contract_known(entries, cell.id, torch.__version__)
         if hit is not None:
             entry, check = hit
-            out[cell.id] = Known(check, entry.reason, entry.repro, entry.upstream)
+            out[cell.id] = Known(entry.id, check, entry.reason, entry.repro, entry.upstream)
     return out
 
 

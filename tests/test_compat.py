@@ -297,13 +297,14 @@ def test_reattribution_turns_only_covered_semantic_cells_into_known_failures():
 
     cells = [rec("a-x", "tags", "semantic", failed_check="case_check", message="CellFailure: a-x: 1 check(s) failed:\n[case_check] old"),
              rec("b-x", "tags", "semantic", failed_check="run", message="CellFailure: b-x: 1 check(s) failed:\n[run] other"),
-             rec("c-x", "tags", "pass"), rec("d-x", "tags", "drift")]
-    covered = {("2.11.0", "a-x"), ("2.11.0", "c-x"), ("2.11.0", "d-x")}
+             rec("c-x", "tags", "pass"), rec("d-x", "tags", "drift"), rec("e-x", "contract", "known_failure")]
+    covered = {("2.11.0", "a-x"), ("2.11.0", "c-x"), ("2.11.0", "d-x"), ("2.11.0", "e-x")}
     out = reattribute({R1: doc(cells, R1), R2: None},
                       lambda r, c: "entry" if (r, c["cell"]) in covered else None)
     seen = {c["cell"]: (c["category"], c.get("known_failure"), c.get("reattributed", False)) for c in out[R1]["cells"]}
     assert seen == {"a-x": ("known_failure", "entry", True), "b-x": ("semantic", None, False),
-                    "c-x": ("pass", None, False), "d-x": ("drift", None, False)}, seen
+                    "c-x": ("pass", None, False), "d-x": ("drift", None, False),
+                    "e-x": ("known_failure", "entry", False)}, seen
     assert out[R2] is None
     doc_ = build_compat({R1: {}}, {R1: doc(cells, R1)}, [KnownFailureEntry("entry", lambda r: True)],
                         covers=lambda r, c: "entry" if (r, c["cell"]) in covered else None)
