@@ -56,7 +56,7 @@ nightly:  ## whole suite (slow matrix too) vs committed goldens under TORCH in .
 RELEASES ?= 2.11.0 2.12.1 2.13.0 2.14.0 2.14.1
 RERUN    ?=
 compat: install  ## every suite on each of RELEASES against the pinned goldens; runs/compat/{compat.html,compat.json,progress.log}
-	$(PY) -m harness.compat run --releases "$(RELEASES)" $(if $(RERUN),--rerun $(RERUN)) $(if $(ARGS),-- $(ARGS))
+	$(PY) -m harness.compat run --releases "$(RELEASES)" $(if $(RERUN),--rerun $(RERUN)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(ARGS),-- $(ARGS))
 
 compat-envs:  ## the per-release environments and the disk each takes
 	$(PY) -m harness.compat envs
