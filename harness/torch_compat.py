@@ -80,7 +80,7 @@ INLINE_SINGLE_USE_INVOKE_SUBGRAPH = Difference(
     "REGION_ACTIVATION_MEMORY_BUDGET, so they are gated by it; without that gate patching it raises "
     "'AttributeError: torch._dynamo.config.inline_single_use_invoke_subgraph does not exist' (missing_config_knob)")
 OPTIMIZATION_HINT = Difference(
-    "symbolic_shapes.optimization_hint",
+    "torch.fx.experimental.symbolic_shapes.optimization_hint",
     "torch >= 2.12 has torch.fx.experimental.symbolic_shapes.optimization_hint (a hint without guards, what the "
     "partitioner's memory estimate uses); 2.11 has only size_hint (same answer for backed symbols, and a "
     "fallback for unbacked ones): harness/peak.py uses whichever exists.")
