@@ -2,8 +2,10 @@
 release, sequentially, resumable, then one report of what changed when.
 
     python -m harness.compat run --releases "2.11.0 2.12.1 2.13.0 2.14.0 2.14.1" [--rerun 2.14.1|all] [--workers 1]
+    python -m harness.compat run --releases 2.13.0 --patch -- NODEID ...   (rerun some cells of a release done)
     python -m harness.compat build [--releases ...]      (build or reuse the environments only)
     python -m harness.compat report                      (re-render compat.json / compat.html from the state)
+    python -m harness.compat changes                     (the verdict changes between consecutive releases, markdown)
     python -m harness.compat envs                        (the environments and their disk size)
     python -m harness.compat prune [RELEASE ...] [--all] (remove environments)
 
@@ -70,6 +72,35 @@ class Log:
         self.f.flush()
 
 
+def _nightly(release: str, py: Path, out: Path, workers: int, pytest_args: list[str], log: Log, st: dict):
+    """One nightly run of ``release`` into out/runs: (exit code, run directory or None, wall seconds)."""
+    cmd = [sys.executable, "-m", "harness.nightly", "run", "--python", str(py), "--workers", str(workers),
+           "--runs-dir", str(out / "runs"), "--no-history", "--quiet", "--", *pytest_args]
+    t1 = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run_dir = None
+    last = 0.0
+    for line in proc.stdout:
+        log.raw(line)
+        if line.startswith("[nightly] report: "):
+            run_dir = Path(line.split(": ", 1)[1].strip()).parent
+        elif run_dir is None and "--nightly-out " in line:
+            run_dir = Path(line.split("--nightly-out ", 1)[1].split()[0]).parent
+            if st.get("status") == "running":
+                st["run_dir"] = _rel(run_dir, out)
+        elif "[nightly]" in line and time.monotonic() - last > 30:  # a progress line every 30 s on stdout
+            last = time.monotonic()
+            print(f"[compat] torch {release}: " + line[line.index("[nightly]") + 10:].strip(), flush=True)
+    rc = proc.wait()
+    return rc, run_dir, round(time.monotonic() - t1, 1)
+
+
+def _rel(run_dir: Path | None, out: Path) -> str | None:
+    if run_dir is None:
+        return None
+    return str(run_dir.relative_to(out)) if run_dir.is_relative_to(out) else str(run_dir)
+
+
 def run_release(release: str, st: dict, out: Path, workers: int, pytest_args: list[str], log: Log) -> None:
     spec = spec_of(release)
     t0 = time.monotonic()
@@ -86,27 +117,24 @@ def run_release(release: str, st: dict, out: Path, workers: int, pytest_args: li
     st["env_bytes"] = envs.disk_bytes(envs.env_dir(spec))
     log(f"torch {release}: environment {envs.human(st['env_bytes'])}; running the suite ({workers} worker)")
     st["status"] = "running"
-    cmd = [sys.executable, "-m", "harness.nightly", "run", "--python", str(py), "--workers", str(workers),
-           "--runs-dir", str(out / "runs"), "--no-history", "--quiet", "--", *pytest_args]
-    t1 = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    run_dir = None
-    last = 0.0
-    for line in proc.stdout:
-        log.raw(line)
-        if line.startswith("[nightly] report: "):
-            run_dir = Path(line.split(": ", 1)[1].strip()).parent
-        elif run_dir is None and "--nightly-out " in line:
-            run_dir = Path(line.split("--nightly-out ", 1)[1].split()[0]).parent
-            st["run_dir"] = str(run_dir.relative_to(out)) if run_dir.is_relative_to(out) else str(run_dir)
-        elif "[nightly]" in line and time.monotonic() - last > 30:  # a progress line every 30 s on stdout
-            last = time.monotonic()
-            print(f"[compat] torch {release}: " + line[line.index("[nightly]") + 10:].strip(), flush=True)
-    rc = proc.wait()
-    st.update(wall_seconds=round(time.monotonic() - t1, 1), nightly_exit=rc,
-              run_dir=str(run_dir.relative_to(out)) if run_dir and run_dir.is_relative_to(out) else str(run_dir) if run_dir else None)
+    rc, run_dir, wall = _nightly(release, py, out, workers, pytest_args, log, st)
+    st.update(wall_seconds=wall, nightly_exit=rc, run_dir=_rel(run_dir, out))
     st["status"] = "done" if run_dir and (run_dir / "run.json").exists() and rc in (0, 1, 2) else "failed"
     log(f"torch {release}: {st['status']} in {st['wall_seconds']} s (nightly exit {rc}), {st.get('run_dir')}")
+
+
+def run_patch(release: str, st: dict, out: Path, workers: int, pytest_args: list[str], log: Log) -> bool:
+    """Rerun only the cells ``pytest_args`` select on a release already done, e.g. after the harness changed under
+    them: their records replace the full run's in the report (``patches`` in the state, newest last)."""
+    py = envs.ensure_env(spec_of(release), pip_args=PIP_ARGS)
+    log(f"torch {release}: patch run of the selected cells ({workers} worker)")
+    rc, run_dir, wall = _nightly(release, py, out, workers, pytest_args, log, st)
+    ok = bool(run_dir and (run_dir / "run.json").exists() and rc in (0, 1, 2))
+    if ok:
+        st.setdefault("patches", []).append({"run_dir": _rel(run_dir, out), "wall_seconds": wall,
+                                             "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+    log(f"torch {release}: patch {'done' if ok else 'failed'} in {wall} s (nightly exit {rc}), {_rel(run_dir, out)}")
+    return ok
 
 
 def partial_doc(out: Path, release: str, st: dict) -> dict | None:
@@ -122,6 +150,18 @@ def partial_doc(out: Path, release: str, st: dict) -> dict | None:
             "run_dir": str(run_dir.relative_to(out))}
 
 
+def patched(doc: dict, patches: list[dict]) -> tuple[dict, int]:
+    """A release's run document with the cells of its patch runs (newest last) in place of the full run's records,
+    and how many cells they replaced or added."""
+    cells = {c["cell"]: c for c in doc.get("cells", [])}
+    ids = set()
+    for p in patches:
+        for c in p.get("cells", []):
+            cells[c["cell"]] = {**c, "patched": True}
+            ids.add(c["cell"])
+    return {**doc, "cells": list(cells.values())}, len(ids)
+
+
 def write_report(out: Path, state: State, releases: list[str]) -> dict:
     docs, info = {}, {}
     for r in releases:
@@ -131,6 +171,9 @@ def write_report(out: Path, state: State, releases: list[str]) -> dict:
             info[r]["env_bytes"] = envs.disk_bytes(envs.env_dir(spec_of(r)))
         path = out / st["run_dir"] / "run.json" if st.get("status") == "done" and st.get("run_dir") else None
         docs[r] = json.loads(path.read_text()) if path and path.exists() else None
+        if docs[r] is not None and st.get("patches"):
+            docs[r], info[r]["patched"] = patched(docs[r], [json.loads((out / p["run_dir"] / "run.json").read_text())
+                                                           for p in st["patches"]])
         if docs[r] is None and st.get("status") not in (None, "pending", "done"):
             docs[r] = partial_doc(out, r, st)  # unfinished (running, killed, failed): what reported so far
             if docs[r]:
@@ -164,6 +207,14 @@ def cmd_run(a) -> int:
     log(f"releases {' '.join(releases)}; environments under {shown(NIGHTLY_VENVS)}; state {shown(state.path)}")
     for i, r in enumerate(releases, 1):
         st = state.get(r)
+        if a.patch:
+            if st.get("status") != "done":
+                log(f"[{i}/{len(releases)}] torch {r}: not done, nothing to patch (run it first)")
+                continue
+            run_patch(r, st, out, a.workers, a.pytest_args[1:] if a.pytest_args[:1] == ["--"] else a.pytest_args, log)
+            state.save()
+            write_report(out, state, state.data["order"])
+            continue
         if st.get("status") == "done" and r not in rerun:
             log(f"[{i}/{len(releases)}] torch {r}: done already ({st.get('run_dir')}), not rerun (--rerun {r} to rerun)")
             continue
@@ -188,6 +239,16 @@ def cmd_report(a) -> int:
     releases = state.data.get("order") or sorted(state.data["releases"], key=release_key)
     write_report(out, state, releases)
     print(f"[compat] report: {out / 'compat.html'}")
+    return 0
+
+
+def cmd_changes(a) -> int:
+    """The verdict changes between consecutive releases (from compat.json), as a markdown table."""
+    doc = json.loads((Path(a.out) / "compat.json").read_text())
+    print("| releases | from | to | why | cells |\n|---|---|---|---|---|")
+    for c in doc.get("changes", []):
+        cells = ", ".join(c["cells"][:a.cells]) + (f", … ({len(c['cells'])} cells)" if len(c["cells"]) > a.cells else "")
+        print(f"| {c['from_release']} → {c['to_release']} | {c['from']} | {c['to']} | {c['why']} | {cells} |")
     return 0
 
 
@@ -235,16 +296,21 @@ def main(argv=None) -> int:
     r.add_argument("--releases", default=" ".join(RELEASES), help="space-separated exact torch releases")
     r.add_argument("--rerun", nargs="*", default=[], help="releases to rerun although done ('all' for every one)")
     r.add_argument("--workers", type=int, default=1, help="xdist workers per run (>= 1: a crash takes only its worker)")
+    r.add_argument("--patch", action="store_true", help="rerun only the cells the pytest arguments select on releases "
+                   "already done; their records replace the full run's in the report")
     r.add_argument("pytest_args", nargs=argparse.REMAINDER, help="-- then pytest arguments (default: every suite)")
     b = sub.add_parser("build", help="build (or reuse) the environments only")
     b.add_argument("--releases", default=" ".join(RELEASES))
     sub.add_parser("report", help="re-render the report from the state")
+    ch = sub.add_parser("changes", help="the verdict changes between consecutive releases, as markdown")
+    ch.add_argument("--cells", type=int, default=6, help="cells named per row")
     sub.add_parser("envs", help="list the environments and their disk size")
     pr = sub.add_parser("prune", help="remove environments")
     pr.add_argument("releases", nargs="*")
     pr.add_argument("--all", action="store_true")
     a = p.parse_args(argv)
-    return {"run": cmd_run, "build": cmd_build, "report": cmd_report, "envs": cmd_envs, "prune": cmd_prune}[a.cmd](a)
+    return {"run": cmd_run, "build": cmd_build, "report": cmd_report, "changes": cmd_changes, "envs": cmd_envs,
+            "prune": cmd_prune}[a.cmd](a)
 
 
 if __name__ == "__main__":

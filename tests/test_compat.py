@@ -335,3 +335,28 @@ def test_nightly_message_keeps_every_check_of_a_long_cell_failure():
     checks = failing_checks({"message": msg})
     assert len(msg) <= MESSAGE_CHARS and [c for c, _ in checks] == ["invariant:a", "runs"], (len(msg), checks)
     assert "node d (policy MUST_SAVE)" in checks[0][1] and checks[1][1].rstrip().endswith("TypeError: unhashable"), checks
+
+
+def test_verdict_changes_group_consecutive_releases_by_cause():
+    ch = fixture_docs()["changes"]
+    rows = {(c["from_release"], c["to_release"], c["from"], c["to"], c["why"]): c["cells"] for c in ch}
+    assert rows[(R1, R2, "cannot_run", "pass", "missing_config_knob")] == ["sac_c-min_cut-aot_eager-cpu-float32"], rows
+    assert rows[(R1, R2, "known_failure", "semantic", "old_f")] == ["old_f-min_cut-aot_eager-cpu-float32"], rows
+    assert rows[(R2, R3, "pass", "drift", "graphs differ")] == ["tags_a-min_cut-aot_eager-cpu-float32"], rows
+    assert rows[(R2, R3, "known_failure", "known_failure_passes", "sac_b-")] == ["sac_b-min_cut-aot_eager-cpu-float32"], rows
+    assert not any(c["to_release"] == R4 for c in ch), "a release not run yet changes nothing"
+
+
+def test_a_patch_run_replaces_the_cells_it_reran(tmp_path):
+    """`run --patch`: the cells a patch run reran replace the full run's records in the report; the others stay."""
+    base = doc([rec("a-x", "tags", "semantic", failed_check="run", message="old harness"), rec("b-x", "tags", "pass")], R3)
+    patch = doc([rec("a-x", "tags", "pass"), rec("c-x", "tags", "pass")], R3)
+    for name, d in (("full", base), ("patch", patch)):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "run.json").write_text(json.dumps(d))
+    (tmp_path / "state.json").write_text(json.dumps({"releases": {R3: {
+        "status": "done", "run_dir": "runs/full", "patches": [{"run_dir": "runs/patch"}]}}, "order": [R3]}))
+    assert compat.main(["--out", str(tmp_path), "report"]) == 0
+    out = json.loads((tmp_path / "compat.json").read_text())
+    seen = {c: v["releases"][R3]["category"] for c, v in out["cells"].items()}
+    assert seen == {"a-x": "pass", "b-x": "pass", "c-x": "pass"} and out["releases"][0]["patched"] == 2, (seen, out["releases"])

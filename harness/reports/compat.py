@@ -228,6 +228,25 @@ def check_known_failures(entries: Iterable[KnownFailureEntry], m: dict, partial:
     return results
 
 
+def verdict_changes(m: dict, releases: list[str]) -> list[dict]:
+    """The cells whose category differs between consecutive releases that both ran, grouped by (releases, from, to,
+    why): the known-failure entry of either side, else the cannot-run difference, else the failed check or the
+    drifting graph kinds.  Largest groups first within each pair of releases."""
+    groups: dict[tuple, list[str]] = {}
+    for cell, row in m.items():
+        seen = [(r, row.get(r)) for r in releases if row.get(r) is not None]
+        for (r1, a), (r2, b) in zip(seen, seen[1:]):
+            if a.category == b.category:
+                continue
+            why = (b.known_failure or a.known_failure
+                   or next(((o.reason or "").split(":")[0] for o in (b, a) if o.category in ("cannot_run", "semantic", "drift")
+                            and o.reason), None) or "-")
+            groups.setdefault((r1, r2, a.category, b.category, why), []).append(cell)
+    order = {r: i for i, r in enumerate(releases)}
+    return [{"from_release": k[0], "to_release": k[1], "from": k[2], "to": k[3], "why": k[4], "cells": sorted(v)}
+            for k, v in sorted(groups.items(), key=lambda kv: (order[kv[0][0]], -len(kv[1]), kv[0]))]
+
+
 def build_compat(releases_info: dict[str, dict], docs: dict[str, dict | None], entries: list[KnownFailureEntry],
                  kf_id: Callable[[dict], str | None] = lambda r: r.get("known_failure"),
                  covers: Callable[[str, dict], str | None] | None = None) -> dict:
@@ -256,6 +275,7 @@ def build_compat(releases_info: dict[str, dict], docs: dict[str, dict | None], e
                           "reattributed": sum(1 for row in m.values() if row[r] and row[r].reattributed)}
                          for r in releases],
             "areas": area_table(m, areas), "cells": cells, "drifting_goldens": drifting_goldens(m),
+            "changes": verdict_changes(m, releases),
             "known_failures": check_known_failures(entries, m, {r for r, d in docs.items() if d and d.get("partial")})}
 
 

@@ -154,7 +154,8 @@ def render_compat(doc: dict) -> str:
         wall = f"{r['wall_seconds'] / 60:.1f} min" if r.get("wall_seconds") else "—"
         out.append(f"<tr><td>{html.escape(r['release'])}</td><td>{_fmt(r.get('torch'))}</td><td>{_fmt(r.get('status'))}"
                    f"{' (partial: ' + html.escape(r['partial']) + ')' if r.get('partial') else ''}"
-                   f"{'; ' + str(r['reattributed']) + ' re-attributed' if r.get('reattributed') else ''}</td>"
+                   f"{'; ' + str(r['reattributed']) + ' re-attributed' if r.get('reattributed') else ''}"
+                   f"{'; ' + str(r['patched']) + ' cells from patch runs' if r.get('patched') else ''}</td>"
                    f"<td>{wall}</td><td>{human(r.get('env_bytes'))}</td><td>{_run_link(r.get('run_dir'))}</td>"
                    + "".join(f"<td class='{k if s.get(k) else ''}'>{s.get(k, '—') if s else '—'}</td>" for k in _COMPAT_ORDER[:-1])
                    + "</tr>")
@@ -182,6 +183,15 @@ def render_compat(doc: dict) -> str:
         t = v["timeline"]
         out.append(f"<tr><td>{html.escape(cell)}</td><td>{html.escape(v['area'])}</td>{''.join(tds)}"
                    f"<td>{_fmt(t['first_bad'])}</td><td>{_fmt(t['last_pass'])}</td></tr>")
+    out.append("</table>")
+    changes = doc.get("changes", [])
+    out.append(f"<h2>Verdict changes between consecutive releases ({sum(len(c['cells']) for c in changes)} cells)</h2>"
+               "<table id='changes'><tr><th>releases</th><th>from</th><th>to</th><th>why (entry, difference or check)</th>"
+               "<th>cells</th></tr>")
+    for c in changes:
+        cells = ", ".join(html.escape(x) for x in c["cells"][:8]) + (f" … ({len(c['cells'])})" if len(c["cells"]) > 8 else "")
+        out.append(f"<tr><td>{c['from_release']} → {c['to_release']}</td><td class='{c['from']}'>{_COMPAT_LABELS[c['from']]}</td>"
+                   f"<td class='{c['to']}'>{_COMPAT_LABELS[c['to']]}</td><td>{html.escape(c['why'])}</td><td>{cells}</td></tr>")
     out.append("</table>")
     out.append(f"<h2>Drifting goldens ({len(doc['drifting_goldens'])})</h2><table id='drift'><tr><th>cell</th><th>graph</th>"
                "<th>differs from golden on</th><th>changes between consecutive releases</th></tr>")
