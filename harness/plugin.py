@@ -68,10 +68,25 @@ def pin_xdist_worker_to_gpu() -> None:
 pin_xdist_worker_to_gpu()
 
 
+def prune_empty_kernels(cache: Path) -> list[Path]:
+    """Remove the empty compiled kernels (``*.so`` of 0 bytes) a compile killed midway leaves in the inductor cache:
+    inductor (torch 2.11 at least) loads an existing .so without checking it and fails the cell with "file too short"
+    in every later run.  Returns what was removed."""
+    removed = []
+    if cache.is_dir():
+        for so in cache.rglob("*.so"):
+            if so.is_file() and so.stat().st_size == 0:
+                so.unlink(missing_ok=True)
+                removed.append(so)
+    return removed
+
+
 def pytest_configure(config):
     # Compile caches that persist across runs (inductor FX graph cache and C++/triton kernels), one directory shared
     # by every xdist worker: inductor and triton write it atomically under file locks, and --dist loadgroup does not
     # put a case on the same worker from one run to the next, so per-worker directories would miss kernels.
+    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ and not hasattr(config, "workerinput"):
+        prune_empty_kernels(paths.CACHE / "inductor")
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(paths.CACHE / "inductor"))
     os.environ.setdefault("TRITON_CACHE_DIR", str(paths.CACHE / "triton"))
     device = config.getoption("--device")

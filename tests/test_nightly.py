@@ -142,3 +142,13 @@ def test_report_renders_in_headless_chromium(runs, tmp_path):
     rows = [raw[r * (len(raw) // h) + 1:(r + 1) * (len(raw) // h)] for r in range(0, h, 40)]
     distinct = {bytes(row[j:j + 3]) for row in rows for j in range(0, len(row) - 2, 12)}
     assert len(distinct) > 8, f"the screenshot looks blank ({len(distinct)} distinct sampled pixel values)"
+
+
+def test_empty_kernels_a_killed_compile_left_are_pruned(tmp_path):
+    from harness.plugin import prune_empty_kernels
+
+    (tmp_path / "3s").mkdir()
+    empty, good = tmp_path / "3s" / "a.main.so", tmp_path / "3s" / "b.main.so"
+    empty.write_bytes(b"")
+    good.write_bytes(b"\x7fELF")
+    assert prune_empty_kernels(tmp_path) == [empty] and good.exists() and not empty.exists(), list(tmp_path.rglob("*"))
