@@ -29,7 +29,7 @@ from pathlib import Path
 
 from harness.paths import NIGHTLY_VENVS, ROOT, RUNS_DIR, shown
 from harness.reports import envs
-from harness.reports.compat import build_compat, entries_from_known_failures, release_key
+from harness.reports.compat import build_compat, entries_from_known_failures, placeholder_case, release_key
 from harness.reports.html import render_compat, render_compat_diff
 from harness.reports.record import read_cells
 
@@ -157,6 +157,11 @@ def patched(doc: dict, patches: list[dict]) -> tuple[dict, int]:
     ids = set()
     for p in patches:
         for c in p.get("cells", []):
+            case = placeholder_case(c)  # the case is now skipped whole: its cells' old records go
+            real = c.get("case")  # the case now runs: its old skipped placeholder goes
+            for old in [k for k, v in cells.items() if (case and v.get("case") == case)
+                        or (real and placeholder_case(v) == real)]:
+                del cells[old]
             cells[c["cell"]] = {**c, "patched": True}
             ids.add(c["cell"])
     return {**doc, "cells": list(cells.values())}, len(ids)

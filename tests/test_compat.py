@@ -349,8 +349,10 @@ def test_verdict_changes_group_consecutive_releases_by_cause():
 
 def test_a_patch_run_replaces_the_cells_it_reran(tmp_path):
     """`run --patch`: the cells a patch run reran replace the full run's records in the report; the others stay."""
-    base = doc([rec("a-x", "tags", "semantic", failed_check="run", message="old harness"), rec("b-x", "tags", "pass")], R3)
-    patch = doc([rec("a-x", "tags", "pass"), rec("c-x", "tags", "pass")], R3)
+    base = doc([rec("a-x", "tags", "semantic", failed_check="run", message="old harness"), rec("b-x", "tags", "pass"),
+                rec("gated-min_cut-aot_eager-cpu-float32", "remat", "semantic", case="gated")], R3)
+    patch = doc([rec("a-x", "tags", "pass"), rec("c-x", "tags", "pass"),
+                 rec("gated-cpu", "remat", "skipped", case=None, message="needs torch>=2.14 (installed 2.13.0): x")], R3)
     for name, d in (("full", base), ("patch", patch)):
         (tmp_path / "runs" / name).mkdir(parents=True)
         (tmp_path / "runs" / name / "run.json").write_text(json.dumps(d))
@@ -359,4 +361,5 @@ def test_a_patch_run_replaces_the_cells_it_reran(tmp_path):
     assert compat.main(["--out", str(tmp_path), "report"]) == 0
     out = json.loads((tmp_path / "compat.json").read_text())
     seen = {c: v["releases"][R3]["category"] for c, v in out["cells"].items()}
-    assert seen == {"a-x": "pass", "b-x": "pass", "c-x": "pass"} and out["releases"][0]["patched"] == 2, (seen, out["releases"])
+    assert seen == {"a-x": "pass", "b-x": "pass", "c-x": "pass", "gated-cpu": "cannot_run"} and \
+        out["releases"][0]["patched"] == 3, (seen, out["releases"])

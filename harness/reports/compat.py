@@ -43,7 +43,7 @@ class Observation:
     reattributed: bool = False      # the run failed it as semantic; the current known_failures.toml covers it
 
 
-def _placeholder_case(record: dict) -> str | None:
+def placeholder_case(record: dict) -> str | None:
     """The case of a skipped one-per-case placeholder cell (id ``<case>-<device>``, an unmet requirement)."""
     if record["category"] == "skipped" and record.get("case") is None and re.fullmatch(r".+-(cpu|cuda)", record["cell"]):
         return record["cell"].rsplit("-", 1)[0]
@@ -98,10 +98,10 @@ def matrix(docs: dict[str, dict | None], kf_id: Callable[[dict], str | None] = l
     order, to its run document or None."""
     releases = sorted(docs, key=release_key)
     per: dict[str, dict[str, dict]] = {r: {c["cell"]: c for c in (docs[r] or {}).get("cells", [])} for r in releases}
-    placeholders = {r: {p: rec for rec in per[r].values() if (p := _placeholder_case(rec))} for r in releases}
+    placeholders = {r: {p: rec for rec in per[r].values() if (p := placeholder_case(rec))} for r in releases}
     real_cases = {rec.get("case") for r in releases for rec in per[r].values() if rec.get("case")}
     cells = sorted({c for r in releases for c, rec in per[r].items()
-                    if not (_placeholder_case(rec) in real_cases)})
+                    if not (placeholder_case(rec) in real_cases)})
     out: dict[str, dict[str, Observation | None]] = {}
     for cell in cells:
         row: dict[str, Observation | None] = {}
