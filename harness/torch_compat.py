@@ -147,8 +147,17 @@ CHECKPOINT_SAVES_INPUTS_DIRECTLY = Difference(
     "counting_hooks cell of the contract clause ckpt.saved_tensor_hooks, whose oracle counts what the outer hook "
     "packs, before 2.12",
     since="2.12")
+TRACED_DETACH_AS_ALIAS = Difference(
+    "traced_detach_as_alias",
+    "make_fx tracing a checkpointed program (the non_strict and nested_compile cases) records the detaches that "
+    "checkpoint and autograd insert (the saved and the recomputed activations) as aten.alias.default from torch 2.14.0 "
+    "(nodes alias, alias_1, ...); 2.11.0 to 2.13.0 record aten.detach.default (detach, detach_1, ...), the rest of the "
+    "graph being the same (the compat run's traced graphs of 2.13.0 against 2.14.0 and 2.14.1). The cases' expected node "
+    "names and targets follow the release through traced_detach()",
+    since="2.14")
 RELEASE_DIFFERENCES = (REMAT_FINDS_BACKWARD_REGION, REMAT_SEVERAL_BACKWARD_REGIONS, SAC_POLICY_OP_OUTPUT,
-                       SAC_POLICY_FORWARD_ONLY, COMPILED_AC_THROUGH_CHECKPOINT, CHECKPOINT_SAVES_INPUTS_DIRECTLY)
+                       SAC_POLICY_FORWARD_ONLY, COMPILED_AC_THROUGH_CHECKPOINT, CHECKPOINT_SAVES_INPUTS_DIRECTLY,
+                       TRACED_DETACH_AS_ALIAS)
 
 CONFIG_MODULES = {"dynamo": "torch._dynamo.config", "functorch": "torch._functorch.config",
                   "inductor": "torch._inductor.config"}
@@ -208,6 +217,16 @@ def unmet_config(config) -> str | None:
 def has_release(since: str) -> bool:
     """Whether the installed torch is ``since`` ("2.13") or later."""
     return release() >= tuple(int(p) for p in since.split("."))
+
+
+def traced_detach(name: str) -> tuple:
+    """(node name, target) that the traced detach ``name`` ("detach", "detach_1", ...) has on the installed torch
+    (TRACED_DETACH_AS_ALIAS)."""
+    import torch
+
+    if has_release(TRACED_DETACH_AS_ALIAS.since):
+        return name.replace("detach", "alias", 1), torch.ops.aten.alias.default
+    return name, torch.ops.aten.detach.default
 
 
 def unmet_release(d: Difference) -> str | None:

@@ -20,6 +20,7 @@ from torch.fx.traceback import preserve_node_meta
 from harness.case import AxesSpec, Backend, BuildContext, Case, Expect, Partitioner, Requires
 from harness.checks import expect_equal
 from harness.pipeline import CustomRun
+from harness.torch_compat import traced_detach
 
 aten = torch.ops.aten
 
@@ -78,14 +79,16 @@ def _nested_call_inlined_in_forward_and_recompute(run) -> None:
     gm: fx.GraphModule = run.graphs["traced"][0]
     nodes = {n.name: n for n in gm.graph.nodes}
     order = [n.name for n in gm.graph.nodes]
+    d = {n: traced_detach(n) for n in ("detach", "detach_1", "detach_2", "detach_3", "detach_4")}  # name, target
     expected = {
         "sin": (aten.sin.default, ["x_1"]), "cos": (aten.cos.default, ["sin"]), "sum_1": (aten.sum.default, ["cos"]),
         "ones_like": (aten.ones_like.default, ["sum_1"]), "expand": (aten.expand.default, ["ones_like", [8]]),
-        "detach": (aten.detach.default, ["x_1"]),
-        "sin_1": (aten.sin.default, ["x_1"]), "detach_1": (aten.detach.default, None),
-        "detach_2": (aten.detach.default, None), "sin_2": (aten.sin.default, None), "neg": (aten.neg.default, ["sin_2"]),
-        "mul": (aten.mul.Tensor, None), "detach_3": (aten.detach.default, ["detach"]), "cos_1": (aten.cos.default, ["detach_3"]),
-        "mul_1": (aten.mul.Tensor, None), "detach_4": (aten.detach.default, ["sum_1"]),
+        d["detach"][0]: (d["detach"][1], ["x_1"]),
+        "sin_1": (aten.sin.default, ["x_1"]), d["detach_1"][0]: (d["detach_1"][1], None),
+        d["detach_2"][0]: (d["detach_2"][1], None), "sin_2": (aten.sin.default, None), "neg": (aten.neg.default, ["sin_2"]),
+        "mul": (aten.mul.Tensor, None), d["detach_3"][0]: (d["detach_3"][1], [d["detach"][0]]),
+        "cos_1": (aten.cos.default, [d["detach_3"][0]]),
+        "mul_1": (aten.mul.Tensor, None), d["detach_4"][0]: (d["detach_4"][1], ["sum_1"]),
     }
     missing = [name for name in expected if name not in nodes]
     expect_equal(f"{run.cell.id}: nodes of the traced graph missing (expected the nested sin/cos inlined in the forward "
@@ -101,7 +104,7 @@ def _nested_call_inlined_in_forward_and_recompute(run) -> None:
     expect_equal(f"{run.cell.id}: call_function nodes that are not aten ops (the nested compiled call must be inlined)",
                  leftovers, [])
     out = [n for n in gm.graph.nodes if n.op == "output"][0]
-    expect_equal(f"{run.cell.id}: values returned by the traced graph", [a.name for a in out.args[0]], ["detach_4", "mul_1"])
+    expect_equal(f"{run.cell.id}: values returned by the traced graph", [a.name for a in out.args[0]], [d["detach_4"][0], "mul_1"])
 
 
 CASES = [

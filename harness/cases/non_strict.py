@@ -20,7 +20,11 @@ from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint
 from harness.case import AxesSpec, Backend, BuildContext, Case, Checkpoint, Expect, Partitioner, Program, Requires
 from harness.checks import count_of, expect_equal, first_missing_in_order
 from harness.pipeline import BUILD_SEED, CustomRun, flat_tensors
-from harness.torch_compat import NON_STRICT_PATCH_APIS
+from harness.torch_compat import NON_STRICT_PATCH_APIS, traced_detach
+
+
+def _d(name: str) -> str:
+    return traced_detach(name)[0]
 
 aten = torch.ops.aten
 NEG = "aten.neg.default"
@@ -185,7 +189,7 @@ def seq_nr_shared_by_forward_and_backward(backward_flag):
 def _everything_recomputed(run) -> None:
     expect_sequence(run, [("mm", aten.mm.default), ("sin", aten.sin.default), ("sum_1", aten.sum.default),
                           ("ones_like", aten.ones_like.default), ("expand", aten.expand.default),
-                          ("mm_1", aten.mm.default), ("detach", aten.detach.default), ("detach_1", aten.detach.default),
+                          ("mm_1", aten.mm.default), traced_detach("detach"), traced_detach("detach_1"),
                           ("cos", aten.cos.default), ("mul", aten.mul.Tensor), ("t", aten.t.default),
                           ("mm_2", aten.mm.default)])
     expect_equal(f"{run.cell.id}: arguments of mm (x @ W)", args_of(run, "mm"), ["arg1_1", "arg0_1"])
@@ -197,15 +201,15 @@ def _everything_recomputed(run) -> None:
 
 
 def _sin_saved_mm_recomputed(run) -> None:
-    expect_sequence(run, [("mm", aten.mm.default), ("sin", aten.sin.default), ("detach", aten.detach.default),
-                          ("sum_1", aten.sum.default), ("mm_1", aten.mm.default), ("detach_1", aten.detach.default),
-                          ("detach_2", aten.detach.default), ("cos", aten.cos.default), ("mul", aten.mul.Tensor),
+    expect_sequence(run, [("mm", aten.mm.default), ("sin", aten.sin.default), traced_detach("detach"),
+                          ("sum_1", aten.sum.default), ("mm_1", aten.mm.default), traced_detach("detach_1"),
+                          traced_detach("detach_2"), ("cos", aten.cos.default), ("mul", aten.mul.Tensor),
                           ("t", aten.t.default), ("mm_2", aten.mm.default)])
     nodes = _nodes(run)
     sin = node(run, "sin")
     expect_equal(f"{run.cell.id}: the node right after sin (the MUST_SAVE save of sin)",
-                 (nodes[nodes.index(sin) + 1].name, args_of(run, "detach")), ("detach", ["sin"]))
-    expect_equal(f"{run.cell.id}: users of the saved detach(sin) (its result is discarded)", len(node(run, "detach").users), 0)
+                 (nodes[nodes.index(sin) + 1].name, args_of(run, _d("detach"))), (_d("detach"), ["sin"]))
+    expect_equal(f"{run.cell.id}: users of the saved detach(sin) (its result is discarded)", len(node(run, _d("detach")).users), 0)
     expect_equal(f"{run.cell.id}: count of aten.sin.default (sin is saved, not recomputed)",
                  count_of(run, "traced", "aten.sin.default"), 1)
     expect_returns(run, ["mm_2"])
@@ -227,8 +231,8 @@ def _two_independent_dropout_masks(run) -> None:
     expect_equal(f"{run.cell.id}: arguments of mul_1 (the gradient through the recomputed mask)",
                  args_of(run, "mul_1")[1], "div__1")
     expect_equal(f"{run.cell.id}: the chain from the recomputed mm to the cos of mul_2",
-                 [args_of(run, n) for n in ("mul_2", "cos", "detach_1", "detach")],
-                 [["mul_1", "cos"], ["detach_1"], ["detach"], ["mm_1"]])
+                 [args_of(run, n) for n in ("mul_2", "cos", _d("detach_1"), _d("detach"))],
+                 [["mul_1", "cos"], [_d("detach_1")], [_d("detach")], ["mm_1"]])
     expect_equal(f"{run.cell.id}: arguments of mm_2 (x^T @ grad)", args_of(run, "mm_2"), ["t", "mul_2"])
     expect_returns(run, ["mm_2"])
 
