@@ -73,7 +73,8 @@ class Log:
 
 
 def _nightly(release: str, py: Path, out: Path, workers: int, pytest_args: list[str], log: Log, st: dict):
-    """One nightly run of ``release`` into out/runs: (exit code, run directory or None, wall seconds)."""
+    """One nightly run of ``release`` into out/runs: (exit code, run directory or None, wall seconds, whether it
+    finished: its run.json written and a verdict exit code)."""
     cmd = [sys.executable, "-m", "harness.nightly", "run", "--python", str(py), "--workers", str(workers),
            "--runs-dir", str(out / "runs"), "--no-history", "--quiet", "--", *pytest_args]
     t1 = time.monotonic()
@@ -92,7 +93,8 @@ def _nightly(release: str, py: Path, out: Path, workers: int, pytest_args: list[
             last = time.monotonic()
             print(f"[compat] torch {release}: " + line[line.index("[nightly]") + 10:].strip(), flush=True)
     rc = proc.wait()
-    return rc, run_dir, round(time.monotonic() - t1, 1)
+    finished = bool(run_dir and (run_dir / "run.json").exists() and rc in (0, 1, 2))
+    return rc, run_dir, round(time.monotonic() - t1, 1), finished
 
 
 def _rel(run_dir: Path | None, out: Path) -> str | None:
@@ -117,9 +119,9 @@ def run_release(release: str, st: dict, out: Path, workers: int, pytest_args: li
     st["env_bytes"] = envs.disk_bytes(envs.env_dir(spec))
     log(f"torch {release}: environment {envs.human(st['env_bytes'])}; running the suite ({workers} worker)")
     st["status"] = "running"
-    rc, run_dir, wall = _nightly(release, py, out, workers, pytest_args, log, st)
+    rc, run_dir, wall, finished = _nightly(release, py, out, workers, pytest_args, log, st)
     st.update(wall_seconds=wall, nightly_exit=rc, run_dir=_rel(run_dir, out))
-    st["status"] = "done" if run_dir and (run_dir / "run.json").exists() and rc in (0, 1, 2) else "failed"
+    st["status"] = "done" if finished else "failed"
     log(f"torch {release}: {st['status']} in {st['wall_seconds']} s (nightly exit {rc}), {st.get('run_dir')}")
 
 
@@ -128,8 +130,7 @@ def run_patch(release: str, st: dict, out: Path, workers: int, pytest_args: list
     them: their records replace the full run's in the report (``patches`` in the state, newest last)."""
     py = envs.ensure_env(spec_of(release), pip_args=PIP_ARGS)
     log(f"torch {release}: patch run of the selected cells ({workers} worker)")
-    rc, run_dir, wall = _nightly(release, py, out, workers, pytest_args, log, st)
-    ok = bool(run_dir and (run_dir / "run.json").exists() and rc in (0, 1, 2))
+    rc, run_dir, wall, ok = _nightly(release, py, out, workers, pytest_args, log, st)
     if ok:
         st.setdefault("patches", []).append({"run_dir": _rel(run_dir, out), "wall_seconds": wall,
                                              "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
