@@ -97,6 +97,11 @@ def pytest_configure(config):
                                 "run `make test` for the CPU suite (`--collect-only` lists the CUDA cells without one)")
     from harness import golden, known_failures
 
+    if not _updating(config):
+        # syrupy's unused-snapshot accounting matters only to an update (it deletes the stale graph kinds of a cell
+        # that ran); a plain run has its own stale-kind check (Goldens.assert_match) and syrupy never flags an
+        # orphan golden there anyway.  It cost ~1.3 s at the end of every run, serial in the xdist controller.
+        config.option.disable_unused_snapshots = True
     config._ac_known = known_failures.load(Path(config.getoption("--known-failures")))
     config._ac_golden_before = golden.tree_digest() if _worker() == "main" else None
     config._ac_golden_texts = ({p: (golden.GOLDEN_DIR / p).read_text() for p in config._ac_golden_before}
@@ -253,15 +258,39 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         if config.option.update_snapshots and not config.option.keyword:
             review.remove_orphans()  # goldens of cells that no longer exist (syrupy keeps them while the module exists)
         review.report_golden_changes(terminalreporter, before, config._ac_golden_texts)
-        if config.option.update_snapshots or getattr(config.option, "update_new_snapshots_only", False):
+        if _updating(config):
             review.report_refused(terminalreporter)
 
 
-def _report_unmatched_known_failures(terminalreporter, config) -> None:
-    """An entry whose selector matches no cell of the database (on any device) has rotted: say so."""
+def _updating(config) -> bool:
+    """The run writes goldens (``--snapshot-update`` or ``--snapshot-update-new-only``)."""
+    return bool(config.option.update_snapshots or getattr(config.option, "update_new_snapshots_only", False))
+
+
+def _unmatched_known_failures(config) -> list[str]:
+    """The ids of entries whose selector matches no cell of the database (on any device): they have rotted."""
     from harness import known_failures
     from harness.collect import all_cells
 
-    for e in known_failures.unmatched(config._ac_known, all_cells()):
-        terminalreporter.write_line(f"WARNING {Path(config.getoption('--known-failures')).name}: entry '{e.id}' "
+    return [e.id for e in known_failures.unmatched(config._ac_known, all_cells())]
+
+
+def pytest_sessionfinish(session):
+    # An xdist worker has the case database imported already; the controller has not (importing it there cost ~1 s,
+    # serial, at the end of every run), so the worker computes the unmatched entries and the controller prints them.
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["ac_unmatched_known_failures"] = _unmatched_known_failures(session.config)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    ids = getattr(node, "workeroutput", {}).get("ac_unmatched_known_failures")
+    if ids is not None:
+        node.config._ac_unmatched_known_failures = ids
+
+
+def _report_unmatched_known_failures(terminalreporter, config) -> None:
+    ids = getattr(config, "_ac_unmatched_known_failures", None)  # a worker's answer, or computed here (no xdist)
+    for entry_id in _unmatched_known_failures(config) if ids is None else ids:
+        terminalreporter.write_line(f"WARNING {Path(config.getoption('--known-failures')).name}: entry '{entry_id}' "
                                     f"matches no cell of the case database")

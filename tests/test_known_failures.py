@@ -186,3 +186,18 @@ def test_a_parametrized_node_id_matches_literally():
                                                             "suites/t.py::test_policyl", "suites/t.py::test_glob_a[x]")}
     assert seen == {"suites/t.py::test_policy[llama-full]": True, "suites/t.py::test_policyl": False,
                     "suites/t.py::test_glob_a[x]": True}, f"expected the literal id and the glob to match; saw {seen}"
+
+
+@pytest.mark.parametrize("xdist", [(), ("-n", "2")], ids=["serial", "xdist"])
+def test_an_entry_matching_no_cell_is_reported(pytester, xdist):
+    """The rotted-entry warning: computed where the case database is imported (an xdist worker hands it to the
+    controller, which prints it), so it must show the same with and without xdist."""
+    pytester.makepyfile(test_plain="def test_ok():\n    pass\n")
+    toml = pytester.path / "known.toml"
+    toml.write_text('[[failure]]\nid = "rotted"\nreason = "r"\nupstream = "none: test"\nstage = "run"\nmessage = "."\n'
+                    'torch = ">=2"\nselect = { cases = ["no_such_case"] }\n')
+    result = pytester.runpytest_subprocess("-p", "harness.plugin", "-p", "no:cacheprovider", "--known-failures",
+                                           str(toml), *xdist, timeout=300)
+    out = result.stdout.str()
+    assert "entry 'rotted' matches no cell of the case database" in out, (
+        f"expected the warning for the entry selecting no cell ({' '.join(xdist) or 'serial'}); saw:\n{out[-3000:]}")
