@@ -131,11 +131,20 @@ def _run_program(prog: Program, fn, label: str) -> dict:
     return {"outputs": [o.detach() for o in outputs], "grads": [a.grad for a in inputs], "label": label}
 
 
-def _exported_and_compiled(case: Case, axes, ctx: BuildContext, ac: bool):
+@functools.lru_cache(maxsize=64)
+def _exported(case: Case, device: str, dtype, ac: bool) -> tuple[Program, torch.fx.GraphModule]:
+    """The case's program and its torch-IR export, once per case: the export comes before any partitioner, so the
+    cells of a case (one per partitioner) share it and compile it each with their own (``--dist loadgroup`` keeps a
+    case's cells on one worker).  The program's inputs are cloned for every run, never consumed."""
     torch.manual_seed(BUILD_SEED)
-    prog = case.build(BuildContext(ctx.device, ctx.dtype, ac=ac))
+    prog = case.build(BuildContext(device, dtype, ac=ac))
     fresh_state()
-    gm = export_to_torch_ir(prog.fn, prog.inputs)
+    return prog, export_to_torch_ir(prog.fn, prog.inputs)
+
+
+def _exported_and_compiled(case: Case, axes, ctx: BuildContext, ac: bool):
+    prog, gm = _exported(case, ctx.device, ctx.dtype, ac)
+    fresh_state()
     recorder = Recorder(case.compile, axes)  # inductor decompositions + the cell's partitioner, graphs recorded
     compiled = torch.compile(gm, backend=recorder, fullgraph=False)
     label = "export+compile " + ("with AC" if ac else "without AC")
