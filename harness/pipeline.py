@@ -107,8 +107,12 @@ def fresh_state() -> None:
 class Recorder:
     """A Dynamo backend that records every graph on its way through AOTAutograd and the partitioner."""
 
-    def __init__(self, spec: CompileSpec, axes: Axes):
+    def __init__(self, spec: CompileSpec, axes: Axes, codegen: bool = True):
         self.spec, self.axes = spec, axes
+        # codegen=False (inductor): record the graphs inductor's partitioner produced, then run them eagerly instead
+        # of generating and compiling kernels -- for a baseline, whose figures are read off those graphs and whose
+        # numerics nobody checks.  The recorded graphs are the same either way: they are taken before inner compile.
+        self.codegen = codegen
         self.graphs: dict[str, list[fx.GraphModule]] = defaultdict(list)
         self.joint_texts: list[str] = []
         self.compile_ids: list[tuple[int, int]] = []  # (frame_id, frame_compile_id) per Dynamo graph
@@ -183,6 +187,8 @@ class Recorder:
             kind = "bw" if kwargs.get("is_backward") else "fw"
             with self._timed():
                 self.graphs[kind].append(copy.deepcopy(g))
+            if not self.codegen:
+                return _eager_output_code(g)
             return cfx.compile_fx_inner(g, ex, *args, **kwargs)
 
         # Inductor calls the min-cut partitioner by its module-level name: wrap it to see the joint graph.
@@ -221,6 +227,29 @@ class Recorder:
             elif self.graphs.get(kind):
                 out[kind] = graphs_text(self.graphs[kind], annotate=kind != "dynamo")
         return out
+
+
+def _eager_output_code(gm: fx.GraphModule):
+    """What inductor's inner compile returns (an ``OutputCode``, called boxed), running ``gm`` eagerly."""
+    from torch._inductor.output_code import OutputCode
+
+    class EagerOutputCode(OutputCode):
+        def __init__(self):
+            self._boxed_call = True  # an instance attribute: wrappers copy __dict__ (functools.wraps), not the class
+
+        def __call__(self, inputs):
+            return gm(*inputs)
+
+        def post_compile(self, *args, **kwargs) -> None:
+            pass
+
+        def prepare_for_serialization(self) -> None:
+            pass
+
+        def set_triton_bundle(self, triton_bundle) -> None:
+            pass
+
+    return EagerOutputCode()
 
 
 def graphs_text_from(texts: list[str]) -> str:
@@ -324,12 +353,12 @@ def run_cell(cell: Cell) -> Run:
     return compile_and_record(case, axes, ac=True, run=run)
 
 
-def compile_and_record(case: Case, axes: Axes, *, ac: bool, run: Run | None = None) -> Run:
+def compile_and_record(case: Case, axes: Axes, *, ac: bool, run: Run | None = None, codegen: bool = True) -> Run:
     """Compile the case's program (with or without AC) through the recording backend, run it forward and backward,
     and return the run with its graphs, texts, counters and timings.  Every compile of a case goes through here:
-    the cell's own and the baselines its invariants compare with (:func:`baseline`)."""
+    the cell's own and the baselines its invariants compare with (:func:`baseline`; ``codegen``: see Recorder)."""
     run = run if run is not None else Run(Cell(case, axes))
-    recorder = Recorder(case.compile, axes)
+    recorder = Recorder(case.compile, axes, codegen=codegen)
     fresh_state()
     with config_patches(case, axes), knapsack_spy() as instances:
         start = time.perf_counter()
@@ -385,8 +414,10 @@ def knapsack_spy():
 @functools.lru_cache(maxsize=256)
 def baseline(case: Case, axes: Axes, ac: bool) -> Run:
     """``case`` compiled under ``axes`` with or without AC, once per process: what the invariants compare a cell with
-    (the same program without AC; the other budgets of a sweep) and what the memory report tabulates."""
-    return compile_and_record(case, axes, ac=ac)
+    (the same program without AC; the other budgets of a sweep) and what the memory report tabulates.  Only its
+    graphs are read, so inductor generates no kernels for it (``codegen=False``; tests/test_baselines.py shows the
+    figures equal those of a full compile)."""
+    return compile_and_record(case, axes, ac=ac, codegen=False)
 
 
 def _split_compile(total: float, recording: float) -> dict[str, float]:

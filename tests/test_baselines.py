@@ -92,3 +92,17 @@ def test_a_faulty_cell_still_fails_on_a_warm_cache(cache, monkeypatch):
         suite.check_cell(cell, Goldens(), record)
     assert len(compiles) == n, f"expected every baseline from the warm cache; saw {len(compiles) - n} more compiles"
     assert "invariant:recompute_tagged_not_saved" in [s for s, _ in info.value.failures], info.value.failures
+
+
+@pytest.mark.parametrize("name", ["rng_recomputed_rand", "sac_no_recompute_mm"])
+@pytest.mark.parametrize("ac", [False, True], ids=["no_ac", "ac"])
+def test_an_inductor_baseline_without_kernels_has_the_figures_of_a_full_compile(name, ac):
+    """pipeline.baseline records inductor's graphs and runs them eagerly (codegen=False): the figures must be those
+    of the full compile, which generates and runs kernels (an RNG case: the partitioner functionalizes its dropout)."""
+    case, axes = find_case(name), Axes("min_cut", "inductor", "cpu", "float32")
+    full = pipeline.compile_and_record(case, axes, ac=ac)
+    graphs_only = pipeline.compile_and_record(case, axes, ac=ac, codegen=False)
+    assert full.cache, f"expected the full compile to go through inductor's FX graph cache; saw counters {full.cache}"
+    assert graphs_only.cache == {}, f"expected no inductor code generated without codegen; saw {graphs_only.cache}"
+    seen = [baselines.Figures.of(analysis.of(r)) for r in (full, graphs_only)]
+    assert seen[0] == seen[1], f"expected equal figures with and without kernels; saw {seen[0]} vs {seen[1]}"
