@@ -18,6 +18,7 @@ export PYTHONDONTWRITEBYTECODE =
 
 FUZZ_SECONDS ?= 180
 FUZZ_SEED    ?= 0
+FUZZ_WORKERS ?=
 
 .PHONY: fuzz install gpu-check-dry-run test test-cuda snapshot-update-cuda snapshot-update snapshot-new check meta coverage clean nightly
 
@@ -105,5 +106,5 @@ durations: install  ## refresh .test_durations (what SHARD balances by); ARGS='-
 clean:
 	rm -rf .cache reports .pytest_cache
 
-fuzz: install  ## property-based differential fuzzing (harness/fuzz) for FUZZ_SECONDS; findings land in findings/fuzz/
-	$(PY) -m harness.fuzz run --seconds $(FUZZ_SECONDS) --seed $(FUZZ_SEED)
+fuzz: install  ## property-based differential fuzzing (harness/fuzz) for FUZZ_SECONDS in FUZZ_WORKERS processes (default: one per CPU); findings land in findings/fuzz/
+	$(PY) -m harness.fuzz run --seconds $(FUZZ_SECONDS) --seed $(FUZZ_SEED) $(if $(FUZZ_WORKERS),--workers $(FUZZ_WORKERS))

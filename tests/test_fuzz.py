@@ -68,3 +68,43 @@ def test_every_vocabulary_op_names_a_real_aten_overload():
             if not hasattr(getattr(torch.ops.aten, packet, None) or object(), overload):
                 bad.append(f"{name}: aten.{op}")
     assert bad == [], f"expected every vocabulary op to resolve to an aten overload, saw unresolved: {bad}"
+
+
+def test_worker_processes_split_the_chunks_and_their_statistics_merge(monkeypatch):
+    """``campaign(workers=2)``: each spawned worker runs its own chunks (chunk k seeded by (seed, k), worker i takes
+    k = i, i + 2, ...), and the merged statistics count every program either worker tried."""
+    seeds = []
+    real_given = runner.given
+
+    def recording_given(strategy):
+        wrap = real_given(strategy)
+
+        def inner(body):
+            test = wrap(body)
+            seeds.append(test)
+            return test
+        return inner
+
+    monkeypatch.setattr(runner, "given", recording_given)
+    runner.fuzz(seconds=0.01, seed=3, worker=1, workers=2, known={}, write=False, database=False, verbose=False,
+                cheap=True, chunk=1, strategy=programs(inductor_one_in=0, autocast_one_in=0))
+    assert [t._hypothesis_internal_use_seed for t in seeds[:1]] == [3 * 100_003 + 1], (
+        f"expected worker 1 of 2 to start at chunk 1; saw seeds {[t._hypothesis_internal_use_seed for t in seeds]}")
+
+    stats, findings = runner.campaign(seconds=1, seed=3, workers=2, strategy_kwargs={"inductor_one_in": 0},
+                                      known=None, write=False, database=False, verbose=False, cheap=True, chunk=2)
+    assert stats.tried >= 4 and sum(stats.judged.values()) >= 4, (
+        f"expected both workers' programs counted (each runs at least one chunk of 2); saw {stats.tried} tried, "
+        f"judged {dict(stats.judged)}")
+    assert findings == {}, f"expected no new findings (known ones are on file) in two small chunks; saw {sorted(findings)}"
+
+
+def test_stats_merge_adds_every_field():
+    a, b = runner.Stats(tried=2, passed=1), runner.Stats(tried=3, invalid=1)
+    a.op_mixes.add(("sin",))
+    b.op_mixes.add(("mm",))
+    a.judged["aot_eager"] += 2
+    b.judged["aot_eager"] += 3
+    a.merge(b)
+    seen = (a.tried, a.passed, a.invalid, a.op_mixes, a.judged["aot_eager"])
+    assert seen == (5, 1, 1, {("sin",), ("mm",)}, 5), f"expected sums, a union and added counters; saw {seen}"

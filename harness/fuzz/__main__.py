@@ -1,6 +1,7 @@
-"""python -m harness.fuzz run [--seconds S] [--seed N] | promote findings/fuzz/<hash>.py [--reason TEXT]"""
+"""python -m harness.fuzz run [--seconds S] [--seed N] [--workers W] | promote findings/fuzz/<hash>.py [--reason TEXT]"""
 
 import argparse
+import os
 import sys
 import time
 
@@ -14,6 +15,8 @@ def main(argv=None) -> int:
     run.add_argument("--seconds", type=float, default=180)
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--inductor-one-in", type=int, default=30, help="one program in N uses inductor (0: never)")
+    run.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                     help="worker processes (default: one per CPU); they split the seed's chunks of programs")
     pro = sub.add_parser("promote", help="turn a finding script into a case + known-failure entry")
     pro.add_argument("path")
     pro.add_argument("--reason", default=None)
@@ -21,12 +24,10 @@ def main(argv=None) -> int:
     if args.cmd == "promote":
         print(runner.promote(args.path, args.reason))
         return 0
-    from harness.fuzz.strategies import programs
-
     start = time.monotonic()
-    stats, findings = runner.fuzz(seconds=args.seconds, seed=args.seed,
-                                  strategy=programs(inductor_one_in=args.inductor_one_in))
-    print(stats.report(findings, time.monotonic() - start))
+    stats, findings = runner.campaign(seconds=args.seconds, seed=args.seed, workers=args.workers,
+                                      strategy_kwargs={"inductor_one_in": args.inductor_one_in})
+    print(stats.report(findings, time.monotonic() - start, args.workers))
     return 1 if findings else 0
 
 

@@ -41,9 +41,20 @@ class Stats:
     judged: Counter = dataclasses.field(default_factory=Counter)
     judge_seconds: Counter = dataclasses.field(default_factory=Counter)
 
-    def report(self, findings: dict, seconds: float) -> str:
+    def merge(self, other: Stats) -> None:
+        """Add another worker's statistics to these."""
+        for f in dataclasses.fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(mine, set):
+                mine |= theirs
+            elif isinstance(mine, Counter):
+                mine.update(theirs)
+            else:
+                setattr(self, f.name, mine + theirs)
+
+    def report(self, findings: dict, seconds: float, workers: int = 1) -> str:
         lines = [
-            f"fuzz: {self.tried} programs tried in {seconds:.0f}s ({self.passed} passed every oracle, {self.invalid} invalid/"
+            f"fuzz: {self.tried} programs tried in {seconds:.0f}s{f' by {workers} worker processes' if workers > 1 else ''} ({self.passed} passed every oracle, {self.invalid} invalid/"
             f"documented errors, {self.failing_calls} failing calls incl. shrinking)",
             f"  distinct op mixes: {len(self.op_mixes)}; ops covered: {len(self.ops)}/{len(VOCAB)}"
             + (f" (never drawn: {', '.join(sorted(set(VOCAB) - set(self.ops)))})" if set(VOCAB) - set(self.ops) else ""),
@@ -51,7 +62,7 @@ class Stats:
             + ", ".join(f"{k}={v}" for k, v in sorted(self.policies.items()) if ":" not in k),
             "  axes: " + ", ".join(f"{k}={v}" for k, v in sorted(self.axes.items())),
             f"  throughput: {self.tried / seconds if seconds else 0:.2f} programs/s overall (shrinking included); "
-            "judging per backend: " + ", ".join(f"{b} {self.judged[b]} in {self.judge_seconds[b]:.0f}s = "
+            f"judging per backend{' (per worker process)' if workers > 1 else ''}: " + ", ".join(f"{b} {self.judged[b]} in {self.judge_seconds[b]:.0f}s = "
                                                 f"{self.judged[b] / self.judge_seconds[b]:.2f}/s"
                                                 for b in sorted(self.judged) if self.judge_seconds[b]),
         ]
@@ -117,12 +128,15 @@ class _FailureTypes:
 
 def fuzz(*, seconds: float | None = None, max_examples: int = 20, seed: int = 0, derandomize: bool = False,
          known: dict[str, Path] | None = None, write: bool = True, chunk: int = 20, database: bool = True,
-         strategy=None, verbose: bool = True, cheap: bool = False) -> tuple[Stats, dict[str, tuple[Prog, Path | None]]]:
+         strategy=None, verbose: bool = True, cheap: bool = False, worker: int = 0,
+         workers: int = 1) -> tuple[Stats, dict[str, tuple[Prog, Path | None]]]:
     """Run the campaign for ``seconds`` (or ``max_examples`` programs when seconds is None).
 
     Returns the statistics and the findings {signature: (minimal program, repro path)}.  Signatures in ``known`` are
     not failures (they are findings already on file).  ``cheap`` leaves out the invariants that recompile each program
-    (harness.invariants.RECOMPILING): the smoke run and the meta tests use it."""
+    (harness.invariants.RECOMPILING): the smoke run and the meta tests use it.  The campaign runs in chunks of
+    ``chunk`` programs, chunk k seeded by (``seed``, k); ``worker`` of ``workers`` runs chunks worker, worker +
+    workers, ...: the workers of :func:`campaign` together draw the chunks one process would."""
     stats, found_now, findings = Stats(), {}, {}
     known = dict(known_signatures() if known is None else known)
     failure_type = _FailureTypes()
@@ -174,7 +188,7 @@ def fuzz(*, seconds: float | None = None, max_examples: int = 20, seed: int = 0,
                         suppress_health_check=list(HealthCheck), verbosity=Verbosity.quiet, print_blob=False,
                         database=DirectoryBasedExampleDatabase(str(DATABASE)) if database else None)(test)
         if not derandomize:
-            test._hypothesis_internal_use_seed = seed * 100_003 + n_chunk
+            test._hypothesis_internal_use_seed = seed * 100_003 + worker + n_chunk * workers
         found_now.clear()
         try:
             test()
@@ -190,6 +204,36 @@ def fuzz(*, seconds: float | None = None, max_examples: int = 20, seed: int = 0,
             if verbose:
                 print(f"fuzz: finding {sig}\n  {prog.describe()}\n  -> {path}", flush=True)
         n_chunk += 1
+    return stats, findings
+
+
+def _worker_fuzz(kwargs: dict) -> tuple[Stats, dict]:
+    from harness.fuzz.strategies import programs
+
+    return fuzz(strategy=programs(**kwargs.pop("strategy_kwargs")), **kwargs)
+
+
+def campaign(*, seconds: float, seed: int = 0, workers: int = 1, strategy_kwargs: dict | None = None,
+             **kwargs) -> tuple[Stats, dict[str, tuple[Prog, Path | None]]]:
+    """:func:`fuzz` for ``seconds`` in ``workers`` processes (spawned: each has its own torch and compile caches),
+    statistics and findings merged.  The workers split the chunk seeds of one process (see :func:`fuzz`), so the
+    same seed draws the same programs whatever the number of workers, as far as the time allows."""
+    strategy_kwargs = dict(strategy_kwargs or {})
+    if workers <= 1:
+        from harness.fuzz.strategies import programs
+
+        return fuzz(seconds=seconds, seed=seed, strategy=programs(**strategy_kwargs), **kwargs)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    jobs = [dict(kwargs, seconds=seconds, seed=seed, worker=i, workers=workers, strategy_kwargs=strategy_kwargs)
+            for i in range(workers)]
+    stats, findings = Stats(), {}
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for part_stats, part_findings in pool.map(_worker_fuzz, jobs):
+            stats.merge(part_stats)
+            for sig, found in part_findings.items():
+                findings.setdefault(sig, found)  # two workers shrinking the same failure: the first one's program
     return stats, findings
 
 
