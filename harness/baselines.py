@@ -114,17 +114,24 @@ def _store(path: Path, fig: Figures) -> None:
     os.replace(tmp, path)  # atomic: xdist workers may write the same key
 
 
+_SHARED_NO_AC: dict[tuple[str, Axes], Figures | None] = {}  # (Case.no_ac_key, axes) -> figures, this process
+
+
 def figures(case: Case, axes: Axes, ac: bool) -> Figures | None:
     """The baseline's figures: from the cache when this torch and harness computed them before, else compiled
-    (``pipeline.baseline``) and stored.  None when the baseline recorded nothing analysable."""
+    (``pipeline.baseline``) and stored.  None when the baseline recorded nothing analysable.  Cases that declare the
+    same program without AC (``Case.no_ac_key``: the fuzzer's) share one no-AC compile in a process."""
+    shared = (case.no_ac_key, axes) if case.no_ac_key and not ac else None
+    if shared in _SHARED_NO_AC:
+        return _SHARED_NO_AC[shared]
     where = cache_dir()
     path = where / f"{key(case, axes, ac)}.json" if where is not None and _cacheable(case) else None
     if path is not None and (hit := _load(path)) is not None:
         return hit
     a = analysis.of(baseline(case, axes, ac))
-    if a is None:
-        return None
-    fig = Figures.of(a)
-    if path is not None:
+    fig = Figures.of(a) if a is not None else None
+    if path is not None and fig is not None:
         _store(path, fig)
+    if shared is not None:
+        _SHARED_NO_AC[shared] = fig
     return fig

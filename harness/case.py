@@ -330,6 +330,10 @@ class Case:
     selection: Selection = Selection()
     # The module's name under harness/cases/, stamped by all_cases(); rows outside it (the fuzzer's) pass their own.
     area: str = ""
+    # The identity of the program without AC, where several cases share one: fuzz programs that differ only in their
+    # regions and policies are the same program once ``ctx.checkpoint`` passes through.  harness/baselines.py compiles
+    # the no-AC baseline once per process for each key ("": every case its own).
+    no_ac_key: str = ""
 
     def __post_init__(self):
         object.__setattr__(self, "checkpoint", Checkpoint(self.checkpoint))

@@ -108,3 +108,37 @@ def test_stats_merge_adds_every_field():
     a.merge(b)
     seen = (a.tried, a.passed, a.invalid, a.op_mixes, a.judged["aot_eager"])
     assert seen == (5, 1, 1, {("sin",), ("mm",)}, 5), f"expected sums, a union and added counters; saw {seen}"
+
+
+def test_programs_differing_only_in_regions_share_one_no_ac_baseline(monkeypatch):
+    """Case.no_ac_key: without AC the regions pass through, so two programs with the same steps are one program; the
+    fuzzer compiles its no-AC baseline once, and the figures the invariants read -- backward FLOPs, activation bytes,
+    the saved activations by name -- equal those of a compile of each.  (Graph inputs may be numbered in another
+    order: Dynamo numbers them as the source first touches them, and the regions move that.)"""
+    import dataclasses
+
+    from harness import analysis, baselines
+    from harness.case import Axes
+    from harness.fuzz import oracles
+
+    a = Prog(n=2, d=4, input_grads=[True], steps=[Step("sin", [0]), Step("mm", [1]), Step("cos", [2])],
+             regions=[Region(0, 2)])
+    b = dataclasses.replace(a, regions=[Region(1, 3, reentrant=True)], policy={"mm.default": "MUST_SAVE"})
+    c = dataclasses.replace(a, steps=[Step("sin", [0]), Step("mm", [1]), Step("sin", [2])])
+    compiles = []
+    real = baselines.baseline
+
+    def counted(case, axes, ac):
+        compiles.append(case.name)
+        return real(case, axes, ac)
+
+    monkeypatch.setattr(baselines, "baseline", counted)
+    monkeypatch.setattr(baselines, "_SHARED_NO_AC", {})
+    axes = Axes("min_cut", "aot_eager", "cpu", "float32")
+    def read(f):
+        return f.bw_flops, f.activation_bytes, sorted((s.name, s.bytes) for s in f.saved if "activation" in s.kind)
+
+    shared = [read(baselines.figures(oracles.case_for(p), axes, False)) for p in (a, b, c)]
+    alone = [read(analysis.of(pipeline.compile_and_record(oracles.case_for(p), axes, ac=False))) for p in (a, b, c)]
+    assert len(compiles) == 2, f"expected one no-AC compile for a and b, one for c (other steps); saw {compiles}"
+    assert shared == alone, f"expected the shared figures to equal each program's own no-AC compile; saw {shared} vs {alone}"

@@ -86,7 +86,7 @@ def case_for(prog: Prog, area: str = "fuzz", name: str | None = None, replay=Non
                 numerics=(Numerics.shape_only("random ops: checked against a replay of the compiled run's draws",
                                               tolerance) if random else Numerics(tolerance=tolerance)),
                 goldens=(), expect=Expect(check=(lambda run: assert_oracles(prog, run)) if area != "fuzz" else None),
-                notes=prog.describe())
+                notes=prog.describe(), no_ac_key=f"fuzz {prog.no_ac_digest()}" if replay is None else "")
 
 
 def cell_for(prog: Prog, **kw) -> Cell:

@@ -181,6 +181,11 @@ class Prog:
     def digest(self) -> str:
         return hashlib.sha1(self.to_json().encode()).hexdigest()[:10]
 
+    def no_ac_digest(self) -> str:
+        """The digest of the program without AC: its regions, policies and budget do not exist once the checkpoint
+        passes through (the regions' bodies run inline, in the same order)."""
+        return dataclasses.replace(self, regions=[], policy={}, default_policy=Prog.default_policy, budget=None).digest()
+
     # ---- rendering ---------------------------------------------------------------------------------------
     def source(self) -> str:
         """``def program(ckpt, R, x0.., w0.., b0..)``: returns (outputs..., draws...); R replays draws when given."""

@@ -52,6 +52,13 @@ class Stats:
             else:
                 setattr(self, f.name, mine + theirs)
 
+    def figures(self, seconds: float, workers: int, findings: dict) -> dict:
+        """The campaign's throughput as numbers (``--stats-json``; make bench reports them)."""
+        return {"seconds": round(seconds, 1), "workers": workers, "tried": self.tried, "passed": self.passed,
+                "invalid": self.invalid, "failing_calls": self.failing_calls, "findings": sorted(findings),
+                "programs_per_second": round(self.tried / seconds, 3) if seconds else None,
+                "judged": dict(self.judged), "judge_seconds": {k: round(v, 1) for k, v in self.judge_seconds.items()}}
+
     def report(self, findings: dict, seconds: float, workers: int = 1) -> str:
         lines = [
             f"fuzz: {self.tried} programs tried in {seconds:.0f}s{f' by {workers} worker processes' if workers > 1 else ''} ({self.passed} passed every oracle, {self.invalid} invalid/"
@@ -208,7 +215,15 @@ def fuzz(*, seconds: float | None = None, max_examples: int = 20, seed: int = 0,
 
 
 def _worker_fuzz(kwargs: dict) -> tuple[Stats, dict]:
+    import os
+
+    import torch
+
     from harness.fuzz.strategies import programs
+
+    # The CPUs shared out: W processes each running OpenMP on every CPU oversubscribe them, and the spinning threads
+    # cost more than the tiny tensors of a fuzz program gain from intra-op parallelism.
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // kwargs["workers"]))
 
     return fuzz(strategy=programs(**kwargs.pop("strategy_kwargs")), **kwargs)
 
