@@ -19,6 +19,7 @@ import torch.nn as nn
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
 from harness.case import BuildContext, Case, Checkpoint, CompileSpec, Decompositions, Expect, Program, find_case
+from harness.cases.sac_policy import counting_bool_policy_context, custom_rule_body
 from harness.checks import count_of, expect_equal
 from harness.pipeline import (BUILD_SEED, RUN_SEED, CustomRun, Recorder, cotangent_loss, flat_tensors,
                               fresh_state)
@@ -62,24 +63,6 @@ def _two_tensor_inputs(ctx: BuildContext):
 
     r = ctx.randn(4, 4)
     return TwoTensor(r, r.clone()), TwoTensor(r.clone(), r.clone())
-
-
-def _custom_rule_context():
-    """Upstream's legacy boolean policy: save every mm except the 2nd one seen by each mode; fresh state per context."""
-    meta: dict[str, int] = {}
-
-    def policy(mode, func, *args, **kwargs):
-        key = f"{mode}_mm_count"
-        meta.setdefault(key, 0)
-        if func == torch.ops.aten.mm.default:
-            meta[key] += 1
-        return func == torch.ops.aten.mm.default and meta[key] != 2
-
-    return create_selective_checkpoint_contexts(policy)
-
-
-def _custom_rule_body(x, y):
-    return torch.sigmoid(torch.sigmoid(torch.matmul(torch.matmul(x, y) * y, y) * y))
 
 
 def _context_from_list(no_recompute_list):
@@ -228,7 +211,7 @@ CASES = [
                 expect=Expect({"fw": {SIGMOID: 1}, "bw": {SIGMOID: 1}})),
     export_case("export_sac_tensor_subclass", sac_program(_gemm, _MM_ONLY, inputs=_two_tensor_inputs), (24,),
                 expect=Expect({"fw": {MM: 4}})),
-    export_case("export_sac_custom_rule", sac_program(_custom_rule_body, _custom_rule_context), (25,),
+    export_case("export_sac_custom_rule", sac_program(custom_rule_body, counting_bool_policy_context), (25,),
                 expect=Expect({"fw": {MM: 2}}, at_least={"bw": {MM: 4}})),
     export_case("export_sac_partial_ctx_fn",
                 sac_program(_gemm, functools.partial(_context_from_list, [torch.ops.aten.mm.default])), (26,),

@@ -82,7 +82,7 @@ class _CallablePolicy:
         return CheckpointPolicy.MUST_SAVE
 
 
-def _counting_bool_policy_context():
+def counting_bool_policy_context():
     """Legacy boolean policy with per-context state: save every mm except the second one of each mode.
 
     Upstream's test keys its counter on ``f"{mode}_mm_count"``, written when ``mode`` was the string "forward" or
@@ -102,7 +102,7 @@ def _counting_bool_policy_context():
     return create_selective_checkpoint_contexts(policy)
 
 
-def _custom_rule_body(x, y):
+def custom_rule_body(x, y):
     return torch.sigmoid(torch.sigmoid(torch.matmul(torch.matmul(x, y) * y, y) * y))
 
 
@@ -227,7 +227,7 @@ CASES = [
          checkpoint=Checkpoint.SAC, compile=CompileSpec(disable_functionalization=True),
          expect=Expect({"fw": {SIGMOID: 1}, "bw": {SIGMOID: 1}}),
          notes="sigmoid is recomputed in bw (beside sigmoid_backward)"),
-    Case("sac_custom_bool_stateful_rule", sac_program(_custom_rule_body, 2, _counting_bool_policy_context),
+    Case("sac_custom_bool_stateful_rule", sac_program(custom_rule_body, 2, counting_bool_policy_context),
          catalogue=(25,), checkpoint=Checkpoint.SAC, expect=Expect({"fw": {MM: 2}}, at_least={"bw": {MM: 4}}),
          notes="whether the 2nd mm is recomputed is up to the partitioner, hence bw mm >= 4"),
     Case("sac_partial_context_fn", sac_program(_gemm_sigmoid, 2, functools.partial(_partial_ctx_fn, [aten.mm.default])),
