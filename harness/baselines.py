@@ -35,7 +35,7 @@ import torch
 from harness import analysis, paths
 from harness.analysis import Saved
 from harness.case import Axes, Case
-from harness.pipeline import baseline
+from harness.pipeline import Run, baseline, repartition
 
 _ENV = "AC_BASELINE_CACHE"
 
@@ -51,6 +51,15 @@ class Figures:
     @classmethod
     def of(cls, a: analysis.Analysis) -> Figures:
         return cls(tuple(a.saved), a.bw_flops, a.activation_bytes)
+
+
+def _repartitioned(run: Run, budget: float | None) -> analysis.Analysis | None:
+    """The analysis of ``run``'s analysed joints partitioned again at ``budget`` (None: not possible here)."""
+    a = analysis.of(run)
+    if a is None or budget is None or run.cell.axes.partitioner != "min_cut":
+        return None
+    again = repartition(run, budget, [g.joint for g in a.graphs])
+    return analysis.of(again) if again is not None else None
 
 
 def cache_dir() -> Path | None:
@@ -117,10 +126,12 @@ def _store(path: Path, fig: Figures) -> None:
 _SHARED_NO_AC: dict[tuple[str, Axes], Figures | None] = {}  # (Case.no_ac_key, axes) -> figures, this process
 
 
-def figures(case: Case, axes: Axes, ac: bool) -> Figures | None:
+def figures(case: Case, axes: Axes, ac: bool, from_run: Run | None = None) -> Figures | None:
     """The baseline's figures: from the cache when this torch and harness computed them before, else compiled
     (``pipeline.baseline``) and stored.  None when the baseline recorded nothing analysable.  Cases that declare the
-    same program without AC (``Case.no_ac_key``: the fuzzer's) share one no-AC compile in a process."""
+    same program without AC (``Case.no_ac_key``: the fuzzer's) share one no-AC compile in a process.  ``from_run``:
+    a run of the same case with AC at another budget, whose joint graphs are partitioned again at ``axes.budget``
+    (``pipeline.repartition``) rather than the program traced again."""
     shared = (case.no_ac_key, axes) if case.no_ac_key and not ac else None
     if shared in _SHARED_NO_AC:
         return _SHARED_NO_AC[shared]
@@ -128,7 +139,8 @@ def figures(case: Case, axes: Axes, ac: bool) -> Figures | None:
     path = where / f"{key(case, axes, ac)}.json" if where is not None and _cacheable(case) else None
     if path is not None and (hit := _load(path)) is not None:
         return hit
-    a = analysis.of(baseline(case, axes, ac))
+    a = _repartitioned(from_run, axes.budget) if from_run is not None and ac else None
+    a = a if a is not None else analysis.of(baseline(case, axes, ac))
     fig = Figures.of(a) if a is not None else None
     if path is not None and fig is not None:
         _store(path, fig)

@@ -164,7 +164,9 @@ def budget_monotone(run) -> int:
     full compiled region, and 1.0 corresponds to the activation memory from the default runtime-optimized strategy":
     0.0 is the least memory, and a budget below 1.0 caps memory below the default's.  Activations that entered the
     graph as inputs count (a fault that saves them instead of recomputing is caught); parameters and leaf inputs,
-    alive anyway, do not."""
+    alive anyway, do not.  The other budgets' partitions are made from this cell's own joint graphs
+    (``pipeline.repartition``): the budget is the partitioner's input alone, so that is what a compile at that budget
+    partitions too."""
     __tracebackhide__ = True
     axes = run.cell.axes
     if (axes.budget is None or axes.partitioner != "min_cut" or axes.budget not in BUDGET_SWEEP
@@ -175,7 +177,8 @@ def budget_monotone(run) -> int:
         return 0
     seen = []
     for b in BUDGET_SWEEP:
-        other = a if b == axes.budget else baselines.figures(run.cell.case, dataclasses.replace(axes, budget=b), True)
+        other = a if b == axes.budget else baselines.figures(run.cell.case, dataclasses.replace(axes, budget=b), True,
+                                                             from_run=run)
         if other is None or other.activation_bytes is None:
             return 0
         seen.append((b, other.activation_bytes, other))

@@ -69,6 +69,9 @@ class Run:
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     cache: dict[str, int] = dataclasses.field(default_factory=dict)  # inductor FX graph cache hits/misses of the compile
     analysis: Any = NOT_ANALYSED  # harness.analysis.of(run) fills it once
+    # Per joint graph (graphs["joint"]): the (joint inputs, keyword arguments) the partitioner was called with, or
+    # None where the joint could not be kept as received; what repartition() calls the partitioner with again.
+    partition_args: list[tuple | None] = dataclasses.field(default_factory=list)
     # The same program recorded without AC, where the pipeline cannot rebuild it (a distributed rank's own no-AC
     # step, harness/training.py); None: invariants compile the no-AC baseline themselves (pipeline.baseline).
     no_ac: Run | None = None
@@ -115,6 +118,7 @@ class Recorder:
         self.codegen = codegen
         self.graphs: dict[str, list[fx.GraphModule]] = defaultdict(list)
         self.joint_texts: list[str] = []
+        self.partition_args: list[tuple | None] = []  # per kept joint, see Run.partition_args
         self.compile_ids: list[tuple[int, int]] = []  # (frame_id, frame_compile_id) per Dynamo graph
         # Primals of the graph being compiled that are activations (non-leaf tensors requiring grad), for the analysis.
         self.activation_inputs: frozenset[str] = frozenset()
@@ -137,7 +141,7 @@ class Recorder:
 
         return compiler
 
-    def _keep_joint(self, joint: fx.GraphModule) -> None:
+    def _keep_joint(self, joint: fx.GraphModule, joint_inputs, kwargs: dict) -> None:
         # The partitioner mutates the joint graph (tag cleanup, RNG functionalization): keep it as received.
         with self._timed():
             self.joint_texts.append(graph_text(joint, annotate=True))
@@ -147,9 +151,10 @@ class Recorder:
                 kept = joint
             kept.ac_activation_inputs = self.activation_inputs  # read by harness.analysis.activation_inputs
             self.graphs["joint"].append(kept)
+            self.partition_args.append((joint_inputs, dict(kwargs)) if kept is not joint else None)
 
     def _partition(self, joint: fx.GraphModule, joint_inputs, **kwargs):
-        self._keep_joint(joint)
+        self._keep_joint(joint, joint_inputs, kwargs)
         return partition_fn(self.axes.partitioner)(joint, joint_inputs, **kwargs)
 
     def __call__(self, gm: fx.GraphModule, example_inputs):
@@ -195,7 +200,7 @@ class Recorder:
         real = cfx.min_cut_rematerialization_partition
 
         def spy(joint, joint_inputs, **kwargs):
-            self._keep_joint(joint)
+            self._keep_joint(joint, joint_inputs, kwargs)
             return real(joint, joint_inputs, **kwargs)
 
         # An AOTAutograd cache hit would skip the partitioner and inner compile, leaving nothing recorded;
@@ -214,6 +219,7 @@ class Recorder:
         """Hand what was recorded to ``run``: graphs, their canonical texts (timed as "normalize") and counters."""
         start = time.perf_counter()
         run.graphs = dict(self.graphs)
+        run.partition_args = list(self.partition_args)
         run.texts = self.texts()
         run.timings["normalize"] = time.perf_counter() - start
         run.counters = compile_counters(self)
@@ -418,6 +424,38 @@ def baseline(case: Case, axes: Axes, ac: bool) -> Run:
     graphs are read, so inductor generates no kernels for it (``codegen=False``; tests/test_baselines.py shows the
     figures equal those of a full compile)."""
     return compile_and_record(case, axes, ac=ac, codegen=False)
+
+
+def repartition(run: Run, budget: float, joints: list[fx.GraphModule]) -> Run | None:
+    """What ``run``'s cell records at ``activation_memory_budget=budget``, made by partitioning its kept joint graphs
+    ``joints`` again (min-cut) instead of tracing the program again.  Sound because the budget is read by the
+    partitioner alone (torch/_functorch/partitioners.py reads ``config.activation_memory_budget``; Dynamo's and
+    AOTAutograd's tracing and inductor's joint passes, which come before the partitioner, never do) and the joints
+    are kept as the partitioner received them, with the arguments it was called with.  None where a joint was not
+    kept whole, or holds a random op, whose RNG the partitioner functionalizes inside the compile's own tracing
+    context (the caller compiles instead).  Of 450 partitions of the database's budget cells, the 378 without random ops
+    equalled compiles; the 72 with them differed in the saved RNG state's size, concrete instead of symbolic."""
+    kept = run.graphs.get("joint", [])
+    args = [run.partition_args[kept.index(j)] if j in kept and len(run.partition_args) == len(kept) else None
+            for j in joints]
+    if not joints or None in args:
+        return None
+    axes = dataclasses.replace(run.cell.axes, budget=budget)
+    out = Run(Cell(run.cell.case, axes))
+    if any(_is_random(n) for j in joints for n in j.graph.nodes):
+        return None
+    fws, bws = [], []
+    with config_patches(run.cell.case, axes):
+        for joint, (joint_inputs, kwargs) in zip(joints, args):
+            fw, bw = partition_fn(axes.partitioner)(copy.deepcopy(joint), joint_inputs, **kwargs)
+            fws.append(fw)
+            bws.append(bw)
+    out.graphs = {"joint": list(joints), "fw": fws, "bw": bws}
+    return out
+
+
+def _is_random(node: fx.Node) -> bool:
+    return isinstance(node.target, torch._ops.OpOverload) and torch.Tag.nondeterministic_seeded in node.target.tags
 
 
 def _split_compile(total: float, recording: float) -> dict[str, float]:

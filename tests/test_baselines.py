@@ -106,3 +106,18 @@ def test_an_inductor_baseline_without_kernels_has_the_figures_of_a_full_compile(
     assert graphs_only.cache == {}, f"expected no inductor code generated without codegen; saw {graphs_only.cache}"
     seen = [baselines.Figures.of(analysis.of(r)) for r in (full, graphs_only)]
     assert seen[0] == seen[1], f"expected equal figures with and without kernels; saw {seen[0]} vs {seen[1]}"
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_another_budget_partitioned_again_has_the_figures_of_a_compile_at_that_budget(cache, backend):
+    """budget_monotone's other budgets come from the cell's own joint graphs partitioned again (pipeline.repartition):
+    without compiling, and with the figures a compile at that budget gives."""
+    where, compiles = cache
+    case, axes = find_case("reference_block_full_ac"), Axes("min_cut", backend, "cpu", "float32", 1.0)
+    run = pipeline.compile_and_record(case, axes, ac=True)
+    for budget in (0.5, 0.0):
+        other = dataclasses.replace(axes, budget=budget)
+        again = baselines.figures(case, other, True, from_run=run)
+        compiled = baselines.Figures.of(analysis.of(pipeline.compile_and_record(case, other, ac=True, codegen=False)))
+        assert again == compiled, f"expected budget {budget} partitioned again == compiled; saw {again} vs {compiled}"
+    assert compiles == [], f"expected no baseline compile when the cell's joints are partitioned again; saw {compiles}"

@@ -135,16 +135,17 @@ def test_saved_graph_inputs_are_accounted_by_provenance():
 
 def test_budget_sweep_saving_more_at_a_lower_budget_fires(monkeypatch):
     run = _run("reference_block_full_ac", budget=0.5)
-    real = baselines.baseline
-    monkeypatch.setenv("AC_BASELINE_CACHE", "off")  # every baseline compiled (through the fake below)
+    real_repartition = baselines.repartition
+    monkeypatch.setenv("AC_BASELINE_CACHE", "off")  # every other budget partitioned again (through the fake below)
 
-    def fake(case, axes, ac):  # budget 0.0 "saves" an extra KiB
-        other = real(case, axes, ac)
-        if axes.budget == 0.0:
+    def fake(run, budget, joints):  # the partitioner at budget 0.0 "saves" an extra KiB
+        other = real_repartition(run, budget, joints)
+        if budget == 0.0:
             other = dataclasses.replace(other, analysis=_with_extra_saved(analysis.of(other), 1024))
         return other
 
-    monkeypatch.setattr(baselines, "baseline", fake)
+    monkeypatch.setattr(baselines, "repartition", fake)
+    monkeypatch.setattr(baselines, "baseline", lambda *a: pytest.fail(f"expected no compile for another budget: {a}"))
     _fires(invariants.budget_monotone, run, "not to increase as activation_memory_budget goes 0.5 -> 0.0")
 
 
