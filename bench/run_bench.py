@@ -9,7 +9,15 @@ comparison) and the rest (pytest, fixtures), from the ``*_seconds`` user propert
 ``harness.suite.check_cell`` records, read back from a JUnit XML.  Ratios are taken within one round; with several
 rounds every figure is the median over rounds.  Prints a table and writes JSON (reports/bench.json).
 
+Two more figures, each measured once per ``make bench`` (they take minutes):
+
+* nightly: ``python -m harness.nightly run`` (what ``make nightly`` runs, on this interpreter's pinned torch) over
+  bench/nightly-382.txt -- make nightly's cells when issue 16 was filed -- cold, then warm; wall seconds and verdicts;
+* fuzz: ``python -m harness.fuzz run --seed 11`` for BENCH_FUZZ_SECONDS with an empty example database and no
+  findings written (the seed alone decides the programs), in its default worker processes: programs/s.
+
 Environment:
+  BENCH_PARTS    which of suite, nightly, fuzz to measure (default: all three, comma-separated)
   BENCH_ARGS     pytest selection and options (default: the node ids of BENCH_CELLS); -m "not slow" is added unless
                  it names -m
   BENCH_CELLS    file of node ids (default bench/cells-178.txt: make test's 178 cells when issue 16 was filed)
@@ -18,6 +26,8 @@ Environment:
   BENCH_WORKERS  xdist workers of the parallel runs (default 2)
   BENCH_TOP      slowest cells listed (default 10)
   BENCH_OUT      JSON path (default reports/bench.json)
+  BENCH_NIGHTLY_CELLS  file of node ids for the nightly (default bench/nightly-382.txt)
+  BENCH_FUZZ_SECONDS   the fuzz run's time budget (default 120)
 """
 
 from __future__ import annotations
@@ -39,6 +49,11 @@ HARNESS = ("record", "normalize", "check", "golden")  # harness overhead, as rec
 ALL_PARTS = PARTS + tuple(f"harness.{k}" for k in HARNESS)
 CACHE_COUNTS = ("fxgraph_cache_hit", "fxgraph_cache_miss", "fxgraph_cache_bypass")  # recorded per cell
 CELLS = ROOT / "bench" / "cells-178.txt"  # the default selection: make test's cells when the throughput issue was filed
+NIGHTLY_CELLS = ROOT / "bench" / "nightly-382.txt"  # make nightly's cells then
+FUZZ_SEED = 11
+# Issue 16's targets on the 2-core machine.  The fuzz reference: the harness at 4841b6a (the issue's filing) tried
+# 305 programs in 130 s with --seed 11 --seconds 120 (2.35/s), measured side by side with the new code on 2026-12-02.
+FUZZ_REFERENCE = 2.35
 CACHE_VARS = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "AC_BASELINE_CACHE")  # cold: all empty
 
 
@@ -80,9 +95,8 @@ def run_pytest(args: list[str], cache: Path, workers: int, work: Path, label: st
     cmd = [sys.executable, "-m", "pytest", *args, "-q", f"--junitxml={junit}", "-o", "junit_duration_report=total"]
     if workers > 1:
         cmd += ["-n", str(workers), "--dist", "loadgroup"]
-    env = dict(os.environ, **{v: str(cache / v.lower()) for v in CACHE_VARS})  # wins over conftest's setdefault
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=ROOT, env=cache_env(cache), capture_output=True, text=True)
     wall = time.perf_counter() - start
     if proc.returncode not in (0, 1) or not junit.exists():  # 1: some tests failed -- still measured, and said so
         sys.exit(f"bench: {label}: pytest exited {proc.returncode}\n$ {shlex.join(cmd)}\n{(proc.stdout + proc.stderr)[-4000:]}")
@@ -94,6 +108,48 @@ def run_pytest(args: list[str], cache: Path, workers: int, work: Path, label: st
     return {"label": label, "wall_seconds": round(wall, 3), "exit_code": proc.returncode, "outcomes": outcomes,
             "cell_seconds": round(sum(c["seconds"] for c in cells.values()), 3), "split": totals, "cells": cells,
             "fxgraph_cache": {k: sum(c["fxgraph_cache"][k] for c in cells.values()) for k in ("hit", "miss", "bypass")}}
+
+
+def cache_env(cache: Path) -> dict:
+    return dict(os.environ, **{v: str(cache / v.lower()) for v in CACHE_VARS})  # wins over conftest's setdefault
+
+
+def run_nightly(work: Path) -> dict:
+    """make nightly's run over NIGHTLY_CELLS, cold then warm: wall seconds and the verdict counts of run.json."""
+    selection = Path(os.environ.get("BENCH_NIGHTLY_CELLS", NIGHTLY_CELLS))
+    ids = cells_of(selection)
+    cache = Path(tempfile.mkdtemp(prefix="cache-nightly-", dir=work))
+    out = {"selection": selection.name, "cells": len(ids)}
+    for temp in ("cold", "warm"):
+        runs = work / f"nightly-{temp}"
+        cmd = [sys.executable, "-m", "harness.nightly", "run", "--python", sys.executable, "--runs-dir", str(runs),
+               "--no-history", "--quiet", "--", *ids]
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=ROOT, env=cache_env(cache), capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        docs = sorted(runs.glob("*/run.json"))
+        if not docs:
+            sys.exit(f"bench: nightly {temp}: no run.json (exit {proc.returncode})\n{(proc.stdout + proc.stderr)[-4000:]}")
+        doc = json.loads(docs[-1].read_text())
+        out[temp] = {"wall_seconds": round(wall, 1), "exit_code": proc.returncode, "summary": doc.get("summary")}
+        print(f"  nightly {temp}: {wall:8.1f} s  exit {proc.returncode}", flush=True)
+    return out
+
+
+def run_fuzz(work: Path) -> dict:
+    """The fuzzer for BENCH_FUZZ_SECONDS with --seed 11, cold compile caches, no example database, nothing written."""
+    seconds = float(os.environ.get("BENCH_FUZZ_SECONDS", "120"))
+    stats = work / "fuzz.json"
+    cmd = [sys.executable, "-m", "harness.fuzz", "run", "--seconds", str(seconds), "--seed", str(FUZZ_SEED),
+           "--no-database", "--no-write", "--stats-json", str(stats)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=cache_env(Path(tempfile.mkdtemp(prefix="cache-fuzz-", dir=work))),
+                          capture_output=True, text=True)
+    if not stats.exists():
+        sys.exit(f"bench: fuzz: no statistics (exit {proc.returncode})\n{(proc.stdout + proc.stderr)[-4000:]}")
+    doc = json.loads(stats.read_text())
+    print(f"  fuzz: {doc['tried']} programs in {doc['seconds']} s by {doc['workers']} workers = "
+          f"{doc['programs_per_second']}/s", flush=True)
+    return doc
 
 
 def one_round(args: list[str], workers: int, work: Path, index: int) -> dict:
@@ -119,25 +175,14 @@ def median_of(rounds: list[dict], get) -> float:
     return round(statistics.median(get(r) for r in rounds), 3)
 
 
-def main() -> int:
-    args = shlex.split(os.environ.get("BENCH_ARGS", "")) or cells_of(Path(os.environ.get("BENCH_CELLS", CELLS)))
-    if "-m" not in args:
-        args += ["-m", "not slow"]
-    workers = int(os.environ.get("BENCH_WORKERS", "2"))
-    repeat = os.environ.get("BENCH_REPEAT", "auto") or "auto"
-    short = float(os.environ.get("BENCH_SHORT", "240"))
-    top = int(os.environ.get("BENCH_TOP", "10"))
-    out = Path(os.environ.get("BENCH_OUT", ROOT / "reports" / "bench.json"))
-    print(f"bench: pytest {shown(args)}; serial vs -n {workers}, cold vs warm; repeat={repeat}", flush=True)
-    load_before = os.getloadavg()
+def suite_doc(args: list[str], workers: int, work: Path, repeat: str, short: float, top: int) -> dict:
+    """The suite's four runs, in rounds: medians, ratios, split, slowest cells and targets."""
     rounds = []
-    with tempfile.TemporaryDirectory(prefix="ac-bench-") as tmp:
-        work = Path(tmp)
-        start = time.perf_counter()
-        rounds.append(one_round(args, workers, work, 0))
-        n = (3 if time.perf_counter() - start < short else 1) if repeat == "auto" else int(repeat)
-        for i in range(1, n):
-            rounds.append(one_round(args, workers, work, i))
+    start = time.perf_counter()
+    rounds.append(one_round(args, workers, work, 0))
+    n = (3 if time.perf_counter() - start < short else 1) if repeat == "auto" else int(repeat)
+    for i in range(1, n):
+        rounds.append(one_round(args, workers, work, i))
     keys = list(rounds[0]["runs"])
     summary = {k: {"wall_seconds": median_of(rounds, lambda r, k=k: r["runs"][k]["wall_seconds"]),
                    "cell_seconds": median_of(rounds, lambda r, k=k: r["runs"][k]["cell_seconds"]),
@@ -160,20 +205,54 @@ def main() -> int:
         "harness overhead <= 5% of cell time (serial cold)": [round(harness_share["serial cold"], 4), harness_share["serial cold"] <= 0.05],
         f"{par} vs serial >= 1.6x (cold)": [ratios[f"{par} speed-up, cold"], ratios[f"{par} speed-up, cold"] >= 1.6],
         "warm vs cold >= 2x (parallel, as make test runs)": [ratios[f"warm speed-up, {par}"], ratios[f"warm speed-up, {par}"] >= 2.0],
-        "parallel cold wall <= 480 s (full suite only)": [summary[f"{par} cold"]["wall_seconds"], summary[f"{par} cold"]["wall_seconds"] <= 480],
+        f"issue 16: {par} warm wall <= 27 s": [summary[f"{par} warm"]["wall_seconds"], summary[f"{par} warm"]["wall_seconds"] <= 27],
+        f"issue 16: {par} cold wall <= 70 s": [summary[f"{par} cold"]["wall_seconds"], summary[f"{par} cold"]["wall_seconds"] <= 70],
     }
-    doc = {"args": args, "workers": workers, "rounds_run": len(rounds), "cpu_count": os.cpu_count(),
-           "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-           "summary": summary, "ratios": ratios, "harness_share": {k: round(v, 4) for k, v in harness_share.items()},
-           "targets": targets, "slowest": slow[:top],
-           "rounds": [{"ratios": r["ratios"], "runs": {k: {x: v for x, v in run.items() if x != "cells"} for k, run in r["runs"].items()}}
-                      for r in rounds]}
+    return {"args": args, "workers": workers, "rounds_run": len(rounds), "summary": summary, "ratios": ratios,
+            "harness_share": {k: round(v, 4) for k, v in harness_share.items()}, "targets": targets,
+            "slowest": slow[:top], "outcomes": rounds[0]["runs"]["serial cold"]["outcomes"],
+            "rounds": [{"ratios": r["ratios"], "runs": {k: {x: v for x, v in run.items() if x != "cells"}
+                                                        for k, run in r["runs"].items()}} for r in rounds]}
+
+
+PARTS_MEASURED = ("suite", "nightly", "fuzz")
+
+
+def main() -> int:
+    parts = [x.strip() for x in os.environ.get("BENCH_PARTS", ",".join(PARTS_MEASURED)).split(",") if x.strip()]
+    if unknown := set(parts) - set(PARTS_MEASURED):
+        sys.exit(f"bench: BENCH_PARTS names {sorted(unknown)}; known: {', '.join(PARTS_MEASURED)}")
+    args = shlex.split(os.environ.get("BENCH_ARGS", "")) or cells_of(Path(os.environ.get("BENCH_CELLS", CELLS)))
+    if "-m" not in args:
+        args += ["-m", "not slow"]
+    workers = int(os.environ.get("BENCH_WORKERS", "2"))
+    repeat = os.environ.get("BENCH_REPEAT", "auto") or "auto"
+    out = Path(os.environ.get("BENCH_OUT", ROOT / "reports" / "bench.json"))
+    print(f"bench: {', '.join(parts)}; suite: pytest {shown(args)}; serial vs -n {workers}, cold vs warm; "
+          f"repeat={repeat}", flush=True)
+    doc = {"parts": parts, "cpu_count": os.cpu_count(), "loadavg_before": [round(x, 2) for x in os.getloadavg()]}
+    with tempfile.TemporaryDirectory(prefix="ac-bench-") as tmp:
+        work = Path(tmp)
+        if "suite" in parts:
+            doc.update(suite_doc(args, workers, work, repeat, float(os.environ.get("BENCH_SHORT", "240")),
+                                 int(os.environ.get("BENCH_TOP", "10"))))
+        if "nightly" in parts:
+            doc["nightly"] = n = run_nightly(work)
+            doc.setdefault("targets", {}).update({
+                "issue 16: nightly warm <= 60 s": [n["warm"]["wall_seconds"], n["warm"]["wall_seconds"] <= 60],
+                "issue 16: nightly cold <= 120 s": [n["cold"]["wall_seconds"], n["cold"]["wall_seconds"] <= 120]})
+        if "fuzz" in parts:
+            doc["fuzz"] = f = run_fuzz(work)
+            rate = f["programs_per_second"] or 0.0
+            doc.setdefault("targets", {})[f"issue 16: fuzz >= 2x {FUZZ_REFERENCE} programs/s (4841b6a, seed {FUZZ_SEED})"] = [
+                rate, rate >= 2 * FUZZ_REFERENCE]
+    doc["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     out.parent.mkdir(parents=True, exist_ok=True)
     previous = out.with_name(out.stem + ".previous.json")
     if out.exists():
         out.replace(previous)  # the last result, kept for comparison
     out.write_text(json.dumps(doc, indent=1) + "\n")
-    print_table(doc, rounds[0]["runs"]["serial cold"]["outcomes"])
+    print_table(doc)
     if previous.exists():
         print_comparison(json.loads(previous.read_text()), doc)
     print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
@@ -181,19 +260,46 @@ def main() -> int:
 
 
 def print_comparison(before: dict, after: dict) -> None:
-    """Wall seconds per run, the previous result beside this one (same selection only)."""
-    if before.get("args") != after.get("args"):
-        print("previous result: another selection, not compared")
-        return
-    print(f"\n{'run':<12} {'previous s':>10} {'now s':>8} {'ratio':>6}")
-    for k, s in after["summary"].items():
-        old = before["summary"].get(k, {}).get("wall_seconds")
+    """Wall seconds of every figure measured both times, the previous result beside this one (the suite's runs only
+    when it timed the same selection)."""
+    rows = []
+    if "summary" in after and before.get("args") == after.get("args"):
+        rows += [(k, before.get("summary", {}).get(k, {}).get("wall_seconds"), s["wall_seconds"])
+                 for k, s in after["summary"].items()]
+    elif "summary" in after:
+        print("previous result: another suite selection, its runs not compared")
+    for temp in ("cold", "warm"):
+        if "nightly" in after and "nightly" in before:
+            rows.append((f"nightly {temp}", before["nightly"][temp]["wall_seconds"], after["nightly"][temp]["wall_seconds"]))
+    print(f"\n{'run':<14} {'previous s':>10} {'now s':>8} {'ratio':>6}")
+    for k, old, new in rows:
         if old:
-            print(f"{k:<12} {old:10.1f} {s['wall_seconds']:8.1f} {old / s['wall_seconds']:5.2f}x")
+            print(f"{k:<14} {old:10.1f} {new:8.1f} {old / new:5.2f}x")
+    if "fuzz" in after and "fuzz" in before:
+        old, new = before["fuzz"]["programs_per_second"], after["fuzz"]["programs_per_second"]
+        print(f"{'fuzz':<14} {old:8.2f}/s {new:6.2f}/s {new / old if old else 0:5.2f}x")
 
 
-def print_table(doc: dict, outcomes: dict) -> None:
-    n = doc["rounds_run"]
+def print_table(doc: dict) -> None:
+    if "summary" in doc:
+        print_suite(doc)
+    if "nightly" in doc:
+        n = doc["nightly"]
+        verdicts = ("semantic", "drift", "known_failure", "pass", "skipped")
+        print(f"\nnightly ({n['cells']} cells, {n['selection']}): " + "; ".join(
+            f"{t} {n[t]['wall_seconds']:.1f} s (exit {n[t]['exit_code']}; "
+            + ", ".join(f"{v} {(n[t]['summary'] or {}).get(v)}" for v in verdicts) + ")" for t in ("cold", "warm")))
+    if "fuzz" in doc:
+        f = doc["fuzz"]
+        print(f"\nfuzz (seed {FUZZ_SEED}, {f['seconds']} s, {f['workers']} workers): {f['tried']} programs = "
+              f"{f['programs_per_second']}/s; judged per backend: "
+              + ", ".join(f"{b} {n} in {f['judge_seconds'].get(b, 0)} s" for b, n in f["judged"].items()))
+    if doc.get("targets"):
+        print("targets: " + "; ".join(f"{k}: {v} {'ok' if ok else 'MISSED'}" for k, (v, ok) in doc["targets"].items()))
+
+
+def print_suite(doc: dict) -> None:
+    n, outcomes = doc["rounds_run"], doc["outcomes"]
     print(f"\npytest {shown(doc['args'])}: {sum(outcomes.values())} cells {outcomes}; "
           f"{'median of ' + str(n) + ' rounds' if n > 1 else '1 round'}; {doc['cpu_count']} CPUs, "
           f"load average {doc['loadavg_before'][0]} -> {doc['loadavg_after'][0]}")
@@ -209,7 +315,6 @@ def print_table(doc: dict, outcomes: dict) -> None:
     print("inductor FX graph cache (hit/miss/bypass): " + "; ".join(
         f"{k} {'/'.join(str(v) for v in s['fxgraph_cache'].values())}" for k, s in doc["summary"].items()))
     print("ratios (within a round): " + "; ".join(f"{k} {v:.2f}x" for k, v in doc["ratios"].items()))
-    print("targets: " + "; ".join(f"{k}: {v} {'ok' if ok else 'MISSED'}" for k, (v, ok) in doc["targets"].items()))
     print(f"slowest cells (serial cold): cell s = " + " + ".join(PARTS))
     for c in doc["slowest"]:
         print(f"  {c['seconds']:7.2f}  " + " ".join(f"{c['split'][p]:6.2f}" for p in PARTS) + f"  {c['cell']}")
