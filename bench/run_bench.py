@@ -67,6 +67,7 @@ def parse_junit(path: Path) -> dict:
             if tc.find(tag) is not None:
                 outcome = tag
         total = float(tc.get("time") or 0.0)
+        bad = next((tc.find(t) for t in ("failure", "error") if tc.find(t) is not None), None)
         secs = {k[: -len("_seconds")]: float(v) for k, v in props.items() if k.endswith("_seconds")}
         split = {p: secs.get(p, 0.0) for p in ("eager", "compile", "run", "custom", "invariants")}
         split["harness"] = sum(secs.get(k, 0.0) for k in HARNESS)
@@ -74,7 +75,8 @@ def parse_junit(path: Path) -> dict:
         split.update({f"harness.{k}": secs.get(k, 0.0) for k in HARNESS})
         cache = {k.removeprefix("fxgraph_cache_"): int(props.get(k, 0)) for k in CACHE_COUNTS}
         cells[f"{tc.get('classname')}::{tc.get('name')}"] = {"outcome": outcome, "seconds": total, "split": split,
-                                                            "fxgraph_cache": cache}
+                                                            "fxgraph_cache": cache,
+                                                            "message": (bad.get("message") or "")[:500] if bad is not None else None}
     return cells
 
 
@@ -105,7 +107,11 @@ def run_pytest(args: list[str], cache: Path, workers: int, work: Path, label: st
     for c in cells.values():
         outcomes[c["outcome"]] = outcomes.get(c["outcome"], 0) + 1
     totals = {p: round(sum(c["split"][p] for c in cells.values()), 3) for p in ALL_PARTS}
+    failed = {name: c["message"] for name, c in cells.items() if c["message"] is not None}
+    for name, message in failed.items():  # a benchmark that fails a cell says which, and why (it is measured anyway)
+        print(f"  {label}: FAILED {name}: {message.splitlines()[0] if message else ''}", flush=True)
     return {"label": label, "wall_seconds": round(wall, 3), "exit_code": proc.returncode, "outcomes": outcomes,
+            "failed": failed,
             "cell_seconds": round(sum(c["seconds"] for c in cells.values()), 3), "split": totals, "cells": cells,
             "fxgraph_cache": {k: sum(c["fxgraph_cache"][k] for c in cells.values()) for k in ("hit", "miss", "bypass")}}
 

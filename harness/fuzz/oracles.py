@@ -60,6 +60,17 @@ def error_signature(where: str, e: BaseException) -> str:
     return f"crash:{where}:{type(e).__name__}:{first}"
 
 
+def signature_key(signature: str) -> str:
+    """What two signatures must share to be one finding: a list of Python types in a message (``got types:
+    [<class 'torch.Tensor'>, <class 'tuple'>]``) counts by the set of its non-tensor types, not their order or number
+    (each program saves its own mix; the non-tensor that leaked is the defect).  Applied to both sides, so signatures
+    on file keep their words."""
+    def types(m: re.Match) -> str:
+        names = set(re.findall(r"<class '([\w.]+)'>", m.group()))
+        return "{" + ", ".join(sorted(names - {"torch.Tensor", "torch.nn.parameter.Parameter"})) + "}"
+    return re.sub(r"\[(?:<class '[\w.]+'>(?:, )?)+\]?", types, signature)
+
+
 def is_documented(e: BaseException) -> bool:
     return any(isinstance(x, t) and re.search(rx, str(x)) for x in (e, root_cause(e)) for t, rx in DOCUMENTED_ERRORS)
 

@@ -173,7 +173,7 @@ def fuzz(*, seconds: float | None = None, max_examples: int = 20, seed: int = 0,
             stats.passed += 1
             event("outcome", "pass")
             return
-        if failure.signature in known:
+        if oracles.signature_key(failure.signature) in {oracles.signature_key(k) for k in known}:
             stats.known_hits[failure.signature] += 1
             event("outcome", "known finding")
             return
