@@ -132,7 +132,10 @@ def ac_saves_within_eager_bound(run) -> int:
     feasible for min-cut, which minimizes what it saves, so it must not cost more.  Not a claim that AC saves less:
     a region whose own backward needs little can legitimately save more than no AC (fuzz finding 7183f894a5,
     retracted).  RNG states (a per-op generator state that has no counterpart without AC) are left out; tensors a
-    SAC policy marks MUST_SAVE are left out on both sides (a user directive, not the partitioner's choice)."""
+    SAC policy marks MUST_SAVE or PREFER_SAVE are left out on both sides (a user directive, not the partitioner's
+    choice: ``CheckpointPolicy``: "``{MUST,PREFER}_SAVE``: The operation's output will be saved", and torch's
+    partitioner bans their recomputation alike; fuzz program f3860d8d78, a PREFER_SAVE rand_like saved where
+    no AC saves its 4-byte mask, was this)."""
     __tracebackhide__ = True
     a = _checkpointed(run)
     if a is None or a.activation_bytes is None or a.region_input_bytes is None:
@@ -141,7 +144,7 @@ def ac_saves_within_eager_bound(run) -> int:
     if plain.activation_bytes is None:
         return 0
     directed = {s.name: s for g in a.graphs for s in g.saved
-                if g.policies.get(s.name) == "MUST_SAVE" and s.kind in ("activation", "input_activation")}
+                if g.policies.get(s.name) in ("MUST_SAVE", "PREFER_SAVE") and s.kind in ("activation", "input_activation")}
     if None in [s.bytes for s in directed.values()]:
         return 0
     also_plain = [s for s in plain.saved if s.name in directed and s.kind in ("activation", "input_activation")]
@@ -149,9 +152,9 @@ def ac_saves_within_eager_bound(run) -> int:
     bound = plain.activation_bytes - sum(s.bytes or 0 for s in also_plain) + a.region_input_bytes
     if chosen > bound:
         raise AssertionError(
-            f"{run.cell.id}: expected saved activation bytes with AC (MUST_SAVE and RNG states aside) <= without AC + "
+            f"{run.cell.id}: expected saved activation bytes with AC (*_SAVE and RNG states aside) <= without AC + "
             f"the regions' input activations ({plain.activation_bytes} + {a.region_input_bytes}"
-            f"{f' - {sum(s.bytes or 0 for s in also_plain)} MUST_SAVE' if also_plain else ''} = {bound}), saw {chosen}; "
+            f"{f' - {sum(s.bytes or 0 for s in also_plain)} *_SAVE' if also_plain else ''} = {bound}), saw {chosen}; "
             f"saved with AC: {_saved_list(a)}; without: {_saved_list(plain)}")
     return 1
 

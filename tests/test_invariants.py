@@ -213,3 +213,20 @@ def test_retracted_fuzz_findings_do_not_fire(digest):
     run = run_cell(oracles.cell_for(prog))
     for invariant in invariants.INVARIANTS:
         invariant(run)  # raises, naming the cell, if it fires
+
+
+def test_a_prefer_save_directive_is_no_excess_of_the_eager_bound():
+    """Fuzz program f3860d8d78: a SAC default of PREFER_SAVE saves rand_like (16 B) where no AC saves its 4-byte mask;
+    the user's *_SAVE directive is left out of the bound on both sides, as MUST_SAVE is."""
+    from harness.fuzz import oracles
+    from harness.fuzz.program import Prog
+    from harness.pipeline import run_cell
+
+    spec = ('{"autocast": false, "backend": "aot_eager", "budget": null, "d": 4, "default_policy": "PREFER_SAVE", '
+            '"input_grads": [true], "n": 1, "n_biases": 1, "n_weights": 1, "partitioner": "min_cut", "policy": {}, '
+            '"regions": [{"end": 1, "reentrant": false, "sac": true, "start": 0}], "steps": [{"args": [0], "b": 0, '
+            '"op": "rand_mask", "w": 0}, {"args": [1], "b": 0, "op": "expand_sum", "w": 0}, {"args": [2], "b": 0, '
+            '"op": "randn_noise", "w": 0}, {"args": [3, 3], "b": 0, "op": "max_dim", "w": 0}, {"args": [5], "b": 0, '
+            '"op": "cos", "w": 0}], "weights_are_params": true}')
+    run = run_cell(oracles.cell_for(Prog.from_json(spec)))
+    assert invariants.ac_saves_within_eager_bound(run) == 1, "expected the bound checked and met"
