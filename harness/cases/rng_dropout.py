@@ -140,6 +140,21 @@ def _all(*checks):
     return check
 
 
+def _bernoulli_then_dropout(x):
+    return torch.nn.functional.dropout(x * torch.bernoulli(torch.full_like(x, 0.5)), 0.5, training=True)
+
+
+def sac_cached_random_op(ctx: BuildContext) -> Program:
+    """A SAC region whose policy caches a random op (MUST_SAVE bernoulli) before another (dropout)."""
+    def context_fn():
+        return create_selective_checkpoint_contexts(custom_policy(no_recompute_list=[aten.bernoulli.default]))
+
+    def fn(x):
+        return ctx.checkpoint(_bernoulli_then_dropout, x, use_reentrant=False, context_fn=context_fn)
+
+    return Program(fn, (ctx.randn(8, 8),))
+
+
 SAC_RANDOM_EXPECT = {"fw": {SIGMOID: 2, DROPOUT: 1}, "bw": {SIGMOID: 0, DROPOUT: 1}}
 _sac_random_oracle = mask_replay(lambda out: out != 0.5, _replay_sac_random_op)  # sigmoid(0) = 0.5 where dropped
 
@@ -164,4 +179,8 @@ CASES = [
          numerics=Numerics.shape_only("with preserve_rng_state=False eager checkpointing recomputes dropout with a new "
                                       "mask, so eager-with-AC gradients are not the reference; compiled is checked "
                                       "against eager without AC and against the mask-replay oracle")),
+    Case("rng_sac_cached_random_op_before_dropout", sac_cached_random_op, checkpoint=Checkpoint.SAC,
+         compile=CompileSpec(config=FALLBACK_RANDOM),
+         notes="fuzz finding 7144c61e6a reduced: eager SAC does not redraw the cached bernoulli in the recompute, so "
+               "the dropout after it draws another mask (findings/sac_cached_random_op_shifts_later_draws.py)"),
 ]
