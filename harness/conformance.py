@@ -41,7 +41,7 @@ import torch.nn as nn
 
 from harness import analysis, policies
 from harness.case import (DTYPES, AxesSpec, Case, Cell, Checkpoint, CompileSpec, Numerics, Program)
-from harness.golden import GoldenDrift, GoldenGraphExtension, Goldens, golden_text, split_golden
+from harness.golden import GoldenDrift, GoldenGraphExtension, Goldens, golden_text, split_golden, updating
 from harness.pipeline import baseline
 from harness.suite import check_cell
 
@@ -505,8 +505,7 @@ class ACConformance:
             if not root.is_absolute():
                 root = Path(self.request.node.path).parent / root
             snapshot = self.request.getfixturevalue("snapshot")
-            opt = self.request.config.option
-            update = bool(opt.update_snapshots or getattr(opt, "update_new_snapshots_only", False))
+            update = updating(self.request.config)
             goldens_for = lambda cell: UserGoldens(snapshot, root, cell.id, cell.axes.device, update)  # noqa: E731
         report = Report(run_case(case, goldens_for))
         self.reports.append(report)

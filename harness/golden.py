@@ -104,6 +104,11 @@ class GoldenGraphExtension(SingleFileSnapshotExtension):
             raise
 
 
+def updating(config) -> bool:
+    """The pytest run writes goldens (``--snapshot-update`` or ``--snapshot-update-new-only``)."""
+    return bool(config.option.update_snapshots or getattr(config.option, "update_new_snapshots_only", False))
+
+
 @functools.cache  # one class per device: syrupy discovers the golden tree once per extension class, not per test
 def extension_for(device: str) -> type[GoldenGraphExtension]:
     return type(f"GoldenGraphExtension_{device}", (GoldenGraphExtension,), {"device": device})
@@ -128,8 +133,7 @@ class Goldens:
         """The handle for a test of this pytest run: writes under ``--snapshot-update``; under
         ``--snapshot-update-new-only`` syrupy writes the missing goldens and leaves existing ones as they are (a
         drifted existing golden still fails the cell), so the handle lets the missing ones through to syrupy."""
-        update = config.option.update_snapshots or getattr(config.option, "update_new_snapshots_only", False)
-        return cls(snapshot, cell_id, device, update=update)
+        return cls(snapshot, cell_id, device, update=updating(config))
 
     def path(self, kind: str) -> Path:
         return Path(self.snapshot.extension.get_location(test_location=self.snapshot.test_location, index=kind))

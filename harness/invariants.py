@@ -17,6 +17,7 @@ import torch
 
 from harness import analysis, baselines
 from harness.analysis import Analysis, is_saved_placeholder, rng_state_of
+from harness.pipeline import is_seeded_random
 
 BUDGET_SWEEP = (1.0, 0.5, 0.0)
 
@@ -197,8 +198,7 @@ def _is_random(node) -> bool:
     """A seeded-nondeterministic op, except one whose ``dropout_p`` is literally 0.0 (SDPA-family ops are tagged
     nondeterministic_seeded wholesale but draw nothing without dropout; torch >= 2.14's partitioner likewise
     recomputes them without an RNG replay: ``partitioners.is_rng_op``, pytorch/pytorch#187985)."""
-    if not (node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload)
-            and torch.Tag.nondeterministic_seeded in node.target.tags):
+    if not is_seeded_random(node):
         return False
     schema = node.target._schema.arguments
     i = next((i for i, a in enumerate(schema) if a.name == "dropout_p"), None)

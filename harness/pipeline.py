@@ -440,10 +440,10 @@ def repartition(run: Run, budget: float, joints: list[fx.GraphModule]) -> Run | 
             for j in joints]
     if not joints or None in args:
         return None
+    if any(is_seeded_random(n) for j in joints for n in j.graph.nodes):
+        return None
     axes = dataclasses.replace(run.cell.axes, budget=budget)
     out = Run(Cell(run.cell.case, axes))
-    if any(_is_random(n) for j in joints for n in j.graph.nodes):
-        return None
     fws, bws = [], []
     with config_patches(run.cell.case, axes):
         for joint, (joint_inputs, kwargs) in zip(joints, args):
@@ -454,8 +454,10 @@ def repartition(run: Run, budget: float, joints: list[fx.GraphModule]) -> Run | 
     return out
 
 
-def _is_random(node: fx.Node) -> bool:
-    return isinstance(node.target, torch._ops.OpOverload) and torch.Tag.nondeterministic_seeded in node.target.tags
+def is_seeded_random(node: fx.Node) -> bool:
+    """A call of an op torch tags ``nondeterministic_seeded`` (it draws from the generator)."""
+    return (node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload)
+            and torch.Tag.nondeterministic_seeded in node.target.tags)
 
 
 def _split_compile(total: float, recording: float) -> dict[str, float]:

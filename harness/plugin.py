@@ -97,7 +97,7 @@ def pytest_configure(config):
                                 "run `make test` for the CPU suite (`--collect-only` lists the CUDA cells without one)")
     from harness import golden, known_failures
 
-    if not _updating(config):
+    if not golden.updating(config):
         # syrupy's unused-snapshot accounting matters only to an update (it deletes the stale graph kinds of a cell
         # that ran); a plain run has its own stale-kind check (Goldens.assert_match) and syrupy never flags an
         # orphan golden there anyway.  It cost ~1.3 s at the end of every run, serial in the xdist controller.
@@ -253,18 +253,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     _report_unmatched_known_failures(terminalreporter, config)
     before = getattr(config, "_ac_golden_before", None)
     if before is not None:
-        from harness import review
+        from harness import golden, review
 
         if config.option.update_snapshots and not config.option.keyword:
             review.remove_orphans()  # goldens of cells that no longer exist (syrupy keeps them while the module exists)
         review.report_golden_changes(terminalreporter, before, config._ac_golden_texts)
-        if _updating(config):
+        if golden.updating(config):
             review.report_refused(terminalreporter)
-
-
-def _updating(config) -> bool:
-    """The run writes goldens (``--snapshot-update`` or ``--snapshot-update-new-only``)."""
-    return bool(config.option.update_snapshots or getattr(config.option, "update_new_snapshots_only", False))
 
 
 def _unmatched_known_failures(config) -> list[str]:
