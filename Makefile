@@ -55,30 +55,30 @@ snapshot-new: install  ## write goldens only for cells that have none yet
 
 nightly:  ## whole suite (slow matrix too) vs committed goldens under TORCH in .nightly-venv/<spec>; runs/<ts>-<torch>/; exit 0 clean, 1 graph-only drift, 2 semantic failures
 	$(MAKE) install TORCH=torch==2.13.0  # .venv keeps the pinned torch; TORCH only picks the nightly's environment
-	$(PY) -m harness.nightly run --torch "$(TORCH)" $(if $(ARGS),-- $(ARGS))
+	$(PY) -m harness.tools.nightly run --torch "$(TORCH)" $(if $(ARGS),-- $(ARGS))
 
 # Release compatibility: the whole suite on each torch release in its own .nightly-venv/torch-<release>/, sequentially,
 # resumable (RERUN="2.14.1" or RERUN=all reruns done releases); report in runs/compat/compat.html and compat.json.
 RELEASES ?= 2.11.0 2.12.1 2.13.0 2.14.0 2.14.1
 RERUN    ?=
 compat: install  ## every suite on each of RELEASES against the pinned goldens; runs/compat/{compat.html,compat.json,progress.log}
-	$(PY) -m harness.compat run --releases "$(RELEASES)" $(if $(RERUN),--rerun $(RERUN)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(ARGS),-- $(ARGS))
+	$(PY) -m harness.tools.compat run --releases "$(RELEASES)" $(if $(RERUN),--rerun $(RERUN)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(ARGS),-- $(ARGS))
 
 compat-envs:  ## the per-release environments and the disk each takes
-	$(PY) -m harness.compat envs
+	$(PY) -m harness.tools.compat envs
 
 compat-prune:  ## remove environments: PRUNE="2.11.0 2.12.1" (or PRUNE=all)
-	$(PY) -m harness.compat prune $(if $(filter all,$(PRUNE)),--all,$(PRUNE))
+	$(PY) -m harness.tools.compat prune $(if $(filter all,$(PRUNE)),--all,$(PRUNE))
 
 .PHONY: compat compat-envs compat-prune
 
 memory-report: install  ## saved-activation bytes vs recompute FLOPs per case and policy/budget: reports/memory_report.{md,png}
 	$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install -q -e ".[report]"
-	$(PY) -m harness.memory_report --out reports $(ARGS)
+	$(PY) -m harness.tools.memory_report --out reports $(ARGS)
 
 .PHONY: memory-report budget-matrix
 
-budget-matrix: install  ## the budget_matrix selection: solver x estimator x budget x partitioner knobs (harness/cases/budget_solvers.py; nightly)
+budget-matrix: install  ## the budget_matrix selection: solver x estimator x budget x partitioner knobs (harness/rows/cases/budget_solvers.py; nightly)
 	$(PYTEST) suites/test_budget_solvers.py $(XDIST) -m budget_matrix $(ARGS)
 
 meta: install  ## the harness's own tests
@@ -89,13 +89,16 @@ gpu-check-dry-run: install  ## scripts/gpu_check.sh cannot rot: syntax, its whee
 
 check: meta gpu-check-dry-run test  ## the harness's own tests, the GPU script's dry run, then the conformance suite
 
-coverage: install  ## write docs/coverage.md: each catalogue test -> our cases, where they run, known failures
-	$(PY) -m harness.coverage
+docs: install  ## regenerate docs/layout.md and the README's layout table from the folders of harness/
+	$(PY) -m harness.tools.layout
 
-.PHONY: bench durations findings
+coverage: install  ## write docs/coverage.md: each catalogue test -> our cases, where they run, known failures
+	$(PY) -m harness.tools.coverage
+
+.PHONY: bench durations findings docs
 
 findings: install  ## run every repro under findings/ on TORCH (default: the pinned one): each verdict vs its known-failure entry
-	$(PY) -m harness.findings --torch "$(TORCH)" --out reports/findings-$(subst ==,-,$(TORCH)).md
+	$(PY) -m harness.tools.findings --torch "$(TORCH)" --out reports/findings-$(subst ==,-,$(TORCH)).md
 
 bench: install  ## serial vs -n 2, cold vs warm caches, time split per cell: table + reports/bench.json (BENCH_ARGS, BENCH_REPEAT)
 	$(PY) bench/run_bench.py
@@ -106,5 +109,5 @@ durations: install  ## refresh .test_durations (what SHARD balances by); ARGS='-
 clean:
 	rm -rf .cache reports .pytest_cache
 
-fuzz: install  ## property-based differential fuzzing (harness/fuzz) for FUZZ_SECONDS in FUZZ_WORKERS processes (default: one per CPU); findings land in findings/fuzz/
-	$(PY) -m harness.fuzz run --seconds $(FUZZ_SECONDS) --seed $(FUZZ_SEED) $(if $(FUZZ_WORKERS),--workers $(FUZZ_WORKERS))
+fuzz: install  ## property-based differential fuzzing (harness/tools/fuzz) for FUZZ_SECONDS in FUZZ_WORKERS processes (default: one per CPU); findings land in findings/fuzz/
+	$(PY) -m harness.tools.fuzz run --seconds $(FUZZ_SECONDS) --seed $(FUZZ_SEED) $(if $(FUZZ_WORKERS),--workers $(FUZZ_WORKERS))

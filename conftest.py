@@ -1,3 +1,3 @@
-"""Registers the project's pytest plugin (harness/plugin.py); all the logic lives there."""
+"""Registers the project's pytest plugin (harness/tools/plugin.py); all the logic lives there."""
 
-pytest_plugins = ["harness.plugin"]
+pytest_plugins = ["harness.tools.plugin"]

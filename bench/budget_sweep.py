@@ -11,9 +11,9 @@ runs forward + backward once, and reads the recorded fw/bw graphs:
 * ``saved_B``: the partitioner's own measure of the saved set, ``sum(_size_of(v))`` over the backward's saved
   placeholders (graph inputs included, like ``estimate_activations_size`` which compares against
   ``min_act_size = size(node_info.inputs)``);
-* ``act_B``: saved activation bytes (graph inputs and their views excluded; harness/peak.py);
-* ``peak_B``: harness/peak.py's peak live activation bytes over fw then bw;
-* ``torch_peak_B``: torch's ``memory_estimator.get_peak_memory`` logic (harness.peak.torch_peak_memory: CPU filter
+* ``act_B``: saved activation bytes (graph inputs and their views excluded; harness/core/peak.py);
+* ``peak_B``: harness/core/peak.py's peak live activation bytes over fw then bw;
+* ``torch_peak_B``: torch's ``memory_estimator.get_peak_memory`` logic (harness.core.peak.torch_peak_memory: CPU filter
   lifted, its output-node lookup fixed): counts primals, tangents and user outputs too, so it is >= peak_B;
 * ``ratio``: ``(saved_B(b) - saved_B(0)) / (saved_B(1) - saved_B(0))``, i.e. the budget the result actually uses on the
   config's scale ("0.0 corresponds to the activation memory from applying activation checkpointing to the full
@@ -49,8 +49,8 @@ import torch  # noqa: E402
 from torch._dynamo.backends.common import aot_autograd  # noqa: E402
 from torch._functorch import partitioners  # noqa: E402
 
-from harness.knapsack import available_solvers, budget_slack as slack  # noqa: E402
-from harness.peak import estimate, partitioner_saved_bytes, torch_peak_memory  # noqa: E402
+from harness.core.knapsack import available_solvers, budget_slack as slack  # noqa: E402
+from harness.core.peak import estimate, partitioner_saved_bytes, torch_peak_memory  # noqa: E402
 
 BUDGETS = (0.0, 0.1, 0.3, 0.5, 0.8, 1.0)
 ESTIMATORS = ("flops", "testing")

@@ -3,17 +3,17 @@
 One round runs the selection four times -- serial cold, serial warm, ``-n W --dist loadgroup`` cold, the same warm --
 "cold" pointing every compile cache (inductor FX graph / AOT caches, triton) at a fresh empty directory, "warm"
 reusing the directory the cold run just filled.  Each cell's time is split into eager reference, compile, compiled
-run, a custom pipeline (cases that replace the standard one), the semantic invariants (harness/invariants.py: mostly
+run, a custom pipeline (cases that replace the standard one), the semantic invariants (harness/core/invariants.py: mostly
 the no-AC baseline compile they make), harness overhead (graph recording, normalization, checks, golden summary and
 comparison) and the rest (pytest, fixtures), from the ``*_seconds`` user properties
-``harness.suite.check_cell`` records, read back from a JUnit XML.  Ratios are taken within one round; with several
+``harness.core.suite.check_cell`` records, read back from a JUnit XML.  Ratios are taken within one round; with several
 rounds every figure is the median over rounds.  Prints a table and writes JSON (reports/bench.json).
 
 Two more figures, each measured once per ``make bench`` (they take minutes):
 
-* nightly: ``python -m harness.nightly run`` (what ``make nightly`` runs, on this interpreter's pinned torch) over
+* nightly: ``python -m harness.tools.nightly run`` (what ``make nightly`` runs, on this interpreter's pinned torch) over
   bench/nightly-382.txt -- make nightly's cells when issue 16 was filed -- cold, then warm; wall seconds and verdicts;
-* fuzz: ``python -m harness.fuzz run --seed 11`` for BENCH_FUZZ_SECONDS with an empty example database and no
+* fuzz: ``python -m harness.tools.fuzz run --seed 11`` for BENCH_FUZZ_SECONDS with an empty example database and no
   findings written (the seed alone decides the programs), in its default worker processes: programs/s.
 
 Environment:
@@ -128,7 +128,7 @@ def run_nightly(work: Path) -> dict:
     out = {"selection": selection.name, "cells": len(ids)}
     for temp in ("cold", "warm"):
         runs = work / f"nightly-{temp}"
-        cmd = [sys.executable, "-m", "harness.nightly", "run", "--python", sys.executable, "--runs-dir", str(runs),
+        cmd = [sys.executable, "-m", "harness.tools.nightly", "run", "--python", sys.executable, "--runs-dir", str(runs),
                "--no-history", "--quiet", "--", *ids]
         start = time.perf_counter()
         proc = subprocess.run(cmd, cwd=ROOT, env=cache_env(cache), capture_output=True, text=True)
@@ -146,7 +146,7 @@ def run_fuzz(work: Path) -> dict:
     """The fuzzer for BENCH_FUZZ_SECONDS with --seed 11, cold compile caches, no example database, nothing written."""
     seconds = float(os.environ.get("BENCH_FUZZ_SECONDS", "120"))
     stats = work / "fuzz.json"
-    cmd = [sys.executable, "-m", "harness.fuzz", "run", "--seconds", str(seconds), "--seed", str(FUZZ_SEED),
+    cmd = [sys.executable, "-m", "harness.tools.fuzz", "run", "--seconds", str(seconds), "--seed", str(FUZZ_SEED),
            "--no-database", "--no-write", "--stats-json", str(stats)]
     proc = subprocess.run(cmd, cwd=ROOT, env=cache_env(Path(tempfile.mkdtemp(prefix="cache-fuzz-", dir=work))),
                           capture_output=True, text=True)

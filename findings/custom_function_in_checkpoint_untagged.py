@@ -50,7 +50,7 @@ from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selectiv
 MM = torch.ops.aten.mm.default
 
 
-class MatMul(torch.autograd.Function):  # harness/cases/tags.py's _MatMul
+class MatMul(torch.autograd.Function):  # harness/rows/cases/tags.py's _MatMul
     @staticmethod
     def forward(x, w):
         return x @ w

@@ -2,7 +2,7 @@
 of the region when it is recomputed, so the backward uses other dropout masks than the forward: silently wrong
 gradients, without torch.compile.
 
-Found on torch 2.13.0 (CPU) by the fuzzer (harness/fuzz, seed 11; findings/fuzz/7144c61e6a.py, signature
+Found on torch 2.13.0 (CPU) by the fuzzer (harness/tools/fuzz, seed 11; findings/fuzz/7144c61e6a.py, signature
 "numerics-random:aot_eager:eager with AC vs eager without AC"), reduced by hand to two ops.
 
 checkpoint's docstring promises that "checkpointing includes logic to juggle the RNG state such that checkpointed

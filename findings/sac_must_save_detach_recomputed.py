@@ -27,7 +27,7 @@ on.  Upstream:
 2.11.0 / 2.12.1 site-packages diff.)  The partitioner side is unchanged through 2.14.1: a view op that a policy tags
 MUST_SAVE itself (aten.t) is still recomputed; that is a separate question, not reproduced here.
 
-The check is the harness's `must_save_not_recomputed` (harness/invariants.py, harness/analysis.py): MUST_SAVE nodes of
+The check is the harness's `must_save_not_recomputed` (harness/core/invariants.py, harness/core/analysis.py): MUST_SAVE nodes of
 the joint graph as the partitioner received it; forward nodes = tagged is_forward, or not depending on a tangent;
 recomputed = backward call_function nodes (getitem aside) whose name is a forward node of the joint graph.
 
@@ -68,7 +68,7 @@ CASES = {
 
 
 def forward_nodes(joint):
-    """harness.analysis.forward_nodes: tagged is_forward, or (untagged) not depending on a tangent."""
+    """harness.core.analysis.forward_nodes: tagged is_forward, or (untagged) not depending on a tangent."""
     backward, fwd = set(), set()
     for n in joint.graph.nodes:
         tag = n.meta.get("partitioner_tag", "")

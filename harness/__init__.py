@@ -1,8 +1,10 @@
 """Conformance harness for activation checkpointing under torch.compile.
 
-Layers: case database (``case``, ``cases/``) -> pipeline runner (``pipeline``) -> analysis (``normalize``,
-``checks``) -> golden storage (``golden``) -> the test template (``suite``) and reporting.
+The folders are the layers, bottom first (``LAYERS``); a module imports only from its own folder or the ones below
+(tests/test_layers.py).  docs/layout.md lists every module (``make docs``).
 """
+
+LAYERS = ("core", "rows", "tools", "user")
 
 MIN_TORCH = (2, 11)
 

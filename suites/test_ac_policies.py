@@ -1,10 +1,10 @@
-"""torchtitan-style AC policies (harness/policies.py) on the Llama-style and MoE blocks (harness/models.py),
+"""torchtitan-style AC policies (harness/core/policies.py) on the Llama-style and MoE blocks (harness/rows/models.py),
 single process, eager and compiled (recording aot_eager backend, min-cut partitioner), fp32.
 
 Per (model, policy): eager with the policy equals eager without AC bitwise; compiled with the policy matches eager
 without AC within fp32 tolerance and equals compiled without AC bitwise; the saved activation bytes order as the
 policy promises (full saves no activation; selective and budget modes save less than no AC); every invariant of
-harness/invariants.py holds on the compiled step (against the same step compiled without AC).
+harness/core/invariants.py holds on the compiled step (against the same step compiled without AC).
 
 MoE token counts are data-dependent (``nonzero``): by default Dynamo breaks the graph there, and a checkpoint
 region containing a break is not compiled at all (it runs eagerly: 0 graphs).  With
@@ -17,8 +17,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness import policies as P
-from harness import training as T
+from harness.core import policies as P
+from harness.tools import training as T
 
 CASES = [(m, p) for m in ("llama", "moe") for p in P.ALL if p != "none"]
 DEFAULT = {("llama", "every_other_mm"), ("moe", "full")}

@@ -1,6 +1,6 @@
-"""Autocast and flash attention: checkpointed attention under autocast and the SDPA pattern matcher (cases in harness/cases/autocast_flash_attention.py)."""
+"""Autocast and flash attention: checkpointed attention under autocast and the SDPA pattern matcher (cases in harness/rows/cases/autocast_flash_attention.py)."""
 
-from harness.suite import check_cell
+from harness.core.suite import check_cell
 
 
 def test_case(cell, goldens, record):

@@ -1,6 +1,6 @@
-"""Budget solvers: activation_memory_budget x solver x runtime estimator x partitioner knobs on reference models (harness/cases/budget_solvers.py)."""
+"""Budget solvers: activation_memory_budget x solver x runtime estimator x partitioner knobs on reference models (harness/rows/cases/budget_solvers.py)."""
 
-from harness.suite import check_cell
+from harness.core.suite import check_cell
 
 
 def test_case(cell, goldens, record):

@@ -1,6 +1,6 @@
-"""Compiled autograd: a backward hook inside a checkpointed region forces a save (cases in harness/cases/compiled_autograd.py)."""
+"""Compiled autograd: a backward hook inside a checkpointed region forces a save (cases in harness/rows/cases/compiled_autograd.py)."""
 
-from harness.suite import check_cell
+from harness.core.suite import check_cell
 
 
 def test_case(cell, goldens, record):

@@ -1,6 +1,6 @@
-"""Compiled RNG: checkpointed dropout with inductor's / Philox RNG, fwd/bw randomness consistency (cases in harness/cases/compiled_rng.py)."""
+"""Compiled RNG: checkpointed dropout with inductor's / Philox RNG, fwd/bw randomness consistency (cases in harness/rows/cases/compiled_rng.py)."""
 
-from harness.suite import check_cell
+from harness.core.suite import check_cell
 
 
 def test_case(cell, goldens, record):

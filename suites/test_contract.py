@@ -2,14 +2,14 @@
 
 Eager cells check the promise with the clause's own oracle; compiled cells (aot_eager under both partitioners in
 the default selection, inductor in `slow`) check the same behaviour or the documented difference.  Cells listed
-in harness.contract.KNOWN are strict xfails that raise KnownCheckFailed only for their pinned check: every other
+in harness.rows.contract.KNOWN are strict xfails that raise KnownCheckFailed only for their pinned check: every other
 check of such a cell still runs and must pass (a failure there is a plain failure, not an xfail).
 """
 
 import pytest
 import torch
 
-from harness import contract
+from harness.rows import contract
 
 _ALL = contract.cells()
 

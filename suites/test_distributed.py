@@ -1,16 +1,16 @@
 """Distributed compositions with AC under torch.compile: FSDP2, DDP, tensor (+ sequence) parallel, 2 gloo ranks.
 
-Each scenario (harness/scenarios.py) is one step of a small Llama-style model (harness/models.py) on 2 CPU ranks
-(harness/distributed.py), twice: without AC and with the AC policy (same parallelization, same compile).  Checks,
-every one on every rank (a failing check does not stop the others; harness/suite.py ``Verdicts``):
+Each scenario (harness/rows/scenarios.py) is one step of a small Llama-style model (harness/rows/models.py) on 2 CPU ranks
+(harness/tools/distributed.py), twice: without AC and with the AC policy (same parallelization, same compile).  Checks,
+every one on every rank (a failing check does not stop the others; harness/core/suite.py ``Verdicts``):
 
 * ``runs``: the step ran on every rank;
 * ``numerics``: every parameter gradient, gathered to a full tensor, matches the single-process eager no-AC reference
-  on the full batch within the dtype's tolerance (harness/training.py ``TOLERANCES``), and in fp32 the AC program's
+  on the full batch within the dtype's tolerance (harness/tools/training.py ``TOLERANCES``), and in fp32 the AC program's
   gradients equal the no-AC program's bitwise;
 * ``compiled`` and ``saved_activations``: the AC program was compiled (>= 1 Dynamo graph), a policy that recomputes
   saves fewer activation bytes than no AC, and under sequence parallel the save list's reduce-scatter is saved;
-* ``invariant:<name>``: every invariant of harness/invariants.py on the rank's compiled AC step, against the same
+* ``invariant:<name>``: every invariant of harness/core/invariants.py on the rank's compiled AC step, against the same
   rank's no-AC step (recorded scenarios: the pipeline's recording backend);
 * then, all passed, each rank's summary golden (``rank<N>.summary``: saved tensors, recomputed ops, FLOPs).
 
@@ -27,12 +27,13 @@ import time
 import pytest
 import torch
 
-from harness import distributed as D
-from harness import known_failures, scenarios
-from harness import training as T
-from harness.golden import Goldens
-from harness.invariants import INVARIANTS
-from harness.suite import Verdicts
+from harness.tools import distributed as D
+from harness.core import known_failures
+from harness.rows import scenarios
+from harness.tools import training as T
+from harness.core.golden import Goldens
+from harness.core.invariants import INVARIANTS
+from harness.core.suite import Verdicts
 
 FAST_TIMEOUT = 420  # the batch (process start, imports, 8 compiles on 2 shared cores)
 SCENARIO_LIMIT = 240  # one scenario inside the ranks
@@ -132,7 +133,7 @@ def check(key: str, ranks: list[dict] | D.RankFailure, record, goldens: Goldens)
 def fast_batch():
     t = time.monotonic()
     try:
-        ranks = D.launch("harness.training:rank_batch", timeout=FAST_TIMEOUT, scenarios=scenarios.FAST,
+        ranks = D.launch("harness.tools.training:rank_batch", timeout=FAST_TIMEOUT, scenarios=scenarios.FAST,
                          limit=SCENARIO_LIMIT)
     except D.RankFailure as e:
         return e, time.monotonic() - t
@@ -151,7 +152,7 @@ def test_distributed_fast(key, fast_batch, record, snapshot, request):
 @pytest.mark.parametrize("key", list(scenarios.SLOW))
 def test_distributed(key, record, snapshot, request):
     try:
-        ranks = D.launch("harness.training:rank_batch", timeout=SLOW_TIMEOUT, scenarios={key: scenarios.SLOW[key]},
+        ranks = D.launch("harness.tools.training:rank_batch", timeout=SLOW_TIMEOUT, scenarios={key: scenarios.SLOW[key]},
                          limit=SLOW_TIMEOUT - 30)
     except D.RankFailure as e:
         ranks = e

@@ -1,6 +1,6 @@
-"""Distributed wrapper: checkpoint_wrapper and CheckpointWrapper attribute forwarding (cases in harness/cases/distributed_wrapper.py)."""
+"""Distributed wrapper: checkpoint_wrapper and CheckpointWrapper attribute forwarding (cases in harness/rows/cases/distributed_wrapper.py)."""
 
-from harness.suite import check_cell
+from harness.core.suite import check_cell
 
 
 def test_case(cell, goldens, record):

@@ -1,6 +1,6 @@
-"""Errors: documented error types and messages (cases in harness/cases/errors.py)."""
+"""Errors: documented error types and messages (cases in harness/rows/cases/errors.py)."""
 
-from harness.suite import check_cell
+from harness.core.suite import check_cell
 
 
 def test_case(cell, goldens, record):

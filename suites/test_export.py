@@ -1,6 +1,6 @@
-"""Export: checkpointed functions traced by torch.export to torch IR, then compiled (cases in harness/cases/export.py)."""
+"""Export: checkpointed functions traced by torch.export to torch IR, then compiled (cases in harness/rows/cases/export.py)."""
 
-from harness.suite import check_cell
+from harness.core.suite import check_cell
 
 
 def test_case(cell, goldens, record):

@@ -2,8 +2,8 @@
 (numerics vs eager without AC, random-op replay, SAC policy respected, compiles or raises a documented error).
 Findings already on file under findings/fuzz/ are not failures here (they are tracked by their own cases)."""
 
-from harness.fuzz import runner
-from harness.fuzz.strategies import programs
+from harness.tools.fuzz import runner
+from harness.rows.fuzz.strategies import programs
 
 
 def test_fuzz_smoke(record):

@@ -1,4 +1,4 @@
-"""torch's activation-memory-budget knapsack solvers against an exhaustive reference (harness/knapsack.py).
+"""torch's activation-memory-budget knapsack solvers against an exhaustive reference (harness/core/knapsack.py).
 
 Instances are drawn by hypothesis the way ``choose_saved_values_set`` poses them: ``memory`` are normalized sizes
 (non-negative; ``_size_of`` / (max_act_size - min_act_size)), ``runtimes`` are ``estimate_runtime`` values (all ``1``
@@ -40,7 +40,7 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from harness.knapsack import SCALE, Solution, available_solvers, exhaustive, quantize, solve
+from harness.core.knapsack import SCALE, Solution, available_solvers, exhaustive, quantize, solve
 
 SOLVERS = available_solvers()
 

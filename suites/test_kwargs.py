@@ -1,6 +1,6 @@
-"""Kwargs: user keyword arguments and symbolic sizes reaching tag_activation_checkpoint (cases in harness/cases/kwargs.py)."""
+"""Kwargs: user keyword arguments and symbolic sizes reaching tag_activation_checkpoint (cases in harness/rows/cases/kwargs.py)."""
 
-from harness.suite import check_cell
+from harness.core.suite import check_cell
 
 
 def test_case(cell, goldens, record):

@@ -1,6 +1,6 @@
-"""Misc: graph breaks, list and dataclass I/O, duplicate outputs, record_function, compiled submodules under eager AC (cases in harness/cases/misc.py)."""
+"""Misc: graph breaks, list and dataclass I/O, duplicate outputs, record_function, compiled submodules under eager AC (cases in harness/rows/cases/misc.py)."""
 
-from harness.suite import check_cell
+from harness.core.suite import check_cell
 
 
 def test_case(cell, goldens, record):

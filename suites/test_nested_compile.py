@@ -1,6 +1,6 @@
-"""Nested compile: a torch.compile call inside an eager checkpoint, traced with make_fx in FakeTensorMode (cases in harness/cases/nested_compile.py)."""
+"""Nested compile: a torch.compile call inside an eager checkpoint, traced with make_fx in FakeTensorMode (cases in harness/rows/cases/nested_compile.py)."""
 
-from harness.suite import check_cell
+from harness.core.suite import check_cell
 
 
 def test_case(cell, goldens, record):

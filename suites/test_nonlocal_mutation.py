@@ -1,6 +1,6 @@
-"""Nonlocal mutation: Python side effects inside checkpointed regions under torch.compile (cases in harness/cases/nonlocal_mutation.py)."""
+"""Nonlocal mutation: Python side effects inside checkpointed regions under torch.compile (cases in harness/rows/cases/nonlocal_mutation.py)."""
 
-from harness.suite import check_cell
+from harness.core.suite import check_cell
 
 
 def test_case(cell, goldens, record):

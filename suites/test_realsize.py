@@ -2,7 +2,7 @@
 
 The paper's per-layer bytes for a GPT block (16-bit activations, 1-byte dropout masks, s·b·h units):
 no recompute ``34 + 5·a·s/h``, selective recompute of the attention core ``34``, full recompute ``2``.
-We build that block (harness/models.py GPTBlock) and measure eager (saved_tensors_hooks) and compiled (the backward
+We build that block (harness/rows/models.py GPTBlock) and measure eager (saved_tensors_hooks) and compiled (the backward
 graph's saved tensors) bytes.  Every difference is accounted for exactly:
 
 * ``8·s·b`` bytes (eager and compiled, none/selective): the two LayerNorms save their mean and rstd ([s, b, 1] each,
@@ -24,7 +24,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness import models, policies, realsize as R
+from harness.rows import models
+from harness.core import policies
+from harness.tools import realsize as R
 
 
 def _deltas(s, b, h, a):

@@ -1,6 +1,6 @@
-"""RNG and dropout: random ops recomputed in backward replay the forward's randomness (cases in harness/cases/rng_dropout.py)."""
+"""RNG and dropout: random ops recomputed in backward replay the forward's randomness (cases in harness/rows/cases/rng_dropout.py)."""
 
-from harness.suite import check_cell
+from harness.core.suite import check_cell
 
 
 def test_case(cell, goldens, record):

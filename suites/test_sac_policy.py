@@ -1,6 +1,6 @@
-"""SAC policy: what a selective-checkpoint policy saves or recomputes under torch.compile (cases in harness/cases/sac_policy.py)."""
+"""SAC policy: what a selective-checkpoint policy saves or recomputes under torch.compile (cases in harness/rows/cases/sac_policy.py)."""
 
-from harness.suite import check_cell
+from harness.core.suite import check_cell
 
 
 def test_case(cell, goldens, record):

@@ -1,6 +1,6 @@
-"""Subclass: tensor-subclass inputs through selective checkpointing under torch.compile (cases in harness/cases/subclass.py)."""
+"""Subclass: tensor-subclass inputs through selective checkpointing under torch.compile (cases in harness/rows/cases/subclass.py)."""
 
-from harness.suite import check_cell
+from harness.core.suite import check_cell
 
 
 def test_case(cell, goldens, record):

@@ -1,6 +1,6 @@
-"""Tags: tag_activation_checkpoint regions and the recompute/ac_graph_id tags of the joint graph (cases in harness/cases/tags.py)."""
+"""Tags: tag_activation_checkpoint regions and the recompute/ac_graph_id tags of the joint graph (cases in harness/rows/cases/tags.py)."""
 
-from harness.suite import check_cell
+from harness.core.suite import check_cell
 
 
 def test_case(cell, goldens, record):

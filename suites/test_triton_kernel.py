@@ -1,6 +1,6 @@
-"""Triton kernel: a user Triton kernel inside a SAC region, CUDA only (cases in harness/cases/triton_kernel.py)."""
+"""Triton kernel: a user Triton kernel inside a SAC region, CUDA only (cases in harness/rows/cases/triton_kernel.py)."""
 
-from harness.suite import check_cell
+from harness.core.suite import check_cell
 
 
 def test_case(cell, goldens, record):

@@ -16,7 +16,7 @@ PLANTED = '''
 import os
 import signal
 import torch
-from harness.case import MIN_CUT_ONLY, Case, Program
+from harness.core.case import MIN_CUT_ONLY, Case, Program
 
 
 def build(ctx):
@@ -52,7 +52,7 @@ def make_project(tmp: Path, tags_goldens: bool = True) -> Path:
         elif src.exists():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(src, tmp / name)
-    (tmp / "harness" / "cases" / "planted.py").write_text(PLANTED)
+    (tmp / "harness" / "rows" / "cases" / "planted.py").write_text(PLANTED)
     (tmp / "suites" / "test_planted.py").write_text((ROOT / "suites" / "test_tags.py").read_text())
     (tmp / "golden" / "cpu").mkdir(parents=True)
     if tags_goldens:

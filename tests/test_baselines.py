@@ -1,4 +1,4 @@
-"""The baseline cache (harness/baselines.py): a warm cache gives the figures a fresh compile gives, a changed torch
+"""The baseline cache (harness/core/baselines.py): a warm cache gives the figures a fresh compile gives, a changed torch
 (or harness source) misses it, and a faulty cell still fails on a warm cache (only baselines are cached)."""
 
 from __future__ import annotations
@@ -8,9 +8,10 @@ import dataclasses
 import pytest
 import torch
 
-from harness import analysis, baselines, pipeline, suite
-from harness.analysis import Analysis, Saved
-from harness.case import Axes, Cell, find_case
+from harness.core import analysis, baselines, pipeline, suite
+from harness.core.analysis import Analysis, Saved
+from harness.core.case import Axes, Cell
+from harness.rows.cases import find_case
 
 CASE = find_case("sac_no_recompute_mm")
 AXES = Axes("min_cut", "aot_eager", "cpu", "float32")

@@ -1,7 +1,7 @@
 """The budget_solvers oracles on hand-made inputs: uniqueness of a knapsack optimum and the feasibility bound."""
 
-from harness.cases.budget_solvers import Figures, feasibility
-from harness.knapsack import budget_slack, unique_optimum
+from harness.rows.cases.budget_solvers import Figures, feasibility
+from harness.core.knapsack import budget_slack, unique_optimum
 
 
 def test_unique_optimum_found():

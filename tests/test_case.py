@@ -1,11 +1,12 @@
-"""The case row's groups (harness/case.py): their rules hold at construction, the area comes from the module."""
+"""The case row's groups (harness/core/case.py): their rules hold at construction, the area comes from the module."""
 
 from __future__ import annotations
 
 import pytest
 
-from harness.case import (AxesSpec, Backend, Case, Checkpoint, CompileSpec, Expect, Need, Numerics, Partitioner,
-                          Requires, all_cases)
+from harness.core.case import (AxesSpec, Backend, Case, Checkpoint, CompileSpec, Expect, Need, Numerics, Partitioner,
+                              Requires)
+from harness.rows.cases import all_cases
 
 
 def _build(ctx):
@@ -62,5 +63,5 @@ def test_every_case_carries_its_module_as_its_area():
     import sys
 
     for case in all_cases():
-        module = sys.modules[f"harness.cases.{case.area}"]
+        module = sys.modules[f"harness.rows.cases.{case.area}"]
         assert any(c.name == case.name for c in module.CASES), f"{case.name}: area {case.area!r} is not its module"

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from test_nightly import png_pixels
 
-from harness import compat, torch_compat
-from harness.reports.compat import KnownFailureEntry, build_compat, release_key
-from harness.reports.html import render_compat, render_compat_diff
-from harness.reports.record import CellRecord
+from harness.tools import compat
+from harness.core import torch_api
+from harness.tools.reports.releases import KnownFailureEntry, build_compat, release_key
+from harness.tools.reports.html import render_compat, render_compat_diff
+from harness.tools.reports.record import CellRecord
 
 R1, R2, R3, R4 = "2.11.0", "2.12.1", "2.13.0", "2.14.0"
 GOLD, NEW = "graph():\n  mm = aten.mm(x, y)\n  return mm\n", "graph():\n  mm = aten.mm(x, y)\n  s = aten.sin(mm)\n  return s\n"
@@ -144,17 +145,17 @@ def test_compat_html_names_every_section_and_category():
 
 
 def test_cannot_run_reasons_name_each_difference():
-    for d in torch_compat.DIFFERENCES:
+    for d in torch_api.DIFFERENCES:
         assert d.reason, f"difference {d.name} needs a reason"
     examples = {"declared_torch_requirement": "needs torch>=2.14 (installed 2.13.0+cpu): x",
                 "declared_api_requirement": "needs torch.foo.bar, missing in torch 2.11.0: x",
                 "missing_config_knob": "AttributeError: torch._inductor.config.knob does not exist",
                 "missing_torch_api": "AttributeError: module 'torch.compiler' has no attribute '_patch_engine_backward'"}
     for name, msg in examples.items():
-        got = torch_compat.cannot_run_reason(msg)
+        got = torch_api.cannot_run_reason(msg)
         assert got and got.startswith(name + ":"), f"expected {name} for {msg!r}, saw {got!r}"
-    assert torch_compat.cannot_run_reason("AssertionError: grad x differs") is None, "a real failure is not a difference"
-    assert torch_compat.cannot_run_reason("CUDA-only: needs a CUDA device") is None, "a CUDA skip is a plain skip"
+    assert torch_api.cannot_run_reason("AssertionError: grad x differs") is None, "a real failure is not a difference"
+    assert torch_api.cannot_run_reason("CUDA-only: needs a CUDA device") is None, "a CUDA skip is a plain skip"
 
 
 def pixel_colours(png: bytes, w: int, h: int, raw: bytes) -> set[tuple[int, int, int]]:
@@ -183,13 +184,13 @@ def pixel_colours(png: bytes, w: int, h: int, raw: bytes) -> set[tuple[int, int,
 def test_missing_config_knobs_make_a_cannot_run_reason():
     case = type("C", (), {"config": {"dynamo": {"inline_single_use_invoke_subgraph": False, "no_such_knob_xyz": 1},
                                      "functorch": {"activation_memory_budget": 0.5}}})()
-    assert torch_compat.missing_config_knobs(case.config) == ["torch._dynamo.config.no_such_knob_xyz"], \
-        f"expected only the invented knob missing, saw {torch_compat.missing_config_knobs(case.config)}"
-    why = torch_compat.unmet_config(case.config)
-    got = torch_compat.cannot_run_reason(why)
+    assert torch_api.missing_config_knobs(case.config) == ["torch._dynamo.config.no_such_knob_xyz"], \
+        f"expected only the invented knob missing, saw {torch_api.missing_config_knobs(case.config)}"
+    why = torch_api.unmet_config(case.config)
+    got = torch_api.cannot_run_reason(why)
     assert got and got.startswith("missing_config_knob:") and "no_such_knob_xyz" in got, f"saw {why!r} -> {got!r}"
-    assert torch_compat.unmet_config({}) is None, "no patches, nothing missing"
-    assert torch_compat.has_api("torch.utils.checkpoint.checkpoint") and not torch_compat.has_api("torch.no_such_api_xyz")
+    assert torch_api.unmet_config({}) is None, "no patches, nothing missing"
+    assert torch_api.has_api("torch.utils.checkpoint.checkpoint") and not torch_api.has_api("torch.no_such_api_xyz")
 
 
 def test_release_differences_skip_older_releases_as_cannot_run(monkeypatch):
@@ -197,18 +198,18 @@ def test_release_differences_skip_older_releases_as_cannot_run(monkeypatch):
     naming it) gives a skip message cannot_run_reason reads as a declared torch requirement; from it on, nothing."""
     import torch
 
-    from harness.case import find_case
+    from harness.rows.cases import find_case
 
-    assert torch_compat.RELEASE_DIFFERENCES, "expected the behaviour differences to be listed"
-    for d in torch_compat.RELEASE_DIFFERENCES:
+    assert torch_api.RELEASE_DIFFERENCES, "expected the behaviour differences to be listed"
+    for d in torch_api.RELEASE_DIFFERENCES:
         assert d.reason and d.since, f"difference {d.name} needs a reason and the release it exists from"
         major, minor = (int(p) for p in d.since.split("."))
         monkeypatch.setattr(torch, "__version__", f"{major}.{minor - 1}.1+cpu")
-        why = torch_compat.unmet_release(d)
-        got = torch_compat.cannot_run_reason(why)
+        why = torch_api.unmet_release(d)
+        got = torch_api.cannot_run_reason(why)
         assert got and got.startswith("declared_torch_requirement:") and d.name in why, f"{d.name}: {why!r} -> {got!r}"
         monkeypatch.setattr(torch, "__version__", f"{major}.{minor}.0+cpu")
-        assert torch_compat.unmet_release(d) is None, f"{d.name}: expected no gate on {d.since}"
+        assert torch_api.unmet_release(d) is None, f"{d.name}: expected no gate on {d.since}"
     # the remat rows: all cannot run on 2.11.0, the two several-region ones also not on 2.12.1, none on 2.13.0
     remat = ("remat_simple_forward_backward", "joint_graph_passes_view_optimization", "remat_chunked_loss",
              "remat_two_backward_regions_raises")
@@ -216,7 +217,7 @@ def test_release_differences_skip_older_releases_as_cannot_run(monkeypatch):
         monkeypatch.setattr(torch, "__version__", version)
         unmet = {name: find_case(name).unmet_requirement("cpu") for name in remat}
         assert {n for n, why in unmet.items() if why} == expected, f"torch {version}: {unmet}"
-        assert all(torch_compat.cannot_run_reason(why) for why in unmet.values() if why), unmet
+        assert all(torch_api.cannot_run_reason(why) for why in unmet.values() if why), unmet
 
 
 def write_done_state(out: Path) -> None:
@@ -293,7 +294,7 @@ def test_compat_report_renders_in_headless_chromium(tmp_path):
 def test_reattribution_turns_only_covered_semantic_cells_into_known_failures():
     """An entry added or widened after a release ran covers that release's semantic cells it explains; a passing cell,
     a drift and a semantic cell no entry explains stay what the run said."""
-    from harness.reports.compat import reattribute
+    from harness.tools.reports.releases import reattribute
 
     cells = [rec("a-x", "tags", "semantic", failed_check="case_check", message="CellFailure: a-x: 1 check(s) failed:\n[case_check] old"),
              rec("b-x", "tags", "semantic", failed_check="run", message="CellFailure: b-x: 1 check(s) failed:\n[run] other"),
@@ -312,7 +313,7 @@ def test_reattribution_turns_only_covered_semantic_cells_into_known_failures():
 
 
 def test_failing_checks_read_every_check_or_none_from_a_cut_message():
-    from harness.reports.compat import failing_checks
+    from harness.tools.reports.releases import failing_checks
 
     two = "CellFailure: a-x: 2 check(s) failed:\n[run] boom\n  trace\n[invariant:y] rank 0: node z"
     assert failing_checks({"message": two}) == [("run", "boom\n  trace\n"), ("invariant:y", "rank 0: node z")]
@@ -325,9 +326,9 @@ def test_failing_checks_read_every_check_or_none_from_a_cut_message():
 
 def test_nightly_message_keeps_every_check_of_a_long_cell_failure():
     """A CellFailure over the record's size keeps each ``[stage]`` line (head and tail of each check's message)."""
-    from harness.nightly_plugin import MESSAGE_CHARS, _message
-    from harness.reports.compat import failing_checks
-    from harness.suite import CellFailure
+    from harness.tools.nightly_plugin import MESSAGE_CHARS, _message
+    from harness.tools.reports.releases import failing_checks
+    from harness.core.suite import CellFailure
 
     exc = CellFailure("c-x", [("invariant:a", "node d (policy MUST_SAVE)\n" + "g" * 9000),
                               ("runs", "Traceback\n" + "t" * 9000 + "\nTypeError: unhashable")])

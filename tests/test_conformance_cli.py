@@ -1,4 +1,4 @@
-"""``ac-conformance check`` (harness/cli.py): exit 0 on the Llama-style example with the report files (and a
+"""``ac-conformance check`` (harness/user/cli.py): exit 0 on the Llama-style example with the report files (and a
 headless-Chromium screenshot of the report), 2 on a wrong model with a repro that exits 1, 1 on graph-only drift from
 the goldens, 3 on bad input (each with one clear sentence)."""
 
@@ -14,8 +14,8 @@ import pytest
 from test_conformance_plugin import MODEL
 from test_nightly import png_pixels
 
-from harness import cli, conformance
-from harness.paths import ROOT
+from harness.user import cli, conformance
+from harness.core.paths import ROOT
 
 # The plugin tests' model (a compiled program that can be made wrong), plus a factory without trainable parameters
 # and one that raises.

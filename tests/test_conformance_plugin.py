@@ -1,4 +1,4 @@
-"""The user-model plugin (harness/conformance.py) in a temporary project, through pytest's ``pytester``: a passing
+"""The user-model plugin (harness/user/conformance.py) in a temporary project, through pytest's ``pytester``: a passing
 check with figures, a numerics failure, an invariant failure, a missing golden and the update workflow (a refused
 update keeps the goldens byte-identical); and bad input is one clear message."""
 
@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from harness.paths import ROOT
+from harness.core.paths import ROOT
 
 pytest_plugins = ("pytester",)
 
 # Where the package is installed, pytest loads the plugin through its pytest11 entry point; here (an editable install
 # that predates the entry point, or none) it is named explicitly.  Never both: pytest refuses a second registration.
-_INSTALLED = any(e.value == "harness.conformance" for e in importlib.metadata.entry_points(group="pytest11"))
-PLUGIN = () if _INSTALLED else ("-p", "harness.conformance")
+_INSTALLED = any(e.value == "harness.user.conformance" for e in importlib.metadata.entry_points(group="pytest11"))
+PLUGIN = () if _INSTALLED else ("-p", "harness.user.conformance")
 
 MODEL = '''
 import os
@@ -99,7 +99,7 @@ def test_block_ac(ac_conformance):
     for part in ("ac_conformance: 1 of 1 cell(s) failed (1 wrong, 0 graph drift)", "[numerics]",
                  "compiled vs eager without AC: output[0]", "grad of param layers.0.up.weight", "rtol=1.3e-06"):
         assert part in out, f"expected {part!r} in the failure:\n{out[-4000:]}"
-    assert "Traceback" not in out and "harness/suite.py" not in out, "one message, no harness traceback"
+    assert "Traceback" not in out and "harness/core/suite.py" not in out, "one message, no harness traceback"
 
 
 def test_invariant_failure_names_the_invariant(project):

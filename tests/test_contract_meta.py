@@ -1,4 +1,4 @@
-"""Meta tests of the checkpoint contract (harness/contract.py, docs/contract.md, docs/contract-coverage.md).
+"""Meta tests of the checkpoint contract (harness/rows/contract.py, docs/contract.md, docs/contract-coverage.md).
 
 - every clause of docs/contract.md has cells in suites/test_contract.py, and every cell's clause is in the doc;
 - every quote is verbatim in torch/utils/checkpoint.py;
@@ -19,7 +19,7 @@ import pytest
 import torch
 import torch.utils.checkpoint as cp
 
-from harness import contract
+from harness.rows import contract
 
 CP = cp.CheckpointPolicy
 
@@ -59,7 +59,7 @@ def test_quotes_are_verbatim_in_torch_and_in_the_doc():
     assert not bad, (f"expected every clause quote to appear verbatim (whitespace-normalized) in {cp.__file__} "
                      f"(torch {torch.__version__}); saw fragments not found: {bad}")
     undocumented = [c.id for c in contract.CLAUSES if c.quote not in doc]
-    assert not undocumented, f"expected docs/contract.md to quote each clause as harness/contract.py does; saw " \
+    assert not undocumented, f"expected docs/contract.md to quote each clause as harness/rows/contract.py does; saw " \
                              f"clauses whose quote differs: {undocumented}"
 
 
@@ -70,7 +70,7 @@ def test_committed_contract_table_is_current():
         diff = "".join(difflib.unified_diff(committed.splitlines(True), fresh.splitlines(True),
                                             "docs/contract-coverage.md (committed)", "(regenerated)", n=1))
         raise AssertionError("expected docs/contract-coverage.md to equal the regenerated table; saw a stale one: "
-                             f"run `python -m harness.contract` and commit it. Difference:\n{diff[:6000]}")
+                             f"run `python -m harness.rows.contract` and commit it. Difference:\n{diff[:6000]}")
 
 
 def test_table_lists_every_clause_with_cells_and_verdicts():
@@ -84,11 +84,11 @@ def test_table_lists_every_clause_with_cells_and_verdicts():
 
 
 def test_release_gates_skip_only_their_cells_as_cannot_run(monkeypatch):
-    from harness import torch_compat
+    from harness.core import torch_api
 
     for c in contract.CLAUSES:
         for g in c.gates:
-            assert g.difference in torch_compat.RELEASE_DIFFERENCES, f"[{c.id}] gate on an unlisted difference"
+            assert g.difference in torch_api.RELEASE_DIFFERENCES, f"[{c.id}] gate on an unlisted difference"
             assert any(x.clause == c.id and g.covers(x) for x in contract.cells()), f"[{c.id}] gate covers no cell"
     fo, det = "sac.policy.forward_only-nonreentrant-", "ckpt.determinism.invalid-nonreentrant-"
     expected = {"2.11.0": {fo + v for v in contract.VARIANTS} | {det + v for v in contract.COMPILED}
@@ -98,7 +98,7 @@ def test_release_gates_skip_only_their_cells_as_cannot_run(monkeypatch):
         monkeypatch.setattr(torch, "__version__", version)
         gated = {x.id: why for x in contract.cells() if (why := contract.unmet_gate(x))}
         assert set(gated) == ids, f"torch {version}: expected gated cells {sorted(ids)}, saw {sorted(gated)}"
-        unread = {i: w for i, w in gated.items() if not (torch_compat.cannot_run_reason(w) or "").startswith(
+        unread = {i: w for i, w in gated.items() if not (torch_api.cannot_run_reason(w) or "").startswith(
             "declared_torch_requirement:")}
         assert not unread, f"expected cannot_run_reason to read every gate's message; saw {unread}"
 

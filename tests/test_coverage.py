@@ -6,8 +6,9 @@ import warnings
 
 import pytest
 
-from harness import coverage, known_failures
-from harness.collect import all_cells
+from harness.tools import coverage
+from harness.core import known_failures
+from harness.rows.collect import all_cells
 
 
 @pytest.fixture(scope="module")

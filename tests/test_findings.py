@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from harness import findings
+from harness.tools import findings
 
 FINDINGS, ENTRIES = findings.load()
 

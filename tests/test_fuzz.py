@@ -3,10 +3,10 @@
 import torch
 import torch.fx as fx
 
-from harness import pipeline
-from harness.fuzz import runner
-from harness.fuzz.program import Prog, Region, Step
-from harness.fuzz.strategies import programs
+from harness.core import pipeline
+from harness.tools.fuzz import runner
+from harness.rows.fuzz.program import Prog, Region, Step
+from harness.rows.fuzz.strategies import programs
 
 
 def _perturb_one_recomputed_node(real_partition):
@@ -45,7 +45,7 @@ def test_finding_script_reproduces_standalone(tmp_path, monkeypatch):
     import subprocess
     import sys
 
-    from harness.fuzz import repro
+    from harness.rows.fuzz import repro
 
     prog = Prog(n=2, d=4, input_grads=[True], steps=[Step("sin", [0]), Step("mm", [1])], regions=[Region(0, 2)])
     path = tmp_path / "finding.py"
@@ -59,7 +59,7 @@ def test_every_vocabulary_op_names_a_real_aten_overload():
     """Policies are rendered as torch.ops.aten.<name>: a wrong overload name crashed a 30-minute campaign."""
     import torch
 
-    from harness.fuzz.program import VOCAB
+    from harness.rows.fuzz.program import VOCAB
 
     bad = []
     for name, (_, _, _, ops, _) in VOCAB.items():
@@ -117,9 +117,9 @@ def test_programs_differing_only_in_regions_share_one_no_ac_baseline(monkeypatch
     order: Dynamo numbers them as the source first touches them, and the regions move that.)"""
     import dataclasses
 
-    from harness import analysis, baselines
-    from harness.case import Axes
-    from harness.fuzz import oracles
+    from harness.core import analysis, baselines
+    from harness.core.case import Axes
+    from harness.rows.fuzz import oracles
 
     a = Prog(n=2, d=4, input_grads=[True], steps=[Step("sin", [0]), Step("mm", [1]), Step("cos", [2])],
              regions=[Region(0, 2)])
@@ -147,7 +147,7 @@ def test_programs_differing_only_in_regions_share_one_no_ac_baseline(monkeypatch
 def test_a_crash_saving_a_non_tensor_is_one_finding_whatever_the_mix():
     """signature_key: the types a program happens to save (and where the 140-character signature cuts the list) do not
     make a new finding, which would be shrunk and written again; another message does."""
-    from harness.fuzz.oracles import signature_key
+    from harness.rows.fuzz.oracles import signature_key
 
     head = "crash:compile:AssertionError:expected all tensors_saved_with_vc_check to be Tensors, got types: "
     same = [head + "[<class 'torch.Tensor'>, <class 'tuple'>, <class 'torch.Tensor'>]",

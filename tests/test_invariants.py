@@ -1,4 +1,4 @@
-"""Each semantic invariant (harness/invariants.py) fires on a run built or perturbed to violate it, with a message that
+"""Each semantic invariant (harness/core/invariants.py) fires on a run built or perturbed to violate it, with a message that
 names the cell, the node and its policy; and it stays quiet on the documented exceptions."""
 
 import dataclasses
@@ -6,10 +6,11 @@ import dataclasses
 import pytest
 import torch
 
-from harness import analysis, baselines, checks, invariants
-from harness.analysis import Analysis, Saved, analyse
-from harness.case import Axes, BuildContext, Case, Cell, Program, find_case
-from harness.pipeline import NOT_ANALYSED, run_cell
+from harness.core import analysis, baselines, checks, invariants
+from harness.core.analysis import Analysis, Saved, analyse
+from harness.core.case import Axes, BuildContext, Case, Cell, Program
+from harness.rows.cases import find_case
+from harness.core.pipeline import NOT_ANALYSED, run_cell
 
 
 def _run(name: str, **axes):
@@ -114,7 +115,7 @@ def test_ac_backward_computing_less_than_no_ac_fires():
 
 def test_saved_graph_inputs_are_accounted_by_provenance():
     """A leaf input saved for the backward costs nothing; an activation that entered the graph as an input does."""
-    from harness.pipeline import Recorder, execute
+    from harness.core.pipeline import Recorder, execute
 
     case = _case("meta_provenance", lambda ctx: Program(
         lambda x: ctx.checkpoint(lambda t: torch.sin(t) @ t, x, use_reentrant=False), (ctx.randn(8, 8),)))
@@ -194,7 +195,7 @@ def test_dropout_oracle_runs_as_the_reference_cases_check():
 
 
 def test_custom_pipeline_cells_are_skipped():
-    from harness.pipeline import Run
+    from harness.core.pipeline import Run
 
     run = Run(Cell(_case("meta_custom", _ac_saves_more), Axes()))
     assert analyse(run) is None
@@ -206,8 +207,8 @@ def test_retracted_fuzz_findings_do_not_fire(digest):
     """Both were reported as defects and are not (findings/fuzz/README.md): 7183f894a5 saves a region input plus an
     RNG state where no AC keeps a 4 B mask (within the eager bound); 57011d7d53's saved amax is the CSE-merged value
     of two regions that cleanup_recompute_tags saves on purpose.  No invariant may fire on them."""
-    from harness.fuzz import oracles, repro
-    from harness.paths import FINDINGS
+    from harness.rows.fuzz import oracles, repro
+    from harness.core.paths import FINDINGS
 
     prog, _ = repro.read_spec(FINDINGS / "fuzz" / f"{digest}.py")
     run = run_cell(oracles.cell_for(prog))
@@ -218,9 +219,9 @@ def test_retracted_fuzz_findings_do_not_fire(digest):
 def test_a_prefer_save_directive_is_no_excess_of_the_eager_bound():
     """Fuzz program f3860d8d78: a SAC default of PREFER_SAVE saves rand_like (16 B) where no AC saves its 4-byte mask;
     the user's *_SAVE directive is left out of the bound on both sides, as MUST_SAVE is."""
-    from harness.fuzz import oracles
-    from harness.fuzz.program import Prog
-    from harness.pipeline import run_cell
+    from harness.rows.fuzz import oracles
+    from harness.rows.fuzz.program import Prog
+    from harness.core.pipeline import run_cell
 
     spec = ('{"autocast": false, "backend": "aot_eager", "budget": null, "d": 4, "default_policy": "PREFER_SAVE", '
             '"input_grads": [true], "n": 1, "n_biases": 1, "n_weights": 1, "partitioner": "min_cut", "policy": {}, '

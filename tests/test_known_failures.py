@@ -1,4 +1,4 @@
-"""Known failures pin one check (harness/known_failures.py, harness/suite.py): a covered cell still runs every other
+"""Known failures pin one check (harness/core/known_failures.py, harness/core/suite.py): a covered cell still runs every other
 check, a second fault in it fails the cell naming that check, a fixed defect XPASSes, and selectors are predicates
 (budget 0.0 never matches budget 0.05)."""
 
@@ -9,11 +9,12 @@ import dataclasses
 import pytest
 import torch
 
-from harness import analysis, known_failures, pipeline, suite
-from harness.analysis import Analysis, Saved
-from harness.case import Axes, Cell, find_case
-from harness.collect import matrix_case
-from harness.paths import KNOWN_FAILURES
+from harness.core import analysis, known_failures, pipeline, suite
+from harness.core.analysis import Analysis, Saved
+from harness.core.case import Axes, Cell
+from harness.rows.cases import find_case
+from harness.rows.collect import matrix_case
+from harness.core.paths import KNOWN_FAILURES
 
 # A budget-0.0 cell is a matrix cell: the case as the matrix runs it (no op-count expectations, no goldens).
 BUDGET_ZERO = Cell(matrix_case(find_case("sac_no_recompute_mm")), Axes("min_cut", "aot_eager", "cpu", "float32", 0.0))
@@ -139,7 +140,7 @@ def test_fixed():
 
 
 def test_a_plain_test_entry_is_a_strict_xfail_pinned_to_its_message(pytester):
-    """``tests`` entries (harness/plugin.py): the matching message xfails; another message fails; a pass is XPASS(strict)."""
+    """``tests`` entries (harness/tools/plugin.py): the matching message xfails; another message fails; a pass is XPASS(strict)."""
     pytester.makepyfile(test_plain=_PLAIN_TESTS)
     entries = "".join(
         f'[[failure]]\nid = "{name}"\nreason = "r"\nupstream = "none: test"\nstage = "test"\n'
@@ -147,7 +148,7 @@ def test_a_plain_test_entry_is_a_strict_xfail_pinned_to_its_message(pytester):
         for name in ("test_pinned", "test_other_fault", "test_fixed"))
     toml = pytester.path / "known.toml"
     toml.write_text(entries)
-    result = pytester.runpytest_subprocess("-p", "harness.plugin", "-p", "no:cacheprovider", "--known-failures",
+    result = pytester.runpytest_subprocess("-p", "harness.tools.plugin", "-p", "no:cacheprovider", "--known-failures",
                                            str(toml), "-rxXf", timeout=300)
     outcomes = result.parseoutcomes()
     assert (outcomes.get("xfailed"), outcomes.get("failed")) == (1, 2), (
@@ -162,7 +163,7 @@ def test_every_plain_test_entry_names_an_existing_test():
     import fnmatch
     import re
 
-    from harness.paths import ROOT
+    from harness.core.paths import ROOT
 
     stale = []
     for e in _entries():
@@ -177,7 +178,7 @@ def test_every_plain_test_entry_names_an_existing_test():
 
 def test_a_parametrized_node_id_matches_literally():
     """``test_policy[llama-full]`` names that one test, although ``[...]`` is a character class to fnmatch."""
-    from harness.known_failures import KnownFailure, Selector, known_test
+    from harness.core.known_failures import KnownFailure, Selector, known_test
     from packaging.specifiers import SpecifierSet
 
     e = KnownFailure("x", "r", "none: test", "", "test", ".", SpecifierSet(">=2"),
@@ -196,7 +197,7 @@ def test_an_entry_matching_no_cell_is_reported(pytester, xdist):
     toml = pytester.path / "known.toml"
     toml.write_text('[[failure]]\nid = "rotted"\nreason = "r"\nupstream = "none: test"\nstage = "run"\nmessage = "."\n'
                     'torch = ">=2"\nselect = { cases = ["no_such_case"] }\n')
-    result = pytester.runpytest_subprocess("-p", "harness.plugin", "-p", "no:cacheprovider", "--known-failures",
+    result = pytester.runpytest_subprocess("-p", "harness.tools.plugin", "-p", "no:cacheprovider", "--known-failures",
                                            str(toml), *xdist, timeout=300)
     out = result.stdout.str()
     assert "entry 'rotted' matches no cell of the case database" in out, (

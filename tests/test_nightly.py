@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from project_copy import ROOT, make_project, run_in
 
-from harness.reports.record import validate
+from harness.tools.reports.record import validate
 
 SEL = ["--", "suites", "-m", "not slow", "-k", "tags_function or planted"]
 DRIFTED = "tags_function-default-aot_eager-cpu-float32"
@@ -23,7 +23,7 @@ FIXED = "tags_function_with_kwargs-min_cut-aot_eager-cpu-float32"
 
 def nightly(project: Path, *args: str, env: dict | None = None):
     return run_in(project, "run", "--python", __import__("sys").executable, "--runs-dir", str(project / "runs"),
-                  "--workers", "1", "--quiet", *args, env=env, module="harness.nightly")
+                  "--workers", "1", "--quiet", *args, env=env, module="harness.tools.nightly")
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_junit_and_report_are_written_and_shards_merge(runs):
                  "aten.sigmoid.default (now)"):
         assert part in html, f"expected {part!r} in report.html"
     merged = run_in(project, "merge", str(first), str(second), "--out", str(project / "merged"), "--no-history",
-                    module="harness.nightly")
+                    module="harness.tools.nightly")
     assert merged.returncode == 1, f"merging keeps the later shard's result per cell (drift only): rc={merged.returncode}\n{merged.stdout}"
     doc = doc_of(project / "merged")
     assert doc["shards"] == 2 and doc["summary"]["cells"] == 9, doc["summary"]
@@ -145,7 +145,7 @@ def test_report_renders_in_headless_chromium(runs, tmp_path):
 
 
 def test_empty_kernels_a_killed_compile_left_are_pruned(tmp_path):
-    from harness.plugin import prune_empty_kernels
+    from harness.tools.plugin import prune_empty_kernels
 
     (tmp_path / "3s").mkdir()
     empty, good = tmp_path / "3s" / "a.main.so", tmp_path / "3s" / "b.main.so"

@@ -5,9 +5,9 @@ import textwrap
 
 import torch
 
-from harness.case import MIN_CUT_ONLY, Axes, Case, Cell, Program
-from harness.normalize import graph_text
-from harness.pipeline import run_cell
+from harness.core.case import MIN_CUT_ONLY, Axes, Case, Cell, Program
+from harness.core.normalize import graph_text
+from harness.core.pipeline import run_cell
 
 SOURCE = """
 import torch

@@ -1,4 +1,4 @@
-"""harness/peak.py on graphs whose peak is computable by hand.
+"""harness/core/peak.py on graphs whose peak is computable by hand.
 
 Single graphs come from ``make_fx(..., tracing_mode="fake")`` (every node carries a FakeTensor in ``meta["val"]``);
 forward/backward pairs from ``torch.compile`` through a small recording aot_autograd backend (the partitioner's fw and
@@ -12,7 +12,7 @@ from torch._dynamo.backends.common import aot_autograd
 from torch._functorch.partitioners import default_partition, min_cut_rematerialization_partition
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from harness.peak import estimate, graph_peak, torch_peak_memory
+from harness.core.peak import estimate, graph_peak, torch_peak_memory
 
 KB4 = 4096  # bytes of a float32 [1024]
 

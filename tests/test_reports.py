@@ -7,9 +7,9 @@ from __future__ import annotations
 import copy
 import json
 
-from harness import paths
-from harness.reports import envs, record
-from harness.reports.junit import merge_junit
+from harness.core import paths
+from harness.tools.reports import envs, record
+from harness.tools.reports.junit import merge_junit
 
 
 def schema() -> dict:

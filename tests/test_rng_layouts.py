@@ -16,8 +16,8 @@ import pytest
 import torch
 import torch.fx as fx
 
-from harness import analysis, invariants
-from harness.analysis import Analysis
+from harness.core import analysis, invariants
+from harness.core.analysis import Analysis
 
 aten = torch.ops.aten
 HOP = torch.ops.higher_order

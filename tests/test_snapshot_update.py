@@ -64,7 +64,7 @@ KILLER = '''
 import os
 import signal
 
-import harness.golden as golden
+import harness.core.golden as golden
 
 _calls = {"n": 0}
 

@@ -1,6 +1,6 @@
 """Fuzz finding 322a665cbf: policy:MUST_SAVE recomputed (activation_memory_budget=0)
 
-Found by `make fuzz` (harness/fuzz) on torch 2.13.0+cpu; program: 6 ops (mm log1p_abs matmul2 mul add clamp), regions [0:1]N+sac, [0:5]N, min_cut/aot_eager/budget 0.
+Found by `make fuzz` (harness/tools/fuzz) on torch 2.13.0+cpu; program: 6 ops (mm log1p_abs matmul2 mul add clamp), regions [0:1]N+sac, [0:5]N, min_cut/aot_eager/budget 0.
 Run `python findings/fuzz/322a665cbf.py` (needs only torch): it prints what is wrong and exits 1 while the problem reproduces.
 First lines of the failure as the fuzzer saw it:
     mm = aten.mm.default is tagged MUST_SAVE, but the backward graph recomputes it
@@ -16,7 +16,7 @@ First lines of the failure as the fuzzer saw it:
     div: f32[3, 4] = aten.div.Tensor(mm_2, 4)  # PREFER_RECOMPUTE ac0 is_forward
     mul: f32[3, 4] = aten.mul.Tensor(div, div)  # PREFER_RECOMPUTE ac0 is_forward
 """
-SPEC = '{"autocast": false, "backend": "aot_eager", "budget": 0.0, "d": 4, "default_policy": "MUST_SAVE", "input_grads": [true, true], "n": 3, "n_biases": 2, "n_weights": 1, "partitioner": "min_cut", "policy": {"abs.default": "MUST_SAVE", "add.Tensor": "MUST_SAVE", "mm.default": "MUST_SAVE", "mul.Tensor": "MUST_RECOMPUTE"}, "regions": [{"end": 1, "reentrant": false, "sac": true, "start": 0}, {"end": 5, "reentrant": false, "sac": false, "start": 0}], "steps": [{"args": [1], "b": 0, "op": "mm", "w": 0}, {"args": [2], "b": 0, "op": "log1p_abs", "w": 0}, {"args": [3, 3], "b": 0, "op": "matmul2", "w": 0}, {"args": [4, 4], "b": 0, "op": "mul", "w": 0}, {"args": [5, 5], "b": 0, "op": "add", "w": 0}, {"args": [6], "b": 0, "op": "clamp", "w": 0}], "weights_are_params": false}'  # the program, for `python -m harness.fuzz promote findings/fuzz/322a665cbf.py`
+SPEC = '{"autocast": false, "backend": "aot_eager", "budget": 0.0, "d": 4, "default_policy": "MUST_SAVE", "input_grads": [true, true], "n": 3, "n_biases": 2, "n_weights": 1, "partitioner": "min_cut", "policy": {"abs.default": "MUST_SAVE", "add.Tensor": "MUST_SAVE", "mm.default": "MUST_SAVE", "mul.Tensor": "MUST_RECOMPUTE"}, "regions": [{"end": 1, "reentrant": false, "sac": true, "start": 0}, {"end": 5, "reentrant": false, "sac": false, "start": 0}], "steps": [{"args": [1], "b": 0, "op": "mm", "w": 0}, {"args": [2], "b": 0, "op": "log1p_abs", "w": 0}, {"args": [3, 3], "b": 0, "op": "matmul2", "w": 0}, {"args": [4, 4], "b": 0, "op": "mul", "w": 0}, {"args": [5, 5], "b": 0, "op": "add", "w": 0}, {"args": [6], "b": 0, "op": "clamp", "w": 0}], "weights_are_params": false}'  # the program, for `python -m harness.tools.fuzz promote findings/fuzz/322a665cbf.py`
 
 import functools
 

@@ -1,6 +1,6 @@
 """Fuzz finding 57011d7d53: invariant:recompute_tagged_not_saved
 
-Found by `make fuzz` (harness/fuzz) on torch 2.13.0+cpu; program: 7 ops (cos cos cos add amax cos amax), regions [0:5]R, [5:7]R, min_cut/aot_eager.
+Found by `make fuzz` (harness/tools/fuzz) on torch 2.13.0+cpu; program: 7 ops (cos cos cos add amax cos amax), regions [0:5]R, [5:7]R, min_cut/aot_eager.
 Run `python findings/fuzz/57011d7d53.py` (needs only torch): it prints what is wrong and exits 1 while the problem reproduces.
 First lines of the failure as the fuzzer saw it:
     fuzz_57011d7d53-min_cut-aot_eager-cpu-float32: node amax (policy PREFER_RECOMPUTE) is saved for backward; expected a checkpointed region's intermediate to be recomputed (it is no documented region boundary), saw it among the saved tensors ['amax', 'primals_1', 'primals_2', 'sub']:
@@ -16,7 +16,7 @@ First lines of the failure as the fuzzer saw it:
     sum_1: f32[1, 1] = aten.sum.dim_IntList(neg, [1], True)  # is_backward
     detach_5: f32[1, 1] = aten.detach.default(amax)  # PREFER_RECOMPUTE ac0 is_forward
 """
-SPEC = '{"autocast": false, "backend": "aot_eager", "budget": null, "d": 4, "default_policy": "PREFER_RECOMPUTE", "input_grads": [true, true], "n": 1, "n_biases": 1, "n_weights": 1, "partitioner": "min_cut", "policy": {}, "regions": [{"end": 5, "reentrant": true, "sac": false, "start": 0}, {"end": 7, "reentrant": true, "sac": false, "start": 5}], "steps": [{"args": [1], "b": 0, "op": "cos", "w": 0}, {"args": [2], "b": 0, "op": "cos", "w": 0}, {"args": [3], "b": 0, "op": "cos", "w": 0}, {"args": [4, 4], "b": 0, "op": "add", "w": 0}, {"args": [0], "b": 0, "op": "amax", "w": 0}, {"args": [6], "b": 0, "op": "cos", "w": 0}, {"args": [0], "b": 0, "op": "amax", "w": 0}], "weights_are_params": true}'  # the program, for `python -m harness.fuzz promote findings/fuzz/57011d7d53.py`
+SPEC = '{"autocast": false, "backend": "aot_eager", "budget": null, "d": 4, "default_policy": "PREFER_RECOMPUTE", "input_grads": [true, true], "n": 1, "n_biases": 1, "n_weights": 1, "partitioner": "min_cut", "policy": {}, "regions": [{"end": 5, "reentrant": true, "sac": false, "start": 0}, {"end": 7, "reentrant": true, "sac": false, "start": 5}], "steps": [{"args": [1], "b": 0, "op": "cos", "w": 0}, {"args": [2], "b": 0, "op": "cos", "w": 0}, {"args": [3], "b": 0, "op": "cos", "w": 0}, {"args": [4, 4], "b": 0, "op": "add", "w": 0}, {"args": [0], "b": 0, "op": "amax", "w": 0}, {"args": [6], "b": 0, "op": "cos", "w": 0}, {"args": [0], "b": 0, "op": "amax", "w": 0}], "weights_are_params": true}'  # the program, for `python -m harness.tools.fuzz promote findings/fuzz/57011d7d53.py`
 
 import functools
 

@@ -1,12 +1,12 @@
 """Fuzz finding 6cd5cde65f: numerics-random:inductor:compiled vs eager replaying the compiled draws
 
-Found by `make fuzz` (harness/fuzz) on torch 2.13.0+cpu; program: 1 ops (bernoulli), regions [0:1]R, min_cut/inductor/budget 0.
+Found by `make fuzz` (harness/tools/fuzz) on torch 2.13.0+cpu; program: 1 ops (bernoulli), regions [0:1]R, min_cut/inductor/budget 0.
 Run `python findings/fuzz/6cd5cde65f.py` (needs only torch): it prints what is wrong and exits 1 while the problem reproduces.
 First lines of the failure as the fuzzer saw it:
     numerics mismatch:
       compiled vs eager replaying the compiled draws: grad of input[0]: max abs error 0.402, max rel error 1 exceed rtol=1e-05 atol=1e-05 (2 of 4 elements)
 """
-SPEC = '{"autocast": false, "backend": "inductor", "budget": 0.0, "d": 4, "default_policy": "PREFER_RECOMPUTE", "input_grads": [true], "n": 1, "n_biases": 1, "n_weights": 1, "partitioner": "min_cut", "policy": {}, "regions": [{"end": 1, "reentrant": true, "sac": false, "start": 0}], "steps": [{"args": [0], "b": 0, "op": "bernoulli", "w": 0}], "weights_are_params": true}'  # the program, for `python -m harness.fuzz promote findings/fuzz/6cd5cde65f.py`
+SPEC = '{"autocast": false, "backend": "inductor", "budget": 0.0, "d": 4, "default_policy": "PREFER_RECOMPUTE", "input_grads": [true], "n": 1, "n_biases": 1, "n_weights": 1, "partitioner": "min_cut", "policy": {}, "regions": [{"end": 1, "reentrant": true, "sac": false, "start": 0}], "steps": [{"args": [0], "b": 0, "op": "bernoulli", "w": 0}], "weights_are_params": true}'  # the program, for `python -m harness.tools.fuzz promote findings/fuzz/6cd5cde65f.py`
 
 import functools
 

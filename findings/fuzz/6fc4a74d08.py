@@ -1,11 +1,11 @@
 """Fuzz finding 6fc4a74d08: crash:compile:AssertionError:expected all tensors_saved_with_vc_check to be Tensors, got types: [<class 'torch.nn.parameter.Parameter'>, <class 'torch.nn.parameter.Param
 
-Found by `make fuzz` (harness/fuzz) on torch 2.13.0+cpu; program: 7 ops (sort mm clamp cos layer_norm amax cos), regions [0:1]N+sac, [0:2]N, min_cut/aot_eager/budget 0.1.
+Found by `make fuzz` (harness/tools/fuzz) on torch 2.13.0+cpu; program: 7 ops (sort mm clamp cos layer_norm amax cos), regions [0:1]N+sac, [0:2]N, min_cut/aot_eager/budget 0.1.
 Run `python findings/fuzz/6fc4a74d08.py` (needs only torch): it prints what is wrong and exits 1 while the problem reproduces.
 First lines of the failure as the fuzzer saw it:
     torch.compile raised AssertionError (root cause AssertionError): expected all tensors_saved_with_vc_check to be Tensors, got types: [<class 'torch.nn.parameter.Parameter'>, <class 'torch.nn.parameter.Parameter'>, <class 'tuple'>, <class 'torch.Tensor'>]
 """
-SPEC = '{"autocast": false, "backend": "aot_eager", "budget": 0.1, "d": 4, "default_policy": "MUST_SAVE", "input_grads": [true], "n": 1, "n_biases": 1, "n_weights": 1, "partitioner": "min_cut", "policy": {}, "regions": [{"end": 1, "reentrant": false, "sac": true, "start": 0}, {"end": 2, "reentrant": false, "sac": false, "start": 0}], "steps": [{"args": [0, 0], "b": 0, "op": "sort", "w": 0}, {"args": [2], "b": 0, "op": "mm", "w": 0}, {"args": [3], "b": 0, "op": "clamp", "w": 0}, {"args": [4], "b": 0, "op": "cos", "w": 0}, {"args": [5], "b": 0, "op": "layer_norm", "w": 0}, {"args": [6], "b": 0, "op": "amax", "w": 0}, {"args": [7], "b": 0, "op": "cos", "w": 0}], "weights_are_params": true}'  # the program, for `python -m harness.fuzz promote findings/fuzz/6fc4a74d08.py`
+SPEC = '{"autocast": false, "backend": "aot_eager", "budget": 0.1, "d": 4, "default_policy": "MUST_SAVE", "input_grads": [true], "n": 1, "n_biases": 1, "n_weights": 1, "partitioner": "min_cut", "policy": {}, "regions": [{"end": 1, "reentrant": false, "sac": true, "start": 0}, {"end": 2, "reentrant": false, "sac": false, "start": 0}], "steps": [{"args": [0, 0], "b": 0, "op": "sort", "w": 0}, {"args": [2], "b": 0, "op": "mm", "w": 0}, {"args": [3], "b": 0, "op": "clamp", "w": 0}, {"args": [4], "b": 0, "op": "cos", "w": 0}, {"args": [5], "b": 0, "op": "layer_norm", "w": 0}, {"args": [6], "b": 0, "op": "amax", "w": 0}, {"args": [7], "b": 0, "op": "cos", "w": 0}], "weights_are_params": true}'  # the program, for `python -m harness.tools.fuzz promote findings/fuzz/6fc4a74d08.py`
 
 import functools
 

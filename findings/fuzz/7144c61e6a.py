@@ -1,13 +1,13 @@
 """Fuzz finding 7144c61e6a: numerics-random:aot_eager:eager with AC vs eager without AC
 
-Found by `make fuzz` (harness/fuzz) on torch 2.13.0+cpu; program: 7 ops (bernoulli dropout cat_slice sort mm chunk2 silu), regions [0:6]N+sac, [6:7]N, [1:3]N, min_cut/aot_eager/budget 0.
+Found by `make fuzz` (harness/tools/fuzz) on torch 2.13.0+cpu; program: 7 ops (bernoulli dropout cat_slice sort mm chunk2 silu), regions [0:6]N+sac, [6:7]N, [1:3]N, min_cut/aot_eager/budget 0.
 Run `python findings/fuzz/7144c61e6a.py` (needs only torch): it prints what is wrong and exits 1 while the problem reproduces.
 First lines of the failure as the fuzzer saw it:
     numerics mismatch:
       eager with AC vs eager without AC: grad of input[3]: max abs error 2.69, max rel error 2.69e+12 exceed rtol=1e-05 atol=1e-05 (8 of 16 elements)
       compiled vs eager replaying the compiled draws: grad of input[3]: max abs error 2.06, max rel error 1.28e+12 exceed rtol=1e-05 atol=1e-05 (12 of 16 elements)
 """
-SPEC = '{"autocast": false, "backend": "aot_eager", "budget": 0.0, "d": 4, "default_policy": "PREFER_RECOMPUTE", "input_grads": [false, true, false], "n": 3, "n_biases": 2, "n_weights": 1, "partitioner": "min_cut", "policy": {"bernoulli.default": "MUST_SAVE"}, "regions": [{"end": 6, "reentrant": false, "sac": true, "start": 0}, {"end": 7, "reentrant": false, "sac": false, "start": 6}, {"end": 3, "reentrant": false, "sac": false, "start": 1}], "steps": [{"args": [2], "b": 0, "op": "bernoulli", "w": 0}, {"args": [3], "b": 0, "op": "dropout", "w": 0}, {"args": [4, 4], "b": 0, "op": "cat_slice", "w": 0}, {"args": [5, 5], "b": 0, "op": "sort", "w": 0}, {"args": [4], "b": 0, "op": "mm", "w": 0}, {"args": [0], "b": 1, "op": "chunk2", "w": 0}, {"args": [10], "b": 1, "op": "silu", "w": 0}], "weights_are_params": false}'  # the program, for `python -m harness.fuzz promote findings/fuzz/7144c61e6a.py`
+SPEC = '{"autocast": false, "backend": "aot_eager", "budget": 0.0, "d": 4, "default_policy": "PREFER_RECOMPUTE", "input_grads": [false, true, false], "n": 3, "n_biases": 2, "n_weights": 1, "partitioner": "min_cut", "policy": {"bernoulli.default": "MUST_SAVE"}, "regions": [{"end": 6, "reentrant": false, "sac": true, "start": 0}, {"end": 7, "reentrant": false, "sac": false, "start": 6}, {"end": 3, "reentrant": false, "sac": false, "start": 1}], "steps": [{"args": [2], "b": 0, "op": "bernoulli", "w": 0}, {"args": [3], "b": 0, "op": "dropout", "w": 0}, {"args": [4, 4], "b": 0, "op": "cat_slice", "w": 0}, {"args": [5, 5], "b": 0, "op": "sort", "w": 0}, {"args": [4], "b": 0, "op": "mm", "w": 0}, {"args": [0], "b": 1, "op": "chunk2", "w": 0}, {"args": [10], "b": 1, "op": "silu", "w": 0}], "weights_are_params": false}'  # the program, for `python -m harness.tools.fuzz promote findings/fuzz/7144c61e6a.py`
 
 import functools
 

@@ -1,11 +1,11 @@
 """Fuzz finding 7183f894a5: invariant:ac_saves_no_more_and_computes_no_less
 
-Found by `make fuzz` (harness/fuzz) on torch 2.13.0+cpu; program: 5 ops (add mm add add dropout), regions [2:5]R, min_cut/aot_eager.
+Found by `make fuzz` (harness/tools/fuzz) on torch 2.13.0+cpu; program: 5 ops (add mm add add dropout), regions [2:5]R, min_cut/aot_eager.
 Run `python findings/fuzz/7183f894a5.py` (needs only torch): it prints what is wrong and exits 1 while the problem reproduces.
 First lines of the failure as the fuzzer saw it:
     fuzz_7183f894a5-min_cut-aot_eager-cpu-float32: expected saved activation bytes (inputs, RNG states and MUST_SAVE tensors aside) with AC <= without AC (20), saw 32; saved with AC: primals_2 f32[4, 4] (64 B), mm f32[1, 4] (16 B), t f32[4, 1] (16 B), rng_state_output_0 u8[s31] (5056 B); without: primals_2 f32[4, 4] (64 B), getitem_1 b8[1, 4] (4 B), t f32[4, 1] (16 B)
 """
-SPEC = '{"autocast": false, "backend": "aot_eager", "budget": null, "d": 4, "default_policy": "PREFER_RECOMPUTE", "input_grads": [true], "n": 1, "n_biases": 1, "n_weights": 1, "partitioner": "min_cut", "policy": {}, "regions": [{"end": 5, "reentrant": true, "sac": false, "start": 2}], "steps": [{"args": [0, 0], "b": 0, "op": "add", "w": 0}, {"args": [1], "b": 0, "op": "mm", "w": 0}, {"args": [2, 2], "b": 0, "op": "add", "w": 0}, {"args": [3, 3], "b": 0, "op": "add", "w": 0}, {"args": [4], "b": 0, "op": "dropout", "w": 0}], "weights_are_params": true}'  # the program, for `python -m harness.fuzz promote findings/fuzz/7183f894a5.py`
+SPEC = '{"autocast": false, "backend": "aot_eager", "budget": null, "d": 4, "default_policy": "PREFER_RECOMPUTE", "input_grads": [true], "n": 1, "n_biases": 1, "n_weights": 1, "partitioner": "min_cut", "policy": {}, "regions": [{"end": 5, "reentrant": true, "sac": false, "start": 2}], "steps": [{"args": [0, 0], "b": 0, "op": "add", "w": 0}, {"args": [1], "b": 0, "op": "mm", "w": 0}, {"args": [2, 2], "b": 0, "op": "add", "w": 0}, {"args": [3, 3], "b": 0, "op": "add", "w": 0}, {"args": [4], "b": 0, "op": "dropout", "w": 0}], "weights_are_params": true}'  # the program, for `python -m harness.tools.fuzz promote findings/fuzz/7183f894a5.py`
 
 import functools
 

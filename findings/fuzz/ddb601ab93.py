@@ -1,6 +1,6 @@
 """Fuzz finding ddb601ab93: invariant:must_save_not_recomputed
 
-Found by `make fuzz` (harness/fuzz) on torch 2.13.0+cpu; program: 6 ops (mm log1p_abs add add mul cos), regions [0:1]N+sac, min_cut/aot_eager/budget 0.
+Found by `make fuzz` (harness/tools/fuzz) on torch 2.13.0+cpu; program: 6 ops (mm log1p_abs add add mul cos), regions [0:1]N+sac, min_cut/aot_eager/budget 0.
 Run `python findings/fuzz/ddb601ab93.py` (needs only torch): it prints what is wrong and exits 1 while the problem reproduces.
 First lines of the failure as the fuzzer saw it:
     fuzz_ddb601ab93-min_cut-aot_eager-cpu-float32-budget0.0: node mm (policy MUST_SAVE) is recomputed in the backward; expected a MUST_SAVE node to be saved (or unused), saw it recomputed:
@@ -16,7 +16,7 @@ First lines of the failure as the fuzzer saw it:
     mul: f32[1, 4] = aten.mul.Tensor(add_1, add_1)  # is_forward
     sin: f32[1, 4] = aten.sin.default(mul)  # is_backward
 """
-SPEC = '{"autocast": false, "backend": "aot_eager", "budget": 0.0, "d": 4, "default_policy": "PREFER_RECOMPUTE", "input_grads": [true], "n": 1, "n_biases": 1, "n_weights": 1, "partitioner": "min_cut", "policy": {"mm.default": "MUST_SAVE"}, "regions": [{"end": 1, "reentrant": false, "sac": true, "start": 0}], "steps": [{"args": [0], "b": 0, "op": "mm", "w": 0}, {"args": [1], "b": 0, "op": "log1p_abs", "w": 0}, {"args": [2, 2], "b": 0, "op": "add", "w": 0}, {"args": [3, 3], "b": 0, "op": "add", "w": 0}, {"args": [4, 4], "b": 0, "op": "mul", "w": 0}, {"args": [5], "b": 0, "op": "cos", "w": 0}], "weights_are_params": true}'  # the program, for `python -m harness.fuzz promote findings/fuzz/ddb601ab93.py`
+SPEC = '{"autocast": false, "backend": "aot_eager", "budget": 0.0, "d": 4, "default_policy": "PREFER_RECOMPUTE", "input_grads": [true], "n": 1, "n_biases": 1, "n_weights": 1, "partitioner": "min_cut", "policy": {"mm.default": "MUST_SAVE"}, "regions": [{"end": 1, "reentrant": false, "sac": true, "start": 0}], "steps": [{"args": [0], "b": 0, "op": "mm", "w": 0}, {"args": [1], "b": 0, "op": "log1p_abs", "w": 0}, {"args": [2, 2], "b": 0, "op": "add", "w": 0}, {"args": [3, 3], "b": 0, "op": "add", "w": 0}, {"args": [4, 4], "b": 0, "op": "mul", "w": 0}, {"args": [5], "b": 0, "op": "cos", "w": 0}], "weights_are_params": true}'  # the program, for `python -m harness.tools.fuzz promote findings/fuzz/ddb601ab93.py`
 
 import functools
 

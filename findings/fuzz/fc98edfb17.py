@@ -1,12 +1,12 @@
 """Fuzz finding fc98edfb17: numerics-random:aot_eager:compiled vs eager replaying the compiled draws
 
-Found by `make fuzz` (harness/fuzz) on torch 2.13.0+cpu; program: 2 ops (add bernoulli), regions [0:1]R, min_cut/aot_eager/budget 0.
+Found by `make fuzz` (harness/tools/fuzz) on torch 2.13.0+cpu; program: 2 ops (add bernoulli), regions [0:1]R, min_cut/aot_eager/budget 0.
 Run `python findings/fuzz/fc98edfb17.py` (needs only torch): it prints what is wrong and exits 1 while the problem reproduces.
 First lines of the failure as the fuzzer saw it:
     numerics mismatch:
       compiled vs eager replaying the compiled draws: grad of input[0]: max abs error 0.805, max rel error 9.23e+10 exceed rtol=1e-05 atol=1e-05 (2 of 4 elements)
 """
-SPEC = '{"autocast": false, "backend": "aot_eager", "budget": 0.0, "d": 4, "default_policy": "PREFER_RECOMPUTE", "input_grads": [true], "n": 1, "n_biases": 1, "n_weights": 1, "partitioner": "min_cut", "policy": {}, "regions": [{"end": 1, "reentrant": true, "sac": false, "start": 0}], "steps": [{"args": [0, 0], "b": 0, "op": "add", "w": 0}, {"args": [1], "b": 0, "op": "bernoulli", "w": 0}], "weights_are_params": true}'  # the program, for `python -m harness.fuzz promote findings/fuzz/fc98edfb17.py`
+SPEC = '{"autocast": false, "backend": "aot_eager", "budget": 0.0, "d": 4, "default_policy": "PREFER_RECOMPUTE", "input_grads": [true], "n": 1, "n_biases": 1, "n_weights": 1, "partitioner": "min_cut", "policy": {}, "regions": [{"end": 1, "reentrant": true, "sac": false, "start": 0}], "steps": [{"args": [0, 0], "b": 0, "op": "add", "w": 0}, {"args": [1], "b": 0, "op": "bernoulli", "w": 0}], "weights_are_params": true}'  # the program, for `python -m harness.tools.fuzz promote findings/fuzz/fc98edfb17.py`
 
 import functools
 

@@ -1,0 +1,149 @@
+"""The figures of a case's baseline compiles (without AC; the other budgets of a sweep), cached on disk across runs.
+
+The comparing invariants (harness/core/invariants.py) judge a cell against the same program compiled without AC, and
+``budget_monotone`` against the other budgets of its sweep.  Those compiles were ~40% of a warm ``make test``
+(bench/run_bench.py's split: "invariants"), and they are the same on every run of the same torch and harness.  So
+their figures -- saved tensors, backward FLOPs, activation bytes: what the invariants read -- are stored under
+``.cache/baselines/`` (``AC_BASELINE_CACHE`` points elsewhere; ``off`` disables it) and reused.
+
+Nothing cached can hide a regression:
+
+* only baselines are cached, never the cell's own compile: every check of a cell runs on a fresh compile;
+* the key holds everything that decides the baseline's graphs: torch's version and git revision, a digest of the
+  installed torch's files (path, size, mtime of every .py and .so: an edited or rebuilt torch with the same version
+  misses), the sha256 of every harness source file (the case builders, the pipeline, the analysis), the case and its
+  axes, with or without AC, and every ``TORCH*`` / ``PYTORCH*`` environment variable;
+* only cases of the case database (``harness/rows/cases/<area>.py``) are cached: a fuzz program or a user's model is
+  always compiled.
+
+tests/test_baselines.py shows a changed torch (version, or its files) misses the cache and a faulty cell still fails on
+a warm one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from harness.core import analysis, paths
+from harness.core.analysis import Saved
+from harness.core.case import Axes, Case
+from harness.core.pipeline import Run, baseline, repartition
+
+_ENV = "AC_BASELINE_CACHE"
+
+
+@dataclasses.dataclass(frozen=True)
+class Figures:
+    """What a comparison reads off a baseline's analysis (an :class:`harness.core.analysis.Analysis` has the same names)."""
+
+    saved: tuple[Saved, ...]
+    bw_flops: int | None
+    activation_bytes: int | None
+
+    @classmethod
+    def of(cls, a: analysis.Analysis) -> Figures:
+        return cls(tuple(a.saved), a.bw_flops, a.activation_bytes)
+
+
+def _repartitioned(run: Run, budget: float | None) -> analysis.Analysis | None:
+    """The analysis of ``run``'s analysed joints partitioned again at ``budget`` (None: not possible here)."""
+    a = analysis.of(run)
+    if a is None or budget is None or run.cell.axes.partitioner != "min_cut":
+        return None
+    again = repartition(run, budget, [g.joint for g in a.graphs])
+    return analysis.of(again) if again is not None else None
+
+
+def cache_dir() -> Path | None:
+    value = os.environ.get(_ENV, "")
+    if value == "off":
+        return None
+    return Path(value) if value else paths.CACHE / "baselines"
+
+
+@functools.cache
+def harness_digest() -> str:
+    """sha256 over every harness source file, path and content (any edit to a builder or the pipeline misses)."""
+    h = hashlib.sha256()
+    root = paths.ROOT / "harness"
+    for p in sorted(root.rglob("*.py")):
+        h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+@functools.cache
+def torch_digest() -> str:
+    """sha256 over the path, size and mtime of every .py and .so file of the installed torch: a torch built or edited
+    in place (a compiler engineer's editable install, same version string) misses the cache.  ~0.1-0.3 s a process."""
+    h = hashlib.sha256()
+    root = Path(torch.__file__).parent
+    for dirpath, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            if name.endswith((".py", ".so")):
+                st = os.stat(os.path.join(dirpath, name))
+                h.update(f"{dirpath}/{name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def key(case: Case, axes: Axes, ac: bool) -> str:
+    env = sorted((k, v) for k, v in os.environ.items() if k.startswith(("TORCH", "PYTORCH")) and "CACHE" not in k)
+    parts = [torch.__version__, getattr(torch.version, "git_version", ""), torch_digest(), harness_digest(), case.area,
+             case.name, repr(dataclasses.astuple(axes)), str(ac), repr(env)]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def _cacheable(case: Case) -> bool:
+    return bool(case.area) and case.custom is None and (paths.ROOT / "harness" / "rows" / "cases" / f"{case.area}.py").exists()
+
+
+def _load(path: Path) -> Figures | None:
+    try:
+        doc = json.loads(path.read_text())
+        return Figures(tuple(Saved(**s) for s in doc["saved"]), doc["bw_flops"], doc["activation_bytes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # absent, or written by another layout: recompute
+
+
+def _store(path: Path, fig: Figures) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"saved": [dataclasses.asdict(s) for s in fig.saved], "bw_flops": fig.bw_flops,
+           "activation_bytes": fig.activation_bytes}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(doc, f)
+    os.replace(tmp, path)  # atomic: xdist workers may write the same key
+
+
+_SHARED_NO_AC: dict[tuple[str, Axes], Figures | None] = {}  # (Case.no_ac_key, axes) -> figures, this process
+
+
+def figures(case: Case, axes: Axes, ac: bool, from_run: Run | None = None) -> Figures | None:
+    """The baseline's figures: from the cache when this torch and harness computed them before, else compiled
+    (``pipeline.baseline``) and stored.  None when the baseline recorded nothing analysable.  Cases that declare the
+    same program without AC (``Case.no_ac_key``: the fuzzer's) share one no-AC compile in a process.  ``from_run``:
+    a run of the same case with AC at another budget, whose joint graphs are partitioned again at ``axes.budget``
+    (``pipeline.repartition``) rather than the program traced again."""
+    shared = (case.no_ac_key, axes) if case.no_ac_key and not ac else None
+    if shared in _SHARED_NO_AC:
+        return _SHARED_NO_AC[shared]
+    where = cache_dir()
+    path = where / f"{key(case, axes, ac)}.json" if where is not None and _cacheable(case) else None
+    if path is not None and (hit := _load(path)) is not None:
+        return hit
+    a = _repartitioned(from_run, axes.budget) if from_run is not None and ac else None
+    a = a if a is not None else analysis.of(baseline(case, axes, ac))
+    fig = Figures.of(a) if a is not None else None
+    if path is not None and fig is not None:
+        _store(path, fig)
+    if shared is not None:
+        _SHARED_NO_AC[shared] = fig
+    return fig

@@ -1,0 +1,262 @@
+"""Semantic invariants of activation checkpointing, checked mechanically on every recorded cell.
+
+Each invariant is ``f(run) -> number of checks`` and raises AssertionError naming the cell, the node and its policy.
+Each docstring states what it claims and the documented rule (torch's docstrings, config comments or partitioner
+code) that makes it true.  A cell whose graphs cannot be analysed (custom pipelines, inference-only, no backward)
+yields 0 checks, never a false failure.  The fuzzer's oracles call these same functions (harness/rows/fuzz/oracles.py).
+
+Bytes are accounted by provenance (``harness.core.analysis.saved_tensors``): parameters and leaf user inputs cost no
+activation memory; an activation that entered the compiled graph as an input does; RNG states are reported apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from harness.core import analysis, baselines
+from harness.core.analysis import Analysis, is_saved_placeholder, rng_state_of
+from harness.core.pipeline import is_seeded_random
+
+BUDGET_SWEEP = (1.0, 0.5, 0.0)
+
+
+def _where(g, name: str) -> str:
+    return f"node {name} (policy {g.policies.get(name, 'untagged')})"
+
+
+def _bw_text(g) -> str:
+    from harness.core.normalize import graph_text
+
+    return "--- bw ---\n" + graph_text(g.bw, annotate=True)
+
+
+def _saved_list(a: Analysis) -> str:
+    return ", ".join(f"{s.name} {s.type} ({s.bytes} B, {s.kind})" for s in a.saved)
+
+
+def _graphs(run) -> list:
+    """The analysed joint graphs of ``run`` (none when it cannot be analysed: 0 checks, never a false failure)."""
+    a = analysis.of(run)
+    return a.graphs if a is not None else []
+
+
+def must_save_not_recomputed(run) -> int:
+    """A joint node tagged MUST_SAVE is not recomputed in the backward.
+
+    Rule: ``CheckpointPolicy`` (torch/utils/checkpoint.py): "``{MUST,PREFER}_SAVE``: The operation's output will be
+    saved during the forward pass and will not be recomputed during the backward pass", and "Use ``MUST_*`` over
+    ``PREFER_*`` to indicate that the policy should not be overridden by other subsystems like `torch.compile`"."""
+    __tracebackhide__ = True
+    n = 0
+    for g in _graphs(run):
+        for name, policy in g.policies.items():
+            if policy != "MUST_SAVE":
+                continue
+            n += 1
+            if name in g.recomputed_names:
+                raise AssertionError(f"{run.cell.id}: {_where(g, name)} is recomputed in the backward; expected a "
+                                     f"MUST_SAVE node to be saved (or unused), saw it recomputed:\n{_bw_text(g)}")
+    return n
+
+
+def recompute_tagged_not_saved(run) -> int:
+    """MUST_RECOMPUTE and plain-AC (PREFER_RECOMPUTE) nodes are not saved, except the boundaries the partitioner
+    documents (``harness.core.analysis.boundaries``: a region output feeding a later region, also after CSE merged
+    identical ops of several regions; a hooked region output; the source of an input mutation).
+
+    Rule: ``CheckpointPolicy``: "``{MUST,PREFER}_RECOMPUTE``: The operation's output will not be saved during the
+    forward pass and will be recomputed during the backward pass"; checkpoint's docstring: "forward computation in
+    checkpointed regions omits saving tensors for backward and recomputes them during the backward pass".  The public
+    text lets torch.compile override PREFER_*; torch's partitioner does not (``partitioners.must_recompute`` treats
+    both tags alike and min-cut bans saving them), so a change there is flagged for review."""
+    __tracebackhide__ = True
+    n = 0
+    for g in _graphs(run):
+        saved = {s.name for s in g.saved}
+        for name, policy in g.policies.items():
+            if policy not in ("MUST_RECOMPUTE", "PREFER_RECOMPUTE"):
+                continue
+            n += 1
+            if name in saved and name not in g.boundaries:
+                what = "a MUST_RECOMPUTE node" if policy == "MUST_RECOMPUTE" else "a checkpointed region's intermediate"
+                raise AssertionError(f"{run.cell.id}: {_where(g, name)} is saved for backward; expected {what} "
+                                     f"to be recomputed (it is no documented region boundary), saw it among the saved "
+                                     f"tensors {sorted(saved)}:\n{_bw_text(g)}")
+    return n
+
+
+def _no_ac_baseline(run) -> Analysis | baselines.Figures | None:
+    """The same program compiled without AC and without a budget: what the user would run without memory features
+    (its figures, cached across runs by harness/core/baselines.py)."""
+    case, axes = run.cell.case, run.cell.axes
+    if run.no_ac is not None:
+        plain = analysis.of(run.no_ac)
+    else:
+        plain = baselines.figures(case, dataclasses.replace(axes, budget=None), False)
+    if plain is None:
+        raise AssertionError(f"{run.cell.id}: the same program compiled without AC recorded no analysable backward")
+    return plain
+
+
+def _checkpointed(run) -> Analysis | None:
+    a = analysis.of(run)
+    if a is None or run.cell.case.custom is not None or not any(g.policies for g in a.graphs):
+        return None  # no checkpointed region (the program with and without AC is the same), or a custom pipeline
+    return a
+
+
+def ac_backward_does_no_less_work(run) -> int:
+    """Backward FLOPs with AC >= backward FLOPs of the same program compiled without AC.
+
+    Rule: checkpoint's docstring: "Activation checkpointing is a technique that trades compute for memory ...
+    recomputes them during the backward pass": the gradient formulas are the same program's, and AC only adds the
+    recomputation (min-cut never recomputes the compute-intensive ops the flop counter counts unless a tag says so)."""
+    __tracebackhide__ = True
+    a = _checkpointed(run)
+    if a is None:
+        return 0
+    plain = _no_ac_baseline(run)
+    if a.bw_flops < plain.bw_flops:
+        raise AssertionError(f"{run.cell.id}: expected backward FLOPs with AC >= without AC ({plain.bw_flops}), "
+                             f"saw {a.bw_flops}; recomputed with AC: {a.recomputed}")
+    return 1
+
+
+def ac_saves_within_eager_bound(run) -> int:
+    """Saved activation bytes with AC <= those without AC + the activations the checkpointed regions read from outside.
+
+    Rule: checkpoint's docstring: inside a region "forward computation ... omits saving tensors for backward" and the
+    region's inputs are kept to recompute it: eager checkpointing saves exactly the region inputs in place of the
+    region's intermediates, so the eager plan costs at most (no-AC saves) + (region inputs).  The compiled plan is
+    feasible for min-cut, which minimizes what it saves, so it must not cost more.  Not a claim that AC saves less:
+    a region whose own backward needs little can legitimately save more than no AC (fuzz finding 7183f894a5,
+    retracted).  RNG states (a per-op generator state that has no counterpart without AC) are left out; tensors a
+    SAC policy marks MUST_SAVE or PREFER_SAVE are left out on both sides (a user directive, not the partitioner's
+    choice: ``CheckpointPolicy``: "``{MUST,PREFER}_SAVE``: The operation's output will be saved", and torch's
+    partitioner bans their recomputation alike; fuzz program f3860d8d78, a PREFER_SAVE rand_like saved where
+    no AC saves its 4-byte mask, was this)."""
+    __tracebackhide__ = True
+    a = _checkpointed(run)
+    if a is None or a.activation_bytes is None or a.region_input_bytes is None:
+        return 0
+    plain = _no_ac_baseline(run)
+    if plain.activation_bytes is None:
+        return 0
+    directed = {s.name: s for g in a.graphs for s in g.saved
+                if g.policies.get(s.name) in ("MUST_SAVE", "PREFER_SAVE") and s.kind in ("activation", "input_activation")}
+    if None in [s.bytes for s in directed.values()]:
+        return 0
+    also_plain = [s for s in plain.saved if s.name in directed and s.kind in ("activation", "input_activation")]
+    chosen = a.activation_bytes - sum(s.bytes for s in directed.values())
+    bound = plain.activation_bytes - sum(s.bytes or 0 for s in also_plain) + a.region_input_bytes
+    if chosen > bound:
+        raise AssertionError(
+            f"{run.cell.id}: expected saved activation bytes with AC (*_SAVE and RNG states aside) <= without AC + "
+            f"the regions' input activations ({plain.activation_bytes} + {a.region_input_bytes}"
+            f"{f' - {sum(s.bytes or 0 for s in also_plain)} *_SAVE' if also_plain else ''} = {bound}), saw {chosen}; "
+            f"saved with AC: {_saved_list(a)}; without: {_saved_list(plain)}")
+    return 1
+
+
+def budget_monotone(run) -> int:
+    """Saved activation bytes never increase as activation_memory_budget goes 1.0 -> 0.5 -> 0.0 (min-cut).
+
+    Rule: torch/_functorch/config.py: the partitioner chooses "the fastest option that saves less activations than
+    the memory budget", where "0.0 corresponds to the activation memory from applying activation checkpointing to the
+    full compiled region, and 1.0 corresponds to the activation memory from the default runtime-optimized strategy":
+    0.0 is the least memory, and a budget below 1.0 caps memory below the default's.  Activations that entered the
+    graph as inputs count (a fault that saves them instead of recomputing is caught); parameters and leaf inputs,
+    alive anyway, do not.  The other budgets' partitions are made from this cell's own joint graphs
+    (``pipeline.repartition``): the budget is the partitioner's input alone, so that is what a compile at that budget
+    partitions too."""
+    __tracebackhide__ = True
+    axes = run.cell.axes
+    if (axes.budget is None or axes.partitioner != "min_cut" or axes.budget not in BUDGET_SWEEP
+            or run.cell.case.custom is not None):
+        return 0
+    a = analysis.of(run)
+    if a is None or a.activation_bytes is None:
+        return 0
+    seen = []
+    for b in BUDGET_SWEEP:
+        other = a if b == axes.budget else baselines.figures(run.cell.case, dataclasses.replace(axes, budget=b), True,
+                                                             from_run=run)
+        if other is None or other.activation_bytes is None:
+            return 0
+        seen.append((b, other.activation_bytes, other))
+    for (b0, s0, a0), (b1, s1, a1) in zip(seen, seen[1:]):
+        if s1 > s0:
+            raise AssertionError(
+                f"{run.cell.id}: expected saved activation bytes not to increase as activation_memory_budget goes "
+                f"{b0} -> {b1}, saw {s0} -> {s1} (budget {b0}: {_saved_list(a0)}; budget {b1}: {_saved_list(a1)})")
+    return len(seen) - 1
+
+
+def _is_random(node) -> bool:
+    """A seeded-nondeterministic op, except one whose ``dropout_p`` is literally 0.0 (SDPA-family ops are tagged
+    nondeterministic_seeded wholesale but draw nothing without dropout; torch >= 2.14's partitioner likewise
+    recomputes them without an RNG replay: ``partitioners.is_rng_op``, pytorch/pytorch#187985)."""
+    if not is_seeded_random(node):
+        return False
+    schema = node.target._schema.arguments
+    i = next((i for i, a in enumerate(schema) if a.name == "dropout_p"), None)
+    if i is None:
+        return True
+    p = node.args[i] if len(node.args) > i else node.kwargs.get("dropout_p", schema[i].default_value)
+    return not (isinstance(p, (int, float)) and p == 0.0)
+
+
+def _replay_state_ok(state) -> bool:
+    """The backward's RNG state is one the forward produced: a saved tensor (``run_with_rng_state(state, op, ...)``
+    on CPU and with fallback_random), or, for ``graphsafe_run_with_rng_state(op, ..., rng_state=...)`` (CUDA,
+    partitioners.py ``functionalize_rng_ops``), the generator-valued backward input ``bwd_rng_state_N`` the
+    partitioner adds and feeds from the forward's generator state."""
+    if not isinstance(state, torch.fx.Node) or state.op != "placeholder":
+        return False
+    return is_saved_placeholder(state) or str(state.target).startswith("bwd_rng_state")
+
+
+def random_ops_replayed(run) -> int:
+    """A forward random op redone in the backward is an RNG replay fed by a state the forward produced.
+
+    Rule: checkpoint's docstring: "By default, checkpointing includes logic to juggle the RNG state such that
+    checkpointed passes making use of RNG (through dropout for example) have deterministic output as compared to
+    non-checkpointed passes"; under compile the partitioner functionalizes it (``run_and_save_rng_state`` in the
+    forward, ``run_with_rng_state`` / ``graphsafe_run_with_rng_state`` in the backward)."""
+    __tracebackhide__ = True
+    n = 0
+    for g in _graphs(run):
+        for node in g.bw.graph.nodes:
+            if _is_random(node) and node.name in g.recomputed_names:
+                raise AssertionError(f"{run.cell.id}: forward random op {node.name} ({node.target}, policy "
+                                     f"{g.policies.get(node.name, 'untagged')}) is recomputed in the backward without "
+                                     f"the forward's RNG state; expected an RNG-state replay:\n{_bw_text(g)}")
+            if analysis.is_rng_replay(node):
+                n += 1
+                state = rng_state_of(node)
+                if not _replay_state_ok(state):
+                    raise AssertionError(f"{run.cell.id}: RNG replay {node.name} in the backward takes its state from "
+                                         f"{state}, expected a state the forward saved:\n{_bw_text(g)}")
+    return n
+
+
+INVARIANTS = (must_save_not_recomputed, recompute_tagged_not_saved, ac_backward_does_no_less_work,
+              ac_saves_within_eager_bound, budget_monotone, random_ops_replayed)
+# Invariants that compile the program again (without AC, along a budget sweep).
+RECOMPILING = frozenset({"ac_backward_does_no_less_work", "ac_saves_within_eager_bound", "budget_monotone"})
+
+
+def violations(run, cheap: bool = False) -> tuple[int, list[tuple[str, str]]]:
+    """Every invariant on ``run``: (checks made, [(invariant name, message) of each that failed]).  ``cheap`` leaves
+    out the RECOMPILING ones (the fuzzer's fast mode)."""
+    n, failed = 0, []
+    for inv in INVARIANTS:
+        if cheap and inv.__name__ in RECOMPILING:
+            continue
+        try:
+            n += inv(run)
+        except AssertionError as e:
+            failed.append((inv.__name__, str(e)))
+    return n, failed

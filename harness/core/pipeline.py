@@ -1,0 +1,482 @@
+"""The pipeline runner: one cell (case x axes) through eager and torch.compile, recording every graph.
+
+For a cell it runs
+  (a) eager without checkpointing (the builder's program with ``ctx.checkpoint`` a pass-through),
+  (b) eager with checkpointing,
+  (c) ``torch.compile`` with checkpointing through a recording backend that keeps the Dynamo graph(s), the AOT
+      joint graph as the partitioner received it (with each node's ``recompute`` policy and ``ac_graph_id``),
+      and the partitioned forward and backward graphs,
+and returns a :class:`Run` holding the outcomes, the graphs, their canonical texts and the compile counters.
+Each cell is isolated: Dynamo is reset, counters cleared, config patches are context managers, seeds are fixed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import functools
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.utils._pytree as pytree
+
+from harness.core.case import DTYPES, Axes, BuildContext, Case, Cell, CompileSpec
+from harness.core.normalize import graph_text, graphs_text
+
+BUILD_SEED = 0
+RUN_SEED = 1
+COTANGENT_SEED = 1234
+
+
+def partition_fn(name: str) -> Callable[..., Any]:
+    from torch._functorch.partitioners import default_partition, min_cut_rematerialization_partition
+
+    return {"min_cut": min_cut_rematerialization_partition, "default": default_partition}[name]
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What one execution produced: flattened outputs and named gradients."""
+
+    outputs: list[torch.Tensor]
+    grads: dict[str, torch.Tensor | None]
+    raw: Any = None
+    seconds: float = 0.0
+
+
+NOT_ANALYSED = object()  # Run.analysis before harness.core.analysis.of(run) computed it
+
+
+@dataclasses.dataclass
+class Run:
+    cell: Cell
+    reference: Outcome | None = None  # eager, no AC
+    eager: Outcome | None = None  # eager, with AC
+    compiled: Outcome | None = None  # torch.compile, with AC
+    graphs: dict[str, list[fx.GraphModule]] = dataclasses.field(default_factory=dict)
+    texts: dict[str, str] = dataclasses.field(default_factory=dict)  # canonical text per graph kind
+    counters: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # custom pipelines: (name, actual, expected) or (name, actual, expected, (rtol, atol))
+    comparisons: list[tuple] = dataclasses.field(default_factory=list)
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+    compile_seconds: float = 0.0
+    # Where the cell's time went (seconds): eager, compile, run, record, normalize (check_cell adds check, golden).
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    cache: dict[str, int] = dataclasses.field(default_factory=dict)  # inductor FX graph cache hits/misses of the compile
+    analysis: Any = NOT_ANALYSED  # harness.core.analysis.of(run) fills it once
+    # Per joint graph (graphs["joint"]): the (joint inputs, keyword arguments) the partitioner was called with, or
+    # None where the joint could not be kept as received; what repartition() calls the partitioner with again.
+    partition_args: list[tuple | None] = dataclasses.field(default_factory=list)
+    # The same program recorded without AC, where the pipeline cannot rebuild it (a distributed rank's own no-AC
+    # step, harness/tools/training.py); None: invariants compile the no-AC baseline themselves (pipeline.baseline).
+    no_ac: Run | None = None
+
+
+@dataclasses.dataclass
+class CustomRun:
+    """What a case's ``custom`` pipeline returns: graphs to check and snapshot, tensors to compare."""
+
+    graphs: Mapping[str, list[fx.GraphModule] | str] = dataclasses.field(default_factory=dict)
+    comparisons: list[tuple] = dataclasses.field(default_factory=list)  # as Run.comparisons
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def config_patches(case: Case, axes: Axes):
+    """Apply the case's config patches (and the budget axis) for the duration of the cell."""
+    import torch._dynamo.config
+    import torch._functorch.config
+    import torch._inductor.config
+
+    modules = {"dynamo": torch._dynamo.config, "functorch": torch._functorch.config, "inductor": torch._inductor.config}
+    with contextlib.ExitStack() as stack:
+        for ns, patch in case.compile.config.items():  # namespaces checked by CompileSpec
+            stack.enter_context(modules[ns].patch(**dict(patch)))
+        if axes.budget is not None:
+            stack.enter_context(torch._functorch.config.patch(activation_memory_budget=axes.budget))
+        yield
+
+
+def fresh_state() -> None:
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+
+
+class Recorder:
+    """A Dynamo backend that records every graph on its way through AOTAutograd and the partitioner."""
+
+    def __init__(self, spec: CompileSpec, axes: Axes, codegen: bool = True):
+        self.spec, self.axes = spec, axes
+        # codegen=False (inductor): record the graphs inductor's partitioner produced, then run them eagerly instead
+        # of generating and compiling kernels -- for a baseline, whose figures are read off those graphs and whose
+        # numerics nobody checks.  The recorded graphs are the same either way: they are taken before inner compile.
+        self.codegen = codegen
+        self.graphs: dict[str, list[fx.GraphModule]] = defaultdict(list)
+        self.joint_texts: list[str] = []
+        self.partition_args: list[tuple | None] = []  # per kept joint, see Run.partition_args
+        self.compile_ids: list[tuple[int, int]] = []  # (frame_id, frame_compile_id) per Dynamo graph
+        # Primals of the graph being compiled that are activations (non-leaf tensors requiring grad), for the analysis.
+        self.activation_inputs: frozenset[str] = frozenset()
+        self.seconds = 0.0  # time spent recording (copying and printing graphs) inside the compile
+
+    @contextlib.contextmanager
+    def _timed(self):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def _keep(self, kind: str):
+        from functorch.compile import make_boxed_func
+
+        def compiler(gm: fx.GraphModule, example_inputs):
+            self.graphs[kind].append(gm)
+            return make_boxed_func(gm.forward)
+
+        return compiler
+
+    def _keep_joint(self, joint: fx.GraphModule, joint_inputs, kwargs: dict) -> None:
+        # The partitioner mutates the joint graph (tag cleanup, RNG functionalization): keep it as received.
+        with self._timed():
+            self.joint_texts.append(graph_text(joint, annotate=True))
+            try:
+                kept = copy.deepcopy(joint)
+            except Exception:  # a graph holding something un-copyable: keep the live one
+                kept = joint
+            kept.ac_activation_inputs = self.activation_inputs  # read by harness.core.analysis.activation_inputs
+            self.graphs["joint"].append(kept)
+            self.partition_args.append((joint_inputs, dict(kwargs)) if kept is not joint else None)
+
+    def _partition(self, joint: fx.GraphModule, joint_inputs, **kwargs):
+        self._keep_joint(joint, joint_inputs, kwargs)
+        return partition_fn(self.axes.partitioner)(joint, joint_inputs, **kwargs)
+
+    def __call__(self, gm: fx.GraphModule, example_inputs):
+        self.graphs["dynamo"].append(gm)
+        # AOTAutograd's primals are the Dynamo graph's inputs in order (primals_1 is example_inputs[0]).
+        self.activation_inputs = frozenset(f"primals_{i + 1}" for i, t in enumerate(example_inputs)
+                                           if isinstance(t, torch.Tensor) and t.requires_grad and not t.is_leaf)
+        cid = torch._guards.CompileContext.current_compile_id()
+        if cid is not None:
+            self.compile_ids.append((cid.frame_id, cid.frame_compile_id))
+        if self.axes.backend == "aot_eager":
+            from torch._dynamo.backends.common import aot_autograd
+
+            kwargs = dict(
+                fw_compiler=self._keep("fw"),
+                bw_compiler=self._keep("bw"),
+                inference_compiler=self._keep("inference"),
+                partition_fn=self._partition,
+                keep_inference_input_mutations=True,
+            )
+            spec = self.spec
+            if spec.decompositions is not None:
+                kwargs["decompositions"] = spec.decompositions.table()
+            if spec.disable_functionalization:
+                kwargs["disable_functionalization"] = True
+            return aot_autograd(**kwargs)(gm, example_inputs)
+        if self.axes.backend == "inductor":
+            return self._inductor(gm, example_inputs)
+        raise ValueError(f"unknown backend {self.axes.backend!r}")
+
+    def _inductor(self, gm, example_inputs):
+        import torch._inductor.compile_fx as cfx
+
+        def inner(g, ex, *args, **kwargs):
+            kind = "bw" if kwargs.get("is_backward") else "fw"
+            with self._timed():
+                self.graphs[kind].append(copy.deepcopy(g))
+            if not self.codegen:
+                return _eager_output_code(g)
+            return cfx.compile_fx_inner(g, ex, *args, **kwargs)
+
+        # Inductor calls the min-cut partitioner by its module-level name: wrap it to see the joint graph.
+        real = cfx.min_cut_rematerialization_partition
+
+        def spy(joint, joint_inputs, **kwargs):
+            self._keep_joint(joint, joint_inputs, kwargs)
+            return real(joint, joint_inputs, **kwargs)
+
+        # An AOTAutograd cache hit would skip the partitioner and inner compile, leaving nothing recorded;
+        # inductor's FX graph cache (inside compile_fx_inner) still makes repeated compiles cheap.  Keep the autograd
+        # cache off: its key leaves out activation_memory_budget_solver / _runtime_estimator
+        # (findings/autograd_cache_ignores_budget_solver.py), so a cache hit would hand a budget_solvers cell the
+        # partition another solver or estimator chose.
+        cfx.min_cut_rematerialization_partition = spy
+        try:
+            with torch._functorch.config.patch(enable_autograd_cache=False):
+                return cfx.compile_fx(gm, example_inputs, inner_compile=inner)
+        finally:
+            cfx.min_cut_rematerialization_partition = real
+
+    def into(self, run: Run) -> Run:
+        """Hand what was recorded to ``run``: graphs, their canonical texts (timed as "normalize") and counters."""
+        start = time.perf_counter()
+        run.graphs = dict(self.graphs)
+        run.partition_args = list(self.partition_args)
+        run.texts = self.texts()
+        run.timings["normalize"] = time.perf_counter() - start
+        run.counters = compile_counters(self)
+        return run
+
+    def texts(self) -> dict[str, str]:
+        out = {}
+        for kind in ("dynamo", "joint", "fw", "bw", "inference"):
+            if kind == "joint" and self.joint_texts:
+                out[kind] = graphs_text_from(self.joint_texts)
+            elif self.graphs.get(kind):
+                out[kind] = graphs_text(self.graphs[kind], annotate=kind != "dynamo")
+        return out
+
+
+def _eager_output_code(gm: fx.GraphModule):
+    """What inductor's inner compile returns (an ``OutputCode``, called boxed), running ``gm`` eagerly."""
+    from torch._inductor.output_code import OutputCode
+
+    class EagerOutputCode(OutputCode):
+        def __init__(self):
+            self._boxed_call = True  # an instance attribute: wrappers copy __dict__ (functools.wraps), not the class
+
+        def __call__(self, inputs):
+            return gm(*inputs)
+
+        def post_compile(self, *args, **kwargs) -> None:
+            pass
+
+        def prepare_for_serialization(self) -> None:
+            pass
+
+        def set_triton_bundle(self, triton_bundle) -> None:
+            pass
+
+    return EagerOutputCode()
+
+
+def graphs_text_from(texts: list[str]) -> str:
+    if len(texts) == 1:
+        return texts[0] + "\n"
+    return "".join(f"## graph {i}\n{t}\n" for i, t in enumerate(texts))
+
+
+def flat_tensors(tree) -> list[torch.Tensor]:
+    return [t for t in pytree.tree_leaves(tree) if isinstance(t, torch.Tensor)]
+
+
+def cotangent_loss(outputs: list[torch.Tensor]) -> torch.Tensor | None:
+    """A fixed random weighting of every differentiable output: stronger than ``.sum()``, same for every run."""
+    g = torch.Generator().manual_seed(COTANGENT_SEED)
+    terms = []
+    for out in outputs:
+        if not out.is_floating_point():
+            continue
+        # Drawn for every floating output, so an output that requires grad in one run and not in another
+        # (a reentrant checkpoint's outputs all require grad) does not shift the weights of the others.
+        w = torch.randn(out.shape, generator=g, dtype=torch.float32)
+        if not out.requires_grad:
+            continue
+        w = w.to(device=out.device, dtype=out.dtype)
+        terms.append((out * w).sum())
+    return functools.reduce(torch.add, terms) if terms else None
+
+
+def execute(case: Case, axes: Axes, *, ac: bool, backend=None) -> Outcome:
+    """Build the program (seeded), optionally compile it, run forward and (if the case has one) backward."""
+    ctx = BuildContext(device=axes.device, dtype=DTYPES[axes.dtype], ac=ac)
+    torch.manual_seed(BUILD_SEED)
+    prog = case.build(ctx)
+    fn = prog.fn
+    if backend is not None:
+        fn = torch.compile(fn, backend=backend, fullgraph=case.compile.fullgraph)
+    start = time.perf_counter()
+    torch.manual_seed(RUN_SEED)
+    raw = fn(*prog.inputs, **prog.kwargs)
+    outputs = flat_tensors(raw)
+    grads: dict[str, torch.Tensor | None] = {}
+    if case.compile.backward:
+        loss = cotangent_loss(outputs)
+        if loss is not None:
+            loss.backward()
+        for i, t in enumerate(flat_tensors(prog.inputs)):
+            if t.requires_grad:
+                grads[f"input[{i}]"] = t.grad
+        for name, p in prog.named_params().items():
+            grads[f"param {name}"] = p.grad
+    return Outcome([o.detach() for o in outputs], grads, raw, time.perf_counter() - start)
+
+
+def input_tensors(cell: Cell) -> list[torch.Tensor]:
+    """The program inputs a cell's runs started from (rebuilt with the same seed)."""
+    torch.manual_seed(BUILD_SEED)
+    prog = cell.case.build(BuildContext(device=cell.axes.device, dtype=DTYPES[cell.axes.dtype], ac=True))
+    return flat_tensors(prog.inputs)
+
+
+@functools.lru_cache(maxsize=128)
+def eager(case: Case, device: str, dtype: str, ac: bool) -> Outcome:
+    """Eager with or without AC does not depend on partitioner, backend or budget: computed once per case."""
+    axes = Axes(device=device, dtype=dtype)
+    with config_patches(case, axes):
+        return execute(case, axes, ac=ac)
+
+
+def eager_pair(case: Case, device: str, dtype: str) -> tuple[Outcome, Outcome]:
+    """(eager without AC, eager with AC), each computed once per case."""
+    return eager(case, device, dtype, False), eager(case, device, dtype, True)
+
+
+def run_cell(cell: Cell) -> Run:
+    case, axes = cell.case, cell.axes
+    run = Run(cell)
+    fresh_state()
+    if case.custom is not None:
+        start = time.perf_counter()
+        with config_patches(case, axes):
+            ctx = BuildContext(device=axes.device, dtype=DTYPES[axes.dtype], ac=True)
+            torch.manual_seed(BUILD_SEED)
+            custom: CustomRun = case.custom(ctx, axes)
+        run.timings["custom"] = time.perf_counter() - start
+        start = time.perf_counter()
+        for kind, value in custom.graphs.items():
+            if isinstance(value, str):
+                run.texts[kind] = value if value.endswith("\n") else value + "\n"
+            else:
+                run.graphs[kind] = list(value)
+                run.texts[kind] = graphs_text(value, annotate=kind != "dynamo")
+        run.comparisons = list(custom.comparisons)
+        run.info = dict(custom.info)
+        run.timings["normalize"] = time.perf_counter() - start
+        return run
+    if case.expect.raises is None:
+        start = time.perf_counter()
+        run.reference, run.eager = eager_pair(case, axes.device, axes.dtype)
+        run.timings["eager"] = time.perf_counter() - start  # ~0 when another axis of the case computed it
+    return compile_and_record(case, axes, ac=True, run=run)
+
+
+def compile_and_record(case: Case, axes: Axes, *, ac: bool, run: Run | None = None, codegen: bool = True) -> Run:
+    """Compile the case's program (with or without AC) through the recording backend, run it forward and backward,
+    and return the run with its graphs, texts, counters and timings.  Every compile of a case goes through here:
+    the cell's own and the baselines its invariants compare with (:func:`baseline`; ``codegen``: see Recorder)."""
+    run = run if run is not None else Run(Cell(case, axes))
+    recorder = Recorder(case.compile, axes, codegen=codegen)
+    fresh_state()
+    with config_patches(case, axes), knapsack_spy() as instances:
+        start = time.perf_counter()
+        outcome = execute(case, axes, ac=ac, backend=recorder)
+        run.compile_seconds = time.perf_counter() - start
+    if ac:
+        run.compiled = outcome
+    run.timings.update(_split_compile(run.compile_seconds, recorder.seconds))
+    inductor = torch._dynamo.utils.counters["inductor"]
+    run.cache = {k: inductor[k] for k in ("fxgraph_cache_hit", "fxgraph_cache_miss", "fxgraph_cache_bypass") if inductor[k]}
+    recorder.into(run)
+    if instances:
+        run.info["knapsack"] = instances
+    return run
+
+
+@dataclasses.dataclass(frozen=True)
+class KnapsackCall:
+    """One call of the partitioner's ``_optimize_runtime_with_given_memory`` (activation_memory_budget in (0, 1)):
+    the instance it posed and the solver's answer (harness/core/knapsack.py explains the instance)."""
+
+    memory: tuple[float, ...]
+    runtimes: tuple[float, ...]
+    max_memory: float
+    objective: float
+    saved: tuple[int, ...]
+    recomputed: tuple[int, ...]
+
+
+@contextlib.contextmanager
+def knapsack_spy():
+    """Record every knapsack the partitioner solves during the block (a list of :class:`KnapsackCall`).  The
+    partitioner calls the function by its module-level name, so wrapping the attribute sees every solver."""
+    from torch._functorch import partitioners
+
+    calls: list[KnapsackCall] = []
+    real = partitioners._optimize_runtime_with_given_memory
+
+    def spy(joint_graph, memory, runtimes, max_memory, *rest, **kwargs):
+        objective, saved, recomputed = real(joint_graph, memory, runtimes, max_memory, *rest, **kwargs)
+        calls.append(KnapsackCall(tuple(float(m) for m in memory), tuple(float(r) for r in runtimes),
+                                  float(max_memory), float(objective), tuple(int(i) for i in saved),
+                                  tuple(int(i) for i in recomputed)))
+        return objective, saved, recomputed
+
+    partitioners._optimize_runtime_with_given_memory = spy
+    try:
+        yield calls
+    finally:
+        partitioners._optimize_runtime_with_given_memory = real
+
+
+@functools.lru_cache(maxsize=256)
+def baseline(case: Case, axes: Axes, ac: bool) -> Run:
+    """``case`` compiled under ``axes`` with or without AC, once per process: what the invariants compare a cell with
+    (the same program without AC; the other budgets of a sweep) and what the memory report tabulates.  Only its
+    graphs are read, so inductor generates no kernels for it (``codegen=False``; tests/test_baselines.py shows the
+    figures equal those of a full compile)."""
+    return compile_and_record(case, axes, ac=ac, codegen=False)
+
+
+def repartition(run: Run, budget: float, joints: list[fx.GraphModule]) -> Run | None:
+    """What ``run``'s cell records at ``activation_memory_budget=budget``, made by partitioning its kept joint graphs
+    ``joints`` again (min-cut) instead of tracing the program again.  Sound because the budget is read by the
+    partitioner alone (torch/_functorch/partitioners.py reads ``config.activation_memory_budget``; Dynamo's and
+    AOTAutograd's tracing and inductor's joint passes, which come before the partitioner, never do) and the joints
+    are kept as the partitioner received them, with the arguments it was called with.  None where a joint was not
+    kept whole, or holds a random op, whose RNG the partitioner functionalizes inside the compile's own tracing
+    context (the caller compiles instead).  Of 450 partitions of the database's budget cells, the 378 without random ops
+    equalled compiles; the 72 with them differed in the saved RNG state's size, concrete instead of symbolic."""
+    kept = run.graphs.get("joint", [])
+    args = [run.partition_args[kept.index(j)] if j in kept and len(run.partition_args) == len(kept) else None
+            for j in joints]
+    if not joints or None in args:
+        return None
+    if any(is_seeded_random(n) for j in joints for n in j.graph.nodes):
+        return None
+    axes = dataclasses.replace(run.cell.axes, budget=budget)
+    out = Run(Cell(run.cell.case, axes))
+    fws, bws = [], []
+    with config_patches(run.cell.case, axes):
+        for joint, (joint_inputs, kwargs) in zip(joints, args):
+            fw, bw = partition_fn(axes.partitioner)(copy.deepcopy(joint), joint_inputs, **kwargs)
+            fws.append(fw)
+            bws.append(bw)
+    out.graphs = {"joint": list(joints), "fw": fws, "bw": bws}
+    return out
+
+
+def is_seeded_random(node: fx.Node) -> bool:
+    """A call of an op torch tags ``nondeterministic_seeded`` (it draws from the generator)."""
+    return (node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload)
+            and torch.Tag.nondeterministic_seeded in node.target.tags)
+
+
+def _split_compile(total: float, recording: float) -> dict[str, float]:
+    """Split a compiled execution's wall time into compile (Dynamo + AOT + backend, forward and lazy backward,
+    as Dynamo's own timers saw it, less our recording inside it), recording, and run (the rest)."""
+    metrics = getattr(torch._dynamo.utils, "compilation_time_metrics", {})
+    compiled = sum(sum(metrics.get(k, ())) for k in ("_compile.compile_inner", "backward._backward_impl"))
+    compile_s = min(max(compiled - recording, 0.0), total)
+    return {"compile": compile_s, "record": recording, "run": max(total - compile_s - recording, 0.0)}
+
+
+def compile_counters(recorder: Recorder) -> dict[str, Any]:
+    c = torch._dynamo.utils.counters
+    ids = recorder.compile_ids
+    return {
+        "graphs": len(recorder.graphs.get("dynamo", [])),
+        "graph_breaks": sum(c["graph_break"].values()),
+        "frames": len({frame for frame, _ in ids}),  # distinct frames that produced a graph
+        "recompiles": sum(1 for _, attempt in ids if attempt > 0),  # frame_compile_id > 0: compiled again
+        "unique_graphs": c["stats"]["unique_graphs"],
+        "frames_ok": c["frames"]["ok"],  # Dynamo's own counter (not bumped on the fullgraph path)
+    }

@@ -1,0 +1,151 @@
+"""The test template every suite module uses: run a cell, check it three ways, record what was checked.
+
+Every check of a cell runs, in order: numerics, expectations (op counts and compile counters), the case's own check,
+each invariant; a failing check does not stop the others.  Then:
+
+* every check passed: the goldens are compared (or written under ``--snapshot-update``);
+* a known failure (harness/core/known_failures.py) covers the cell and exactly its named check failed with its message:
+  an expected failure, "known failure <id> at <stage>; N other checks passed";
+* the known failure's check passed: a strict XPASS, the run fails until the entry is removed or narrowed;
+* any other failing check: the cell fails, naming every failing check (``exc.ac_check`` is the first of them).
+
+Goldens are compared only when every semantic check passed, so a snapshot update can never bless a wrong result;
+on any failure (known or not) the cell's existing goldens are kept as they are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import pytest
+import torch
+
+from harness.core import known_failures
+from harness.core.case import Cell
+from harness.core.checks import assert_numerics, assert_op_counts, assert_raises_as_documented
+from harness.core.golden import Goldens, texts_for
+from harness.core.invariants import INVARIANTS
+from harness.core.pipeline import Run, run_cell
+
+
+class CellFailure(AssertionError):
+    """One or more checks of a cell failed; ``ac_check`` names the first, ``failures`` lists (stage, message)."""
+
+    def __init__(self, cell_id: str, failures: list[tuple[str, str]], note: str = ""):
+        self.ac_check = failures[0][0]
+        self.failures = failures
+        lines = [f"{cell_id}: {len(failures)} check(s) failed{note}:"]
+        lines += [f"[{stage}] {message}" for stage, message in failures]
+        super().__init__("\n".join(lines))
+
+
+@dataclasses.dataclass
+class Verdicts:
+    """The outcome of every check of one cell."""
+
+    cell: Cell
+    passed: list[str] = dataclasses.field(default_factory=list)
+    failed: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+    def check(self, stage: str, fn, *args) -> int:
+        """Run one check; an AssertionError (or any exception) is that check's failure, not the cell's end."""
+        try:
+            n = fn(*args)
+        except Exception as e:  # noqa: BLE001 - a crashing check is a failing check, reported with its type
+            self.failed.append((stage, str(e) if isinstance(e, AssertionError) else f"{type(e).__name__}: {e}"))
+            return 0
+        self.passed.append(stage)
+        return n if isinstance(n, int) else 1
+
+    def conclude(self, entries: list[known_failures.KnownFailure], run: Run | None, record) -> None:
+        """Raise what the cell's verdicts mean, given the known failures in force (see the module docstring)."""
+        __tracebackhide__ = True
+        known = known_failures.matching(entries, self.cell, run, torch.__version__)
+        if run is None:  # the run failed: an entry that selects by a feature of the run cannot be said to apply
+            known = [e for e in known if not e.select.features]
+        for entry in known:
+            fixed = [stage for stage, _ in entry.breaks if stage in self.passed]
+            if fixed:
+                record("known_failure", entry.id)
+                raise AssertionError(
+                    f"XPASS(strict) {self.cell.id}: known failure {entry.id} no longer fails: check {fixed[0]} "
+                    f"passed on torch {torch.__version__} ({entry.reason[:200]}); remove the entry from "
+                    f"known_failures.toml or narrow its torch range")
+        explained = [(e, f) for e in known for f in self.failed if e.explains(*f)]
+        unexplained = [f for f in self.failed if not any(f is g for _, g in explained)]
+        if unexplained:
+            note = f" (besides known failure {explained[0][0].id} at {explained[0][0].stage})" if explained else ""
+            raise CellFailure(self.cell.id, unexplained, note)
+        unused = [e for e in known if not any(e.explains(*f) for f in self.failed)]
+        if unused:  # the named check never ran (an earlier stage failed, or the cell has no such check)
+            raise AssertionError(f"{self.cell.id}: known failure {unused[0].id} names check {unused[0].stage}, "
+                                 f"which this cell did not run (checks run: {self.passed})")
+        if explained:
+            entry = explained[0][0]
+            record("known_failure_cells", 1)
+            record("known_failure_other_checks", len(self.passed))
+            record("known_failure", entry.id)
+            pytest.xfail(f"known failure {entry.id} at {entry.stage}; {len(self.passed)} other checks passed "
+                         f"({entry.upstream})")
+
+
+def check_cell(cell: Cell, goldens: Goldens, record) -> Run | None:
+    """Every check of the cell, then (all passed) its goldens; ``record`` is the plugin's CellRecord."""
+    __tracebackhide__ = True
+    case = cell.case
+    record("case", case.name)
+    entries = getattr(record, "known_failures", [])
+    verdicts = Verdicts(cell)
+    if case.expect.raises is not None:  # nothing is recorded when the documented error is raised, so no goldens
+        try:
+            _check_error_cell(cell, verdicts, entries, record)
+        finally:
+            goldens.keep_existing()
+        return None
+    try:
+        run = None
+        start = time.perf_counter()
+        try:
+            run = run_cell(cell)
+        except Exception as e:  # noqa: BLE001 - the compile or run crashed: no other check can run
+            verdicts.failed.append(("run", f"{type(e).__name__}: {e}"))
+        if run is not None:
+            verdicts.passed.append("run")
+            getattr(record, "observe", lambda r: None)(run)
+            start = time.perf_counter()
+            record("numerics_checks", verdicts.check("numerics", assert_numerics, run))
+            record("op_count_checks", verdicts.check("expectations", assert_op_counts, run))
+            if case.expect.check is not None:
+                record("extra_checks", verdicts.check("case_check", case.expect.check, run))
+            run.timings["check"] = time.perf_counter() - start
+            start = time.perf_counter()
+            for invariant in INVARIANTS:
+                record("invariant_checks", verdicts.check(f"invariant:{invariant.__name__}", invariant, run))
+            run.timings["invariants"] = time.perf_counter() - start  # mostly the baseline compiles they make
+        verdicts.conclude(entries, run, record)
+    except BaseException:
+        goldens.keep_existing()
+        raise
+    start = time.perf_counter()
+    record("graphs_compared", goldens.assert_match(texts_for(run)))
+    run.timings["golden"] = time.perf_counter() - start
+    for key, seconds in run.timings.items():  # read back by bench/run_bench.py from the JUnit XML
+        record(f"{key}_seconds", round(seconds, 4))
+    for key, count in run.cache.items():
+        record(key, count)
+    return run
+
+
+def _check_error_cell(cell: Cell, verdicts: Verdicts, entries, record) -> None:
+    """A cell that must raise its documented error (type and message)."""
+    __tracebackhide__ = True
+    exc = None
+    start = time.perf_counter()
+    try:
+        run_cell(cell)
+    except Exception as e:  # noqa: BLE001 - the documented error is the expected outcome
+        exc = e
+    record("compile_seconds", round(time.perf_counter() - start, 4))  # the compile that raises
+    record("error_checks", verdicts.check("error_check", assert_raises_as_documented, cell, exc))
+    verdicts.conclude(entries, None, record)

@@ -1,0 +1,232 @@
+"""Area "export": the export path of upstream's ``_compare_orig_and_checkpointed_fns`` (CATALOGUE.md "Class-level setup",
+items 21, 22, 24-28, 30).
+
+The checkpointed function, wrapped in a module, is traced with ``torch.export._trace._export_to_torch_ir`` (the Dynamo-level
+torch IR, where the checkpoint is a ``tag_activation_checkpoint`` HOP and the SAC ``context_fn`` rides on the body's meta).
+That GraphModule is then compiled like upstream's ``aot_eager_decomp_partition`` (inductor's decomposition table plus the
+cell's partitioner) and run forward and backward.  The uncheckpointed function goes through the same path, and both must
+give equal outputs and input gradients (upstream's fact); ours also compares with plain eager without AC, and holds the
+export-path graphs to the item's forward/backward op counts, so a SAC policy lost on the way through export shows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import torch
+import torch.nn as nn
+from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
+
+from harness.core.case import BuildContext, Case, Checkpoint, CompileSpec, Decompositions, Expect, Program
+from harness.rows.cases import find_case
+from harness.rows.cases.sac_policy import counting_bool_policy_context, custom_rule_body
+from harness.core.checks import count_of, expect_equal
+from harness.core.pipeline import (BUILD_SEED, RUN_SEED, CustomRun, Recorder, cotangent_loss, flat_tensors,
+                              fresh_state)
+
+MM, SIGMOID, CAT, DROPOUT = "aten.mm.default", "aten.sigmoid.default", "aten.cat.default", "aten.native_dropout.default"
+
+
+def _policy(no_recompute=()):
+    def policy(ctx, func, *args, **kwargs):
+        return CheckpointPolicy.MUST_SAVE if func in no_recompute else CheckpointPolicy.PREFER_RECOMPUTE
+
+    return policy
+
+
+def _no_recompute_context(*ops):
+    # A named function defined outside the traced code: Dynamo accepts it as context_fn (a lambda made inside would not be).
+    def context_fn():
+        return create_selective_checkpoint_contexts(_policy(ops))
+
+    return context_fn
+
+
+def _gemm(x, y):
+    return torch.sigmoid(torch.matmul(torch.matmul(x, y), y)) * y
+
+
+def sac_program(body, context_fn, n_inputs=2, inputs=None, **ckpt_kwargs):
+    """``body`` checkpointed non-reentrantly with ``context_fn`` (the plain body when ``ctx.ac`` is False)."""
+
+    def build(ctx: BuildContext) -> Program:
+        def fn(*args):
+            return ctx.checkpoint(body, *args, use_reentrant=False, context_fn=context_fn, **ckpt_kwargs)
+
+        return Program(fn, inputs(ctx) if inputs else tuple(ctx.randn(4, 4) for _ in range(n_inputs)))
+
+    return build
+
+
+def _two_tensor_inputs(ctx: BuildContext):
+    from torch.testing._internal.two_tensor import TwoTensor
+
+    r = ctx.randn(4, 4)
+    return TwoTensor(r, r.clone()), TwoTensor(r.clone(), r.clone())
+
+
+def _context_from_list(no_recompute_list):
+    return create_selective_checkpoint_contexts(_policy(tuple(no_recompute_list)))
+
+
+def _outplace_body(x, y):
+    return torch.sigmoid(torch.selu(torch.matmul(torch.matmul(x, y), y))).relu()
+
+
+def _list_body(x, y):
+    return torch.cat([x, y]).sin()
+
+
+def _random_body(x):
+    return torch.sigmoid(torch.dropout(torch.sigmoid(x), p=0.5, train=True))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The pipeline
+
+
+def _clone(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().clone().requires_grad_(t.requires_grad)
+
+
+def export_to_torch_ir(fn, args) -> torch.fx.GraphModule:
+    """Upstream's export compiler, first half: ``fn`` wrapped in a module and traced to torch IR."""
+    from torch.export import _trace
+
+    class WrapAsModule(nn.Module):
+        def forward(self, *a):
+            return fn(*a)
+
+    return _trace._export_to_torch_ir(
+        f=WrapAsModule(), args=tuple(_clone(a) for a in args), kwargs={}, dynamic_shapes=None,
+        preserve_module_call_signature=(), restore_fqn=False, prefer_deferred_runtime_asserts_over_guards=False,
+        _log_export_usage=False)
+
+
+def _run_program(prog: Program, fn, label: str) -> dict:
+    inputs = tuple(_clone(a) for a in prog.inputs)
+    torch.manual_seed(RUN_SEED)
+    outputs = flat_tensors(fn(*inputs))
+    loss = cotangent_loss(outputs)
+    if loss is None:
+        raise AssertionError(f"{label}: no differentiable output to backpropagate")
+    loss.backward()
+    return {"outputs": [o.detach() for o in outputs], "grads": [a.grad for a in inputs], "label": label}
+
+
+@functools.lru_cache(maxsize=64)
+def _exported(case: Case, device: str, dtype, ac: bool) -> tuple[Program, torch.fx.GraphModule]:
+    """The case's program and its torch-IR export, once per case: the export comes before any partitioner, so the
+    cells of a case (one per partitioner) share it and compile it each with their own (``--dist loadgroup`` keeps a
+    case's cells on one worker).  The program's inputs are cloned for every run, never consumed."""
+    torch.manual_seed(BUILD_SEED)
+    prog = case.build(BuildContext(device, dtype, ac=ac))
+    fresh_state()
+    return prog, export_to_torch_ir(prog.fn, prog.inputs)
+
+
+def _exported_and_compiled(case: Case, axes, ctx: BuildContext, ac: bool):
+    prog, gm = _exported(case, ctx.device, ctx.dtype, ac)
+    fresh_state()
+    recorder = Recorder(case.compile, axes)  # inductor decompositions + the cell's partitioner, graphs recorded
+    compiled = torch.compile(gm, backend=recorder, fullgraph=False)
+    label = "export+compile " + ("with AC" if ac else "without AC")
+    return prog, gm, recorder, _run_program(prog, compiled, label)
+
+
+def _comparisons(actual: dict, expected: dict) -> list:
+    pairs = [(f"{actual['label']} vs {expected['label']}: output[{i}]", a, e)
+             for i, (a, e) in enumerate(zip(actual["outputs"], expected["outputs"]))]
+    pairs += [(f"{actual['label']} vs {expected['label']}: grad of input[{i}]", a, e)
+              for i, (a, e) in enumerate(zip(actual["grads"], expected["grads"]))]
+    if len(actual["outputs"]) != len(expected["outputs"]):
+        raise AssertionError(f"{actual['label']} gave {len(actual['outputs'])} outputs, "
+                             f"{expected['label']} gave {len(expected['outputs'])}")
+    return pairs
+
+
+def export_pipeline(name: str):
+    """The ``custom`` pipeline of an export case (looked up by name, so the row carries its own options)."""
+
+    def custom(ctx: BuildContext, axes) -> CustomRun:
+        case = find_case(name)
+        orig_prog, _, _, orig = _exported_and_compiled(case, axes, ctx, ac=False)
+        prog, gm, recorder, ckpt = _exported_and_compiled(case, axes, ctx, ac=True)
+        eager = _run_program(orig_prog, orig_prog.fn, "eager without AC")
+        if not any(n.target is torch.ops.higher_order.tag_activation_checkpoint for n in gm.graph.nodes):
+            raise AssertionError(f"{name}: expected a tag_activation_checkpoint node in the exported graph, saw:\n{gm.code}")
+        graphs = {"export": [gm], **{k: v for k, v in recorder.graphs.items() if k in ("joint", "fw", "bw")}}
+        return CustomRun(graphs=graphs, comparisons=_comparisons(ckpt, orig) + _comparisons(ckpt, eager))
+
+    return custom
+
+
+def _region_survived_export(run) -> None:
+    """Every forward aten op of the exported region reaches the partitioner tagged with a policy and an ac_graph_id."""
+    forward_ops = [n for gm in run.graphs.get("joint", []) for n in gm.graph.nodes
+                   if n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload)
+                   and "is_forward" in n.meta.get("partitioner_tag", "")]
+    if not forward_ops:
+        raise AssertionError(f"{run.cell.id}: expected forward aten ops in the joint graph of the exported program, "
+                             f"saw none:\n{run.texts.get('joint', '(no joint graph recorded)')}")
+    untagged = [n.name for n in forward_ops if "recompute" not in n.meta or "ac_graph_id" not in n.meta]
+    expect_equal(f"{run.cell.id}: forward ops of the exported checkpoint region without recompute/ac_graph_id tags",
+                 untagged, [])
+
+
+def _mm_must_save(run) -> None:
+    _region_survived_export(run)
+    policies = [f"{n.name}: {getattr(n.meta.get('recompute'), 'name', None)}" for gm in run.graphs["joint"]
+                for n in gm.graph.nodes if n.target == torch.ops.aten.mm.default
+                and "is_forward" in n.meta.get("partitioner_tag", "")]
+    expect_equal(f"{run.cell.id}: recompute policy of the forward mm nodes after export (the SAC policy saves mm)",
+                 policies, ["mm: MUST_SAVE", "mm_1: MUST_SAVE"])
+    expect_equal(f"{run.cell.id}: aten.mm.default in the bw graph (both MUST_SAVE mm saved, not recomputed)",
+                 count_of(run, "bw", "aten.mm.default"), 4)
+
+
+def export_case(name: str, build, catalogue: tuple[int, ...], expect: Expect = Expect(),
+                compile: CompileSpec = CompileSpec(), notes: str = "") -> Case:
+    """A SAC case run through export (inductor decompositions); its check defaults to the region surviving export."""
+    return Case(name, build, catalogue=catalogue, checkpoint=Checkpoint.SAC,
+                compile=dataclasses.replace(compile, decompositions=Decompositions.INDUCTOR),
+                custom=export_pipeline(name),
+                expect=expect if expect.check else dataclasses.replace(expect, check=_region_survived_export),
+                notes=notes)
+
+
+_MM_ONLY = _no_recompute_context(torch.ops.aten.mm.default)
+
+# Op counts: upstream asserts them on the direct compile (the "sac" area); here the forward counts, which do not depend on
+# the SAC policy, hold on the export path too.  The backward counts that need MUST_SAVE do not: compiling the exported
+# graph drops the policy (findings/export_compile_drops_sac_policy.py), which export_keeps_sac_policy pins down.
+CASES = [
+    export_case("export_sac_must_not_recompute_gemm", sac_program(_gemm, _MM_ONLY), (21,),
+                expect=Expect({"fw": {MM: 2}})),
+    export_case("export_keeps_sac_policy", sac_program(_gemm, _MM_ONLY), (21,),
+                expect=Expect({"fw": {MM: 2}}, check=_mm_must_save),
+                notes="the item's SAC facts (bw mm = 4: both mm saved) on the export path"),
+    export_case("export_sac_must_not_recompute_gemm_no_functionalization", sac_program(_gemm, _MM_ONLY), (22,),
+                compile=CompileSpec(disable_functionalization=True),
+                expect=Expect({"fw": {SIGMOID: 1}, "bw": {SIGMOID: 1}})),
+    export_case("export_sac_tensor_subclass", sac_program(_gemm, _MM_ONLY, inputs=_two_tensor_inputs), (24,),
+                expect=Expect({"fw": {MM: 4}})),
+    export_case("export_sac_custom_rule", sac_program(custom_rule_body, counting_bool_policy_context), (25,),
+                expect=Expect({"fw": {MM: 2}}, at_least={"bw": {MM: 4}})),
+    export_case("export_sac_partial_ctx_fn",
+                sac_program(_gemm, functools.partial(_context_from_list, [torch.ops.aten.mm.default])), (26,),
+                expect=Expect({"fw": {MM: 2}})),
+    export_case("export_sac_outplace_op",
+                sac_program(_outplace_body, _no_recompute_context(torch.ops.aten.mm.default,
+                                                                  torch.ops.aten.sigmoid.default)),
+                (27,), expect=Expect({"fw": {MM: 2, SIGMOID: 1}})),
+    export_case("export_sac_list_ops", sac_program(_list_body, _no_recompute_context()), (28,),
+                expect=Expect({"fw": {CAT: 1}, "bw": {CAT: 1}})),
+    *[export_case(f"export_sac_random_op_preserve_rng_{flag}".lower(),
+                  sac_program(_random_body, _no_recompute_context(torch.ops.aten.sigmoid.default), n_inputs=1,
+                              preserve_rng_state=flag),
+                  (30,), compile=CompileSpec(config={"inductor": {"fallback_random": True}}),
+                  expect=Expect({"fw": {SIGMOID: 2, DROPOUT: 1}, "bw": {DROPOUT: 1}}))
+      for flag in (True, False)],
+]

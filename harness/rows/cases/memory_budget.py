@@ -1,0 +1,234 @@
+"""Area "memory_budget": ``torch.autograd.graph.region_activation_memory_budget`` reduces activation memory
+(CATALOGUE.md items 48, 49, 54).
+
+On CUDA (``make test-cuda``) the cells measure what upstream measures: the change of
+``torch.cuda.memory_stats()["requested_bytes.all.current"]`` across a forward (after a warm-up forward+backward).
+On CPU the same idea is checked on the partition itself: the activation bytes the forward saves for backward
+(harness/core/analysis.py: saved tensors that are not inputs or parameters).  No budget: > 0; budget 0.0: exactly 0;
+two regions split by a graph break each follow their own budget (item 49's ordering, and per region exactly);
+a budget around a nested_compile_region call reaches into the invoke_subgraph body (item 54).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from harness.core import analysis
+from harness.core.case import (AxesSpec, BuildContext, Case, Checkpoint, CompileSpec, Expect, Partitioner, Program,
+                              Requires)
+from harness.rows.cases import find_case
+from harness.core.checks import expect_equal
+from harness.core.pipeline import CustomRun, baseline
+
+BUDGET_API = "torch.autograd.graph.region_activation_memory_budget"
+CPU_WIDTH, CUDA_WIDTH = 64, 1000  # upstream: Linear(1000, 1000); the CPU cells read bytes off graphs, so any width
+NO_SUBGRAPH_INLINE = {"dynamo": {"inline_single_use_invoke_subgraph": False}}
+
+
+def _budget(value):
+    import contextlib
+
+    # The context manager raises in eager ("only inside a torch.compile region"): the eager references run without it.
+    if value is None or not torch.compiler.is_compiling():
+        return contextlib.nullcontext()
+    return torch.autograd.graph.region_activation_memory_budget(value)
+
+
+def _layers(ctx: BuildContext, n: int, width: int) -> torch.nn.Sequential:
+    mods = []
+    for _ in range(n):
+        mods += [torch.nn.Linear(width, width), torch.nn.ReLU()]
+    return ctx.module(torch.nn.Sequential(*mods))
+
+
+def whole_model(budget, width=CPU_WIDTH):
+    """Item 48: 4 x (Linear -> relu), then sum, optionally under one budget."""
+    def build(ctx: BuildContext) -> Program:
+        model = _layers(ctx, 4, width)
+
+        def fn(x):
+            with _budget(budget):
+                return model(x).sum()
+
+        return Program(fn, (ctx.randn(width, width),), module=model)
+
+    return build
+
+
+def per_region(a, b, width=CPU_WIDTH):
+    """Item 49: two regions of 2 x (Linear -> relu), separated by a graph break, each under its own budget."""
+    def build(ctx: BuildContext) -> Program:
+        first, second = _layers(ctx, 2, width), _layers(ctx, 2, width)
+        model = torch.nn.Sequential(first, second)
+
+        def fn(x):
+            with _budget(a):
+                h = first(x)
+            torch._dynamo.graph_break()
+            with _budget(b):
+                return second(h).sum()
+
+        return Program(fn, (ctx.randn(width, width),), module=model)
+
+    return build
+
+
+def subgraph(budget, width=CPU_WIDTH):
+    """Item 54: a nested_compile_region running 4 x (Linear -> relu); the whole forward optionally under the budget."""
+    def build(ctx: BuildContext) -> Program:
+        model = _layers(ctx, 4, width)
+
+        @torch.compiler.nested_compile_region
+        def region(x):
+            return model(x)
+
+        def fn(x):
+            with _budget(budget):
+                return region(x).sum()
+
+        return Program(fn, (ctx.randn(width, width),), module=model)
+
+    return build
+
+
+# --- CPU checks on saved activation bytes ----------------------------------------------------------------------
+
+def activation_bytes(expect_zero: bool):
+    def check(run) -> None:
+        __tracebackhide__ = True
+        a = analysis.of(run)
+        seen = a.activation_bytes
+        if expect_zero:
+            expect_equal(f"{run.cell.id}: activation bytes saved for backward under budget 0.0 (inputs and parameters "
+                         f"aside; saved: {[(s.name, s.kind) for s in a.saved]})", seen, 0)
+        elif not seen:
+            raise AssertionError(f"{run.cell.id}: expected activation bytes > 0 without a budget, saw {seen}")
+    return check
+
+
+PER_REGION = {(1.0, 1.0): "both_save", (0.0, 1.0): "a_recompute", (1.0, 0.0): "b_recompute", (0.0, 0.0): "both_recompute"}
+
+
+def _region_bytes(run_or_case, axes, kind: str = "activation_bytes") -> list[int]:
+    a = analysis.of(run_or_case if not isinstance(run_or_case, Case) else baseline(run_or_case, axes, True))
+    return [getattr(g, kind) for g in a.graphs]
+
+
+def per_region_check(a_budget, b_budget):
+    def check(run) -> None:
+        __tracebackhide__ = True
+        regions = _region_bytes(run, run.cell.axes)
+        made = _region_bytes(run, run.cell.axes, "intermediate_bytes")  # region b's input is region a's output:
+        # saved under any budget (a graph input cannot be recomputed inside the graph), so budget 0.0 promises no
+        # activation the region itself produced
+        expect_equal(f"{run.cell.id}: number of partitioned regions (one per side of the graph break)", len(regions), 2)
+        for label, budget, seen, own in (("region a", a_budget, regions[0], made[0]), ("region b", b_budget, regions[1], made[1])):
+            if budget == 0.0:
+                expect_equal(f"{run.cell.id}: {label} bytes of activations it produced, saved under budget 0.0", own, 0)
+            elif not seen:
+                raise AssertionError(f"{run.cell.id}: expected {label} activation bytes > 0 under budget {budget}, saw {seen}")
+        if (a_budget, b_budget) != (0.0, 0.0):
+            return
+        # Item 49's ordering, over the four cells of the case family (compiled once each, cached).
+        total = {name: sum(_region_bytes(find_case(f"budget_per_region_{name}"), run.cell.axes))
+                 for name in PER_REGION.values()}
+        for bigger, smaller in (("both_save", "a_recompute"), ("both_save", "b_recompute"),
+                                ("a_recompute", "both_recompute"), ("b_recompute", "both_recompute")):
+            if not total[bigger] > total[smaller]:
+                raise AssertionError(f"{run.cell.id}: expected activation bytes of {bigger} > {smaller}, "
+                                     f"saw {total[bigger]} <= {total[smaller]} (all: {total})")
+    return check
+
+
+# --- CUDA: the allocator's view, as upstream measures it ---------------------------------------------------------
+
+def cuda_activation_memory(builder, budgets):
+    """Custom pipeline: compile the program under each budget (aot_eager, Dynamo reset before each) and measure the
+    allocator's requested bytes across a forward after a warm-up forward+backward, less the forward's output."""
+    def custom(ctx: BuildContext, axes) -> CustomRun:
+        measured = {}
+        for budget in budgets:
+            torch._dynamo.reset()
+            torch.manual_seed(0)
+            prog = builder(budget, CUDA_WIDTH)(ctx)
+            fn = torch.compile(prog.fn, backend="aot_eager", fullgraph=False)
+            fn(*prog.inputs).backward()  # warm-up: compile and allocate everything once
+            torch.cuda.synchronize()
+            before = torch.cuda.memory_stats()["requested_bytes.all.current"]
+            out = fn(*prog.inputs)
+            torch.cuda.synchronize()
+            # What the forward left allocated, less its own output (the live scalar loss: requested_bytes counts the
+            # bytes asked of the caching allocator, 4 for a float32 scalar): what it keeps for the backward.
+            measured[budget] = (torch.cuda.memory_stats()["requested_bytes.all.current"] - before
+                                - out.untyped_storage().nbytes())
+            out.backward()
+            del out
+        return CustomRun(info={"activation_memory": measured})
+    return custom
+
+
+def cuda_check(relations):
+    def check(run) -> None:
+        __tracebackhide__ = True
+        m = run.info["activation_memory"]
+        for rel in relations:
+            if not rel(m):
+                raise AssertionError(f"{run.cell.id}: expected {rel.__doc__}, saw requested bytes per budget {m}")
+    return check
+
+
+def _rel(doc, f):
+    f.__doc__ = doc
+    return f
+
+
+def _whole_model_cuda(budget, width):
+    return whole_model(budget, width)
+
+
+def _subgraph_cuda(budget, width):
+    return subgraph(budget, width)
+
+
+def _per_region_cuda(pair, width):
+    return per_region(*pair, width=width)
+
+
+CUDA_BASELINE_AND_ZERO = [_rel("activation memory > 0 without a budget", lambda m: m[None] > 0),
+                          _rel("activation memory == 0 under budget 0.0", lambda m: m[0.0] == 0)]
+CUDA_PER_REGION = [_rel(f"{a} > {b}", lambda m, a=a, b=b: m[a] > m[b])
+                   for a, b in (((1.0, 1.0), (0.0, 1.0)), ((1.0, 1.0), (1.0, 0.0)),
+                                ((0.0, 1.0), (0.0, 0.0)), ((1.0, 0.0), (0.0, 0.0)))]
+
+NEEDS_BUDGET = Requires.api(BUDGET_API, "region activation memory budgets (torch 2.13 has them)")
+CPU = AxesSpec(partitioners=Partitioner.MIN_CUT, devices="cpu")
+CUDA = AxesSpec(partitioners=Partitioner.MIN_CUT, devices="cuda")
+NEEDS_CUDA = Requires.cuda("measures torch.cuda.memory_stats (the CPU cells check the same idea on saved bytes)")
+
+CASES = [
+    Case("budget_whole_model_none", whole_model(None), catalogue=(48,), checkpoint=Checkpoint.NONE, axes=CPU,
+         requires=NEEDS_BUDGET, expect=Expect(check=activation_bytes(False))),
+    Case("budget_whole_model_zero", whole_model(0.0), catalogue=(48,), checkpoint=Checkpoint.NONE, axes=CPU,
+         requires=NEEDS_BUDGET, expect=Expect(check=activation_bytes(True))),
+    *[Case(f"budget_per_region_{name}", per_region(a, b), catalogue=(49,), checkpoint=Checkpoint.NONE, axes=CPU,
+           requires=NEEDS_BUDGET, compile=CompileSpec(fullgraph=False), expect=Expect(check=per_region_check(a, b)))
+      for (a, b), name in PER_REGION.items()],
+    Case("budget_invoke_subgraph_none", subgraph(None), catalogue=(54,), checkpoint=Checkpoint.NONE, axes=CPU,
+         requires=NEEDS_BUDGET, compile=CompileSpec(config=NO_SUBGRAPH_INLINE),
+         expect=Expect(check=activation_bytes(False))),
+    Case("budget_invoke_subgraph_zero", subgraph(0.0), catalogue=(54,), checkpoint=Checkpoint.NONE, axes=CPU,
+         requires=NEEDS_BUDGET, compile=CompileSpec(config=NO_SUBGRAPH_INLINE),
+         expect=Expect(check=activation_bytes(True))),
+    Case("budget_whole_model_cuda_memory", whole_model(None), catalogue=(48,), checkpoint=Checkpoint.NONE, axes=CUDA,
+         requires=(NEEDS_CUDA, NEEDS_BUDGET), compile=CompileSpec(backward=False),
+         custom=cuda_activation_memory(_whole_model_cuda, (None, 0.0)),
+         expect=Expect(check=cuda_check(CUDA_BASELINE_AND_ZERO))),
+    Case("budget_per_region_cuda_memory", per_region(1.0, 1.0), catalogue=(49,), checkpoint=Checkpoint.NONE, axes=CUDA,
+         requires=(NEEDS_CUDA, NEEDS_BUDGET), compile=CompileSpec(backward=False),
+         custom=cuda_activation_memory(_per_region_cuda, tuple(PER_REGION)),
+         expect=Expect(check=cuda_check(CUDA_PER_REGION))),
+    Case("budget_invoke_subgraph_cuda_memory", subgraph(None), catalogue=(54,), checkpoint=Checkpoint.NONE, axes=CUDA,
+         requires=(NEEDS_CUDA, NEEDS_BUDGET), compile=CompileSpec(backward=False, config=NO_SUBGRAPH_INLINE),
+         custom=cuda_activation_memory(_subgraph_cuda, (None, 0.0)),
+         expect=Expect(check=cuda_check(CUDA_BASELINE_AND_ZERO))),
+]

@@ -1,0 +1,129 @@
+"""Area "nonlocal_mutation": Python side effects inside checkpointed regions (a closure counter, appends to a list
+argument) under ``skip_fwd_side_effects_in_bwd_under_checkpoint``: the compiled backward must not replay them, and
+a tensor leaked through a list becomes an extra output of the checkpoint HOP (CATALOGUE.md items 40-42)."""
+
+from __future__ import annotations
+
+import torch
+import torch.fx as fx
+
+from harness.core.case import MIN_CUT_ONLY, Case, Checkpoint, CompileSpec, Decompositions, Expect, Program
+from harness.rows.cases import find_case
+from harness.core.checks import expect_equal
+from harness.core.pipeline import CustomRun, Recorder, execute, fresh_state
+
+SKIP_SIDE_EFFECTS = {"dynamo": {"skip_fwd_side_effects_in_bwd_under_checkpoint": True}}
+
+_counters: list[list[int]] = []  # one counter per build; the custom pipeline reads the newest
+
+
+def counter_program(ctx) -> Program:
+    counter = [0]
+    _counters.append(counter)
+
+    def body(x):
+        counter[0] += 1
+        return torch.sin(x)
+
+    def fn(x):
+        return ctx.checkpoint(body, x, use_reentrant=True)
+
+    return Program(fn, (ctx.randn(4, 4),))
+
+
+def counted_runs(ctx, axes) -> CustomRun:
+    """Forward+backward eagerly without and with AC, then compiled: how often the body's side effect ran."""
+    case = find_case("nonlocal_counter_mutation")
+    recorder = Recorder(case.compile, axes)
+    seen, outcomes = {}, {}
+    for label, ac, backend in (("eager without AC", False, None), ("eager with AC", True, None),
+                               ("compiled with AC", True, recorder)):
+        fresh_state()
+        outcomes[label] = execute(case, axes, ac=ac, backend=backend)
+        seen[label] = _counters[-1][0]
+    comparisons = []
+    compiled, eager = outcomes["compiled with AC"], outcomes["eager with AC"]
+    comparisons += [(f"output[{i}]", a, e) for i, (a, e) in enumerate(zip(compiled.outputs, eager.outputs))]
+    comparisons += [(f"grad of {k}", compiled.grads[k], eager.grads[k]) for k in eager.grads]
+    graphs = {k: v for k, v in recorder.graphs.items() if k != "joint"}
+    graphs["joint"] = recorder.texts()["joint"]
+    return CustomRun(graphs=graphs, comparisons=comparisons, info={"side effects": seen})
+
+
+def _side_effect_counts(run) -> None:
+    expect_equal(f"{run.cell.id}: times the checkpointed body's counter increment ran over forward+backward "
+                 "(reentrant eager recompute replays it; compile with the flag does not)",
+                 run.info["side effects"], {"eager without AC": 1, "eager with AC": 2, "compiled with AC": 1})
+
+
+def _list_body(x, z):
+    out = x.sin()
+    z.append(out)
+    return torch.cos(torch.sin(torch.matmul(x, x) @ x)), out
+
+
+def list_mutation(ctx) -> Program:
+    def fn(x):
+        z = []
+        out1, _ = ctx.checkpoint(_list_body, x, z, use_reentrant=False)
+        return out1, z[0]
+
+    return Program(fn, (ctx.randn(4, 4),))
+
+
+def _hidden_body(x, z):
+    o = torch.matmul(x, x) @ x
+    out = x.sin()
+    z.append(out)
+    return torch.cos(torch.sin(o)), torch.sin(x)
+
+
+def hidden_list_mutation(ctx) -> Program:
+    def fn(x):
+        z = []
+        outs = ctx.checkpoint(_hidden_body, x, z, use_reentrant=False)
+        return outs[0] + outs[-1], z[0]  # outs[-1]: the extra hidden output must not shift pytree indexing
+
+    return Program(fn, (ctx.randn(4, 4),))
+
+
+def _calls(gm: fx.GraphModule) -> list[str]:
+    return [n.name for n in gm.graph.nodes if n.op.startswith("call")]
+
+
+def _returned(gm: fx.GraphModule) -> list[str]:
+    out = next(n for n in gm.graph.nodes if n.op == "output")
+    return [a.name if isinstance(a, fx.Node) else repr(a) for a in out.args[0]]
+
+
+def _hidden_output_graphs(run) -> None:
+    cid = run.cell.id
+    gm = run.graphs["dynamo"][0]
+    tag = next(n for n in gm.graph.nodes if n.op == "call_function" and "tag_activation_checkpoint" in str(n.target))
+    expect_equal(f"{cid}: outputs of tag_activation_checkpoint (cos, sin_2 and the list-appended sin)",
+                 len(tag.meta["example_value"]), 3)
+    getitems = {n.args[1]: n for n in tag.users}
+    expect_equal(f"{cid}: indices of the HOP outputs the top level reads", sorted(getitems), [0, 1, 2])
+    add = next(n for n in gm.graph.nodes if n.op == "call_function" and n.args[:2] == (getitems[0], getitems[1]))
+    expect_equal(f"{cid}: Dynamo graph returns", _returned(gm), [add.name, getitems[2].name])
+    body = getattr(gm, tag.args[0].name)
+    expect_equal(f"{cid}: call nodes of the checkpointed body", _calls(body), ["matmul", "o", "out", "sin_1", "cos", "sin_2"])
+    expect_equal(f"{cid}: checkpointed body returns", _returned(body), ["cos", "sin_2", "out"])
+    fw = run.graphs["fw"][0]
+    expect_equal(f"{cid}: call nodes of the AOT forward graph", _calls(fw), ["mm", "mm_1", "sin", "sin_1", "cos", "sin_2", "add"])
+    expect_equal(f"{cid}: AOT forward graph returns (only the primal saved for backward)", _returned(fw),
+                 ["add", "sin", "primals_1"])
+
+
+CASES = [
+    Case("nonlocal_counter_mutation", counter_program, custom=counted_runs, catalogue=(40,),
+         checkpoint=Checkpoint.REENTRANT, axes=MIN_CUT_ONLY,
+         compile=CompileSpec(decompositions=Decompositions.INDUCTOR, config=SKIP_SIDE_EFFECTS),
+         expect=Expect(check=_side_effect_counts), notes="upstream compiles with aot_eager_decomp_partition"),
+    Case("nonlocal_list_mutation", list_mutation, catalogue=(41,), axes=MIN_CUT_ONLY,
+         compile=CompileSpec(decompositions=Decompositions.INDUCTOR, config=SKIP_SIDE_EFFECTS),
+         notes="upstream compiles with aot_eager_decomp_partition"),
+    Case("nonlocal_list_mutation_hidden", hidden_list_mutation, catalogue=(42,),
+         compile=CompileSpec(config=SKIP_SIDE_EFFECTS), expect=Expect(check=_hidden_output_graphs),
+         notes="upstream records graphs with AotEagerAndRecordGraphs (aot_eager: default partition); min-cut gives the same graphs"),
+]

@@ -1,0 +1,122 @@
+"""Collection: the case database expanded into the cells a run collects, in one place.
+
+Every consumer (the pytest plugin, the snapshot review, the coverage table, the memory report, the nightly's
+known-failure check) asks this module which cells exist: :func:`collect` for one area on one device (declared cells,
+then the slow matrix), :func:`all_cell_ids` for every cell on every device.  A cell's requirements are evaluated
+here too, so a skipped cell and its reason are data, not pytest calls.
+
+The matrix (the ``slow``/nightly selection): every case with a backward, run by the standard pipeline, also runs as
+min-cut under ``activation_memory_budget`` 1.0, 0.5 and 0.0 (aot_eager), under the default partitioner where the
+case did not declare it, and under inductor (min-cut, no budget) where the case did not declare it.  Matrix cells
+check numerics, the case's own ``check`` and every invariant; they compare no goldens and no op counts (both are
+written for the declared axes: a budget legitimately changes what is recomputed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+from harness.core.case import Axes, Backend, Case, Cell, Partitioner
+from harness.rows.cases import all_cases
+
+SWEEP_BUDGETS = (1.0, 0.5, 0.0)
+
+# Cases left out of the inductor matrix cells, with the reason.
+NO_INDUCTOR = {
+    "tags_sequential_layers": "cos of a 3-deep x@x chain is ill-conditioned (eager float32 is 0.23 off float64), so "
+                              "inductor's different summation order exceeds any meaningful tolerance",
+}
+
+# Areas left out of the matrix altogether, with the reason.
+NOT_IN_MATRIX = {
+    "memory_budget": "its cases set region budgets themselves and check what those do under min-cut; a global budget "
+                     "or the default partitioner (which ignores budgets) changes the premise, not the promise",
+    "fuzz_findings": "each is a shrunk reproduction pinned to the axes where it fails; the fuzzer itself varies the axes",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Collected:
+    """One collected cell: what the pytest plugin turns into a test item (``skip`` set: not run, with the reason)."""
+
+    cell: Cell
+    slow: bool = False
+    skip: str | None = None
+    marker: str = ""  # the case's own extra pytest marker (Case.selection.marker)
+
+    @property
+    def id(self) -> str:
+        return skipped_cell_id(self.cell.case, self.cell.axes.device) if self.skip else self.cell.id
+
+
+def eligible(case: Case) -> bool:
+    """Whether the matrix expands ``case`` (a plain compile-and-backprop case with no budget of its own)."""
+    return (case.area not in NOT_IN_MATRIX and case.compile.backward and case.custom is None
+            and case.expect.raises is None and case.axes.budgets == (None,)
+            and "activation_memory_budget" not in case.compile.config.get("functorch", {}))
+
+
+@functools.cache
+def matrix_case(case: Case) -> Case:
+    """The case as the matrix runs it: no op-count expectations, no goldens (one object per case, so the eager
+    reference is computed once).  Inductor draws random numbers its own way; ``fallback_random`` makes it use eager's
+    generator so numerics stay comparable (the stream-independent RNG invariants run all the same)."""
+    config = {**case.compile.config, "inductor": {"fallback_random": True, **case.compile.config.get("inductor", {})}}
+    return dataclasses.replace(case, expect=dataclasses.replace(case.expect, ops={}, at_least={}, counters={}),
+                               goldens=(), compile=dataclasses.replace(case.compile, config=config))
+
+
+def matrix_axes(case: Case, device: str) -> list[Axes]:
+    if not eligible(case) or device not in case.axes.devices:
+        return []
+    declared = set(case.cell_axes(device))
+    out = []
+    for dtype in case.axes.dtypes:
+        candidates = [Axes(Partitioner.MIN_CUT, Backend.AOT_EAGER, device, dtype, b) for b in SWEEP_BUDGETS]
+        candidates.append(Axes(Partitioner.DEFAULT, Backend.AOT_EAGER, device, dtype))
+        if case.name not in NO_INDUCTOR:
+            candidates.append(Axes(Partitioner.MIN_CUT, Backend.INDUCTOR, device, dtype))
+        out += [a for a in candidates if a not in declared]
+    return out
+
+
+def case_cells(case: Case, device: str) -> list[Cell]:
+    """The declared cells of ``case`` on ``device``, then its matrix cells."""
+    return [Cell(case, a) for a in case.cell_axes(device)] + [Cell(matrix_case(case), a) for a in matrix_axes(case, device)]
+
+
+def collect(area: str, device: str) -> list[Collected]:
+    """Every cell of ``area`` on ``device``; a case that cannot run here is one skipped entry with the reason."""
+    out = []
+    for case in all_cases():
+        if case.area != area:
+            continue
+        unmet = case.unmet_requirement(device)
+        cells = case_cells(case, device)
+        if unmet or not cells:
+            reason = unmet or f"not run on {device}: case declares devices {case.axes.devices}"
+            out.append(Collected(Cell(case, Axes(device=device)), skip=reason))
+            continue
+        fast = set(case.selection.fast)
+        out += [Collected(c, slow=c.case is not case or (c.axes.budget is not None and c.axes.budget not in fast),
+                          marker=case.selection.marker) for c in cells]
+    return out
+
+
+def all_cells(devices=("cpu", "cuda")) -> list[Cell]:
+    """Every cell the suites can collect on these devices: declared cells, the slow matrix, and (cpu) the distributed
+    scenarios (harness/rows/scenarios.py; run by suites/test_distributed.py on 2 ranks)."""
+    from harness.rows import scenarios
+
+    cells = [c for dev in devices for case in all_cases() for c in case_cells(case, dev)]
+    return cells + (scenarios.cells() if "cpu" in devices else [])
+
+
+def all_cell_ids(devices=("cpu", "cuda")) -> list[str]:
+    return [c.id for c in all_cells(devices)]
+
+
+def skipped_cell_id(case: Case, device: str) -> str:
+    """The id of the one entry a case that cannot run on ``device`` collects as."""
+    return f"{case.name}-{device}"

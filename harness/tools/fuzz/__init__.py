@@ -1,0 +1,1 @@
+"""``python -m harness.tools.fuzz``: the differential fuzzer's campaign runner and its repro writer (the programs are in harness/rows/fuzz)."""
