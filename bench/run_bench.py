@@ -27,6 +27,8 @@ Environment:
   BENCH_PARTS    which of suite, side_by_side, meta, nightly, fuzz to measure (default: all, comma-separated)
   BENCH_SIDE_REPEAT    rounds of the side-by-side runs (default 3)
   BENCH_UPSTREAM_FILE  the upstream file (default bench/upstream/test_activation_checkpointing.py; bench/upstream.py)
+  BENCH_SIDE_ARGS, BENCH_UPSTREAM_ARGS  other selections for the two sides (a quick check of the benchmark itself;
+                 the figures of issue 30 are taken with neither set)
   BENCH_ARGS     pytest selection and options (default: the node ids of BENCH_CELLS); -m "not slow" is added unless
                  it names -m
   BENCH_CELLS    file of node ids (default bench/cells-178.txt: make test's 178 cells when issue 16 was filed)
@@ -236,8 +238,10 @@ def side_by_side(work: Path, workers: int) -> dict:
     import upstream
 
     copy = upstream.prepare(work / "upstream")
-    runs = {"make test": (["suites", "-m", "not slow", "-p", "no:cacheprovider"], ROOT),
-            "upstream": ([copy.name, "-p", "no:cacheprovider"], copy.parent)}
+    ours = shlex.split(os.environ.get("BENCH_SIDE_ARGS", "")) or ["suites", "-m", "not slow"]
+    runs = {"make test": ([*ours, "-p", "no:cacheprovider"], ROOT),
+            "upstream": ([copy.name, "-p", "no:cacheprovider", *shlex.split(os.environ.get("BENCH_UPSTREAM_ARGS", ""))],
+                         copy.parent)}
     n = int(os.environ.get("BENCH_SIDE_REPEAT", "3"))
     seen: dict[str, list[dict]] = {f"{k} {t}": [] for k in runs for t in ("cold", "warm")}
     for i in range(n):
