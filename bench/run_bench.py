@@ -14,7 +14,7 @@ PyTorch's own ``test/dynamo/test_activation_checkpointing.py`` made to run on CP
 change made to it), each the whole pytest process with ``-n 2``, cold then warm, the two alternating (who goes first
 swaps every round), median of BENCH_SIDE_REPEAT rounds (default 3); the ratios are the issue's targets, and the
 conformance summary of each ``make test`` run is kept (its counts must not fall).  The meta tests (``make meta``'s
-``pytest tests -n 2``) cold and warm, once.
+``pytest tests -n 2 -m "not meta_slow"``) cold and warm, once.
 
 Two more figures, each measured once per ``make bench`` (they take minutes):
 
@@ -267,11 +267,11 @@ def side_by_side(work: Path, workers: int) -> dict:
 
 
 def meta(work: Path, workers: int) -> dict:
-    """make meta's run (pytest tests -n W), cold then warm: wall seconds and outcomes."""
+    """make meta's run (pytest tests -n W -m "not meta_slow"), cold then warm: wall seconds and outcomes."""
     cache = Path(tempfile.mkdtemp(prefix="cache-meta-", dir=work))
     out = {}
     for temp in ("cold", "warm"):
-        r = run_pytest(["tests", "-p", "no:cacheprovider"], cache, workers, work, f"meta-{temp}")
+        r = run_pytest(["tests", "-m", "not meta_slow", "-p", "no:cacheprovider"], cache, workers, work, f"meta-{temp}")
         out[temp] = {"wall_seconds": r["wall_seconds"], "outcomes": r["outcomes"], "exit_code": r["exit_code"],
                      "slowest": sorted(((round(c["seconds"], 1), name) for name, c in r["cells"].items()), reverse=True)[:10]}
         print(f"  meta {temp}: {r['wall_seconds']:8.1f} s  {r['outcomes']}", flush=True)
