@@ -20,7 +20,7 @@ FUZZ_SECONDS ?= 180
 FUZZ_SEED    ?= 0
 FUZZ_WORKERS ?=
 
-.PHONY: fuzz install gpu-check-dry-run test test-cuda snapshot-update-cuda snapshot-update snapshot-new check meta coverage clean nightly
+.PHONY: fuzz install gpu-check-dry-run test test-cuda snapshot-update-cuda snapshot-update snapshot-new check meta meta-slow coverage clean nightly
 
 install: .venv/.installed
 
@@ -53,9 +53,10 @@ snapshot-update: install  ## regenerate goldens of passing cells, remove stale o
 snapshot-new: install  ## write goldens only for cells that have none yet
 	$(PYTEST) suites -m "not slow" --snapshot-update-new-only $(ARGS)
 
-nightly:  ## whole suite (slow matrix too) vs committed goldens under TORCH in .nightly-venv/<spec>; runs/<ts>-<torch>/; exit 0 clean, 1 graph-only drift, 2 semantic failures
+nightly:  ## whole suite (slow matrix too) vs committed goldens under TORCH in .nightly-venv/<spec>; runs/<ts>-<torch>/; then make meta-slow; exit 0 clean, 1 graph-only drift, 2 semantic failures, 3 the run (or a meta-slow test) failed
 	$(MAKE) install TORCH=torch==2.13.0  # .venv keeps the pinned torch; TORCH only picks the nightly's environment
-	$(PY) -m harness.tools.nightly run --torch "$(TORCH)" $(if $(ARGS),-- $(ARGS))
+	rc=0; $(PY) -m harness.tools.nightly run --torch "$(TORCH)" $(if $(ARGS),-- $(ARGS)) || rc=$$?; \
+	$(PYTEST) tests $(XDIST) -m meta_slow || rc=3; exit $$rc
 
 # Release compatibility: the whole suite on each torch release in its own .nightly-venv/torch-<release>/, sequentially,
 # resumable (RERUN="2.14.1" or RERUN=all reruns done releases); report in runs/compat/compat.html and compat.json.
@@ -81,8 +82,11 @@ memory-report: install  ## saved-activation bytes vs recompute FLOPs per case an
 budget-matrix: install  ## the budget_matrix selection: solver x estimator x budget x partitioner knobs (harness/rows/cases/budget_solvers.py; nightly)
 	$(PYTEST) suites/test_budget_solvers.py $(XDIST) -m budget_matrix $(ARGS)
 
-meta: install  ## the harness's own tests
-	$(PYTEST) tests $(XDIST) $(ARGS)
+meta: install  ## the harness's own tests, but for the slow set (meta_slow: make meta-slow, and the nightly)
+	$(PYTEST) tests $(XDIST) -m "not meta_slow" $(ARGS)
+
+meta-slow: install  ## the harness's tests that run whole pytest, nightly or repro processes (minutes); make nightly runs them too
+	$(PYTEST) tests $(XDIST) -m meta_slow $(ARGS)
 
 gpu-check-dry-run: install  ## scripts/gpu_check.sh cannot rot: syntax, its wheel resolves, the CUDA selection collects
 	PY=$(PY) bash scripts/gpu_check.sh --dry-run
@@ -100,7 +104,8 @@ coverage: install  ## write docs/coverage.md: each catalogue test -> our cases, 
 findings: install  ## run every repro under findings/ on TORCH (default: the pinned one): each verdict vs its known-failure entry
 	$(PY) -m harness.tools.findings --torch "$(TORCH)" --out reports/findings-$(subst ==,-,$(TORCH)).md
 
-bench: install  ## serial vs -n 2, cold vs warm caches, time split per cell: table + reports/bench.json (BENCH_ARGS, BENCH_REPEAT)
+bench: install  ## serial vs -n 2, cold vs warm, time split per cell; make test vs PyTorch's file side by side; meta tests: table + reports/bench.json (BENCH_PARTS, BENCH_ARGS, BENCH_REPEAT)
+	$(PY) -c "import expecttest" 2>/dev/null || $(PY) -m pip install -q -e ".[bench]"
 	$(PY) bench/run_bench.py
 
 durations: install  ## refresh .test_durations (what SHARD balances by); ARGS='-m ""' times the slow matrix too

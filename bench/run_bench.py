@@ -9,6 +9,13 @@ comparison) and the rest (pytest, fixtures), from the ``*_seconds`` user propert
 ``harness.core.suite.check_cell`` records, read back from a JUnit XML.  Ratios are taken within one round; with several
 rounds every figure is the median over rounds.  Prints a table and writes JSON (reports/bench.json).
 
+Side by side (issue 30): ``make test``'s whole selection (``pytest suites -n 2 --dist loadgroup -m "not slow"``) and
+PyTorch's own ``test/dynamo/test_activation_checkpointing.py`` made to run on CPU (bench/upstream.py: the file and every
+change made to it), each the whole pytest process with ``-n 2``, cold then warm, the two alternating (who goes first
+swaps every round), median of BENCH_SIDE_REPEAT rounds (default 3); the ratios are the issue's targets, and the
+conformance summary of each ``make test`` run is kept (its counts must not fall).  The meta tests (``make meta``'s
+``pytest tests -n 2 -m "not meta_slow"``) cold and warm, once.
+
 Two more figures, each measured once per ``make bench`` (they take minutes):
 
 * nightly: ``python -m harness.tools.nightly run`` (what ``make nightly`` runs, on this interpreter's pinned torch) over
@@ -17,7 +24,11 @@ Two more figures, each measured once per ``make bench`` (they take minutes):
   findings written (the seed alone decides the programs), in its default worker processes: programs/s.
 
 Environment:
-  BENCH_PARTS    which of suite, nightly, fuzz to measure (default: all three, comma-separated)
+  BENCH_PARTS    which of suite, side_by_side, meta, nightly, fuzz to measure (default: all, comma-separated)
+  BENCH_SIDE_REPEAT    rounds of the side-by-side runs (default 3)
+  BENCH_UPSTREAM_FILE  the upstream file (default bench/upstream/test_activation_checkpointing.py; bench/upstream.py)
+  BENCH_SIDE_ARGS, BENCH_UPSTREAM_ARGS  other selections for the two sides (a quick check of the benchmark itself;
+                 the figures of issue 30 are taken with neither set)
   BENCH_ARGS     pytest selection and options (default: the node ids of BENCH_CELLS); -m "not slow" is added unless
                  it names -m
   BENCH_CELLS    file of node ids (default bench/cells-178.txt: make test's 178 cells when issue 16 was filed)
@@ -92,13 +103,13 @@ def shown(args: list[str]) -> str:
     return shlex.join(rest) + (f" <{len(ids)} node ids>" if ids else "")
 
 
-def run_pytest(args: list[str], cache: Path, workers: int, work: Path, label: str) -> dict:
+def run_pytest(args: list[str], cache: Path, workers: int, work: Path, label: str, cwd: Path = ROOT) -> dict:
     junit = work / f"{label}.xml"
     cmd = [sys.executable, "-m", "pytest", *args, "-q", f"--junitxml={junit}", "-o", "junit_duration_report=total"]
     if workers > 1:
         cmd += ["-n", str(workers), "--dist", "loadgroup"]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=cache_env(cache), capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=cwd, env=cache_env(cache), capture_output=True, text=True)
     wall = time.perf_counter() - start
     if proc.returncode not in (0, 1) or not junit.exists():  # 1: some tests failed -- still measured, and said so
         sys.exit(f"bench: {label}: pytest exited {proc.returncode}\n$ {shlex.join(cmd)}\n{(proc.stdout + proc.stderr)[-4000:]}")
@@ -110,8 +121,9 @@ def run_pytest(args: list[str], cache: Path, workers: int, work: Path, label: st
     failed = {name: c["message"] for name, c in cells.items() if c["message"] is not None}
     for name, message in failed.items():  # a benchmark that fails a cell says which, and why (it is measured anyway)
         print(f"  {label}: FAILED {name}: {message.splitlines()[0] if message else ''}", flush=True)
+    summary = next((line for line in proc.stdout.splitlines() if line.startswith("cases: ")), None)
     return {"label": label, "wall_seconds": round(wall, 3), "exit_code": proc.returncode, "outcomes": outcomes,
-            "failed": failed,
+            "failed": failed, "conformance_summary": summary,
             "cell_seconds": round(sum(c["seconds"] for c in cells.values()), 3), "split": totals, "cells": cells,
             "fxgraph_cache": {k: sum(c["fxgraph_cache"][k] for c in cells.values()) for k in ("hit", "miss", "bypass")}}
 
@@ -221,7 +233,52 @@ def suite_doc(args: list[str], workers: int, work: Path, repeat: str, short: flo
                                                         for k, run in r["runs"].items()}} for r in rounds]}
 
 
-PARTS_MEASURED = ("suite", "nightly", "fuzz")
+def side_by_side(work: Path, workers: int) -> dict:
+    """make test's selection and the upstream file on CPU, cold then warm, alternating, median of rounds."""
+    import upstream
+
+    copy = upstream.prepare(work / "upstream")
+    ours = shlex.split(os.environ.get("BENCH_SIDE_ARGS", "")) or ["suites", "-m", "not slow"]
+    runs = {"make test": ([*ours, "-p", "no:cacheprovider"], ROOT),
+            "upstream": ([copy.name, "-p", "no:cacheprovider", *shlex.split(os.environ.get("BENCH_UPSTREAM_ARGS", ""))],
+                         copy.parent)}
+    n = int(os.environ.get("BENCH_SIDE_REPEAT", "3"))
+    seen: dict[str, list[dict]] = {f"{k} {t}": [] for k in runs for t in ("cold", "warm")}
+    for i in range(n):
+        order = list(runs) if i % 2 == 0 else list(reversed(runs))
+        caches = {k: Path(tempfile.mkdtemp(prefix=f"cache-side{i}-", dir=work)) for k in runs}
+        for temp in ("cold", "warm"):
+            for name in order:
+                args, cwd = runs[name]
+                key = f"{name} {temp}"
+                r = run_pytest(args, caches[name], workers, work, f"side{i}-{name.replace(' ', '_')}-{temp}", cwd=cwd)
+                seen[key].append(r)
+                print(f"  side by side {i + 1}/{n}: {key:<16} {r['wall_seconds']:8.1f} s  {r['outcomes']}", flush=True)
+    med = {k: round(statistics.median(r["wall_seconds"] for r in rs), 3) for k, rs in seen.items()}
+    ratios = {t: round(med[f"make test {t}"] / med[f"upstream {t}"], 3) for t in ("cold", "warm")}
+    summaries = sorted({r["conformance_summary"] for k, rs in seen.items() if k.startswith("make test") for r in rs
+                        if r["conformance_summary"]})
+    return {"rounds": n, "workers": workers, "upstream": {"file": str(upstream.source()), "commit": upstream.COMMIT},
+            "median_wall_seconds": med, "ratios": ratios, "conformance_summaries": summaries,
+            "outcomes": {k: rs[0]["outcomes"] for k, rs in seen.items()},
+            "runs": {k: [r["wall_seconds"] for r in rs] for k, rs in seen.items()},
+            "targets": {"issue 30: make test warm <= 1.0x upstream": [ratios["warm"], ratios["warm"] <= 1.0],
+                        "issue 30: make test cold <= 1.5x upstream": [ratios["cold"], ratios["cold"] <= 1.5]}}
+
+
+def meta(work: Path, workers: int) -> dict:
+    """make meta's run (pytest tests -n W -m "not meta_slow"), cold then warm: wall seconds and outcomes."""
+    cache = Path(tempfile.mkdtemp(prefix="cache-meta-", dir=work))
+    out = {}
+    for temp in ("cold", "warm"):
+        r = run_pytest(["tests", "-m", "not meta_slow", "-p", "no:cacheprovider"], cache, workers, work, f"meta-{temp}")
+        out[temp] = {"wall_seconds": r["wall_seconds"], "outcomes": r["outcomes"], "exit_code": r["exit_code"],
+                     "slowest": sorted(((round(c["seconds"], 1), name) for name, c in r["cells"].items()), reverse=True)[:10]}
+        print(f"  meta {temp}: {r['wall_seconds']:8.1f} s  {r['outcomes']}", flush=True)
+    return out
+
+
+PARTS_MEASURED = ("suite", "side_by_side", "meta", "nightly", "fuzz")
 
 
 def main() -> int:
@@ -242,6 +299,11 @@ def main() -> int:
         if "suite" in parts:
             doc.update(suite_doc(args, workers, work, repeat, float(os.environ.get("BENCH_SHORT", "240")),
                                  int(os.environ.get("BENCH_TOP", "10"))))
+        if "side_by_side" in parts:
+            doc["side_by_side"] = side = side_by_side(work, workers)
+            doc.setdefault("targets", {}).update(side["targets"])
+        if "meta" in parts:
+            doc["meta"] = meta(work, workers)
         if "nightly" in parts:
             doc["nightly"] = n = run_nightly(work)
             doc.setdefault("targets", {}).update({
@@ -274,13 +336,17 @@ def print_comparison(before: dict, after: dict) -> None:
                  for k, s in after["summary"].items()]
     elif "summary" in after:
         print("previous result: another suite selection, its runs not compared")
+    for k, v in after.get("side_by_side", {}).get("median_wall_seconds", {}).items():
+        rows.append((f"side {k}", before.get("side_by_side", {}).get("median_wall_seconds", {}).get(k), v))
     for temp in ("cold", "warm"):
+        if "meta" in after and "meta" in before:
+            rows.append((f"meta {temp}", before["meta"][temp]["wall_seconds"], after["meta"][temp]["wall_seconds"]))
         if "nightly" in after and "nightly" in before:
             rows.append((f"nightly {temp}", before["nightly"][temp]["wall_seconds"], after["nightly"][temp]["wall_seconds"]))
-    print(f"\n{'run':<14} {'previous s':>10} {'now s':>8} {'ratio':>6}")
+    print(f"\n{'run':<26} {'previous s':>10} {'now s':>8} {'ratio':>6}")
     for k, old, new in rows:
         if old:
-            print(f"{k:<14} {old:10.1f} {new:8.1f} {old / new:5.2f}x")
+            print(f"{k:<26} {old:10.1f} {new:8.1f} {old / new:5.2f}x")
     if "fuzz" in after and "fuzz" in before:
         old, new = before["fuzz"]["programs_per_second"], after["fuzz"]["programs_per_second"]
         print(f"{'fuzz':<14} {old:8.2f}/s {new:6.2f}/s {new / old if old else 0:5.2f}x")
@@ -289,6 +355,20 @@ def print_comparison(before: dict, after: dict) -> None:
 def print_table(doc: dict) -> None:
     if "summary" in doc:
         print_suite(doc)
+    if "side_by_side" in doc:
+        side = doc["side_by_side"]
+        med = side["median_wall_seconds"]
+        print(f"\nside by side (-n {side['workers']}, whole process, median of {side['rounds']}; upstream "
+              f"{side['upstream']['commit'][:10]} on CPU, bench/upstream.py):")
+        print(f"{'run':<6} {'make test s':>12} {'upstream s':>11} {'ratio':>6}")
+        for t in ("cold", "warm"):
+            print(f"{t:<6} {med[f'make test {t}']:12.1f} {med[f'upstream {t}']:11.1f} {side['ratios'][t]:5.2f}x")
+        print("outcomes: " + "; ".join(f"{k} {v}" for k, v in side["outcomes"].items()))
+        for line in side["conformance_summaries"]:
+            print(f"make test conformance summary: {line}")
+    if "meta" in doc:
+        print("\nmeta tests (pytest tests): " + "; ".join(f"{t} {m['wall_seconds']:.1f} s {m['outcomes']}"
+                                                      for t, m in doc["meta"].items()))
     if "nightly" in doc:
         n = doc["nightly"]
         verdicts = ("semantic", "drift", "known_failure", "pass", "skipped")

@@ -18,11 +18,23 @@ import pytest
 import torch
 
 from harness.core import policies as P
+from harness.rows import models
 from harness.tools import training as T
 
 CASES = [(m, p) for m in ("llama", "moe") for p in P.ALL if p != "none"]
 DEFAULT = {("llama", "every_other_mm"), ("moe", "full")}
 MOE_CONFIG = {"capture_dynamic_output_shape_ops": True}
+# The shapes (compile time grows with the graph, not with the sizes: dim, heads and sequence are models.LlamaConfig's
+# defaults, already small):
+# * two blocks (N_LAYERS): full AC must save exactly the activation between them (block 2's input) and nothing else,
+#   and selective_layer every=2 wraps one block of two;
+# * test_policy keeps the default MoE (four experts, top-2): the invariants are checked node by node, and a smaller
+#   MoE would check fewer of them (the conformance summary's counts must not fall);
+# * test_moe_graph_breaks needs only one data-dependent `nonzero` to break the graph: two experts, top-1 routing
+#   (MOE_BREAKS: each token picks one expert by a softmax over the router, so each expert's token count is
+#   data-dependent and routing is not the identity), half the default's subgraphs to trace three times.
+N_LAYERS = 2
+MOE_BREAKS = models.LlamaConfig(n_experts=2, top_k=1)
 
 
 def _policy(name):
@@ -32,7 +44,7 @@ def _policy(name):
 def _run(model, policy, compile_mode):
     cfg = MOE_CONFIG if model == "moe" else {}
     with torch._dynamo.config.patch(**cfg):
-        return T.single_process(model, policy, compile_mode=compile_mode, n_layers=2)
+        return T.single_process(model, policy, compile_mode=compile_mode, n_layers=N_LAYERS)
 
 
 @pytest.mark.parametrize("model,policy", [pytest.param(m, p, id=f"{m}-{p}", marks=() if (m, p) in DEFAULT else pytest.mark.slow)
@@ -56,7 +68,7 @@ def test_policy(model, policy, record):
     ac_b, no_b = comp["saved_activation_bytes"], comp_ref["saved_activation_bytes"]
     record("saved_activation_bytes", {"policy": ac_b, "no_ac": no_b})
     # full AC keeps only each block's input: block 1's is the graph input, blocks 2..n's are activations
-    full_expected = (2 - 1) * T.inputs(model).numel() * 4
+    full_expected = (N_LAYERS - 1) * T.inputs(model).numel() * 4
     if model == "llama":  # MoE sizes are symbolic (unbacked token counts): bytes are None there
         if policy == "full":
             if ac_b != full_expected:
@@ -81,14 +93,14 @@ def test_every_other_mm_saves_less_than_every_mm(record):
 def test_moe_graph_breaks(record):
     """Default Dynamo config: the MoE's nonzero breaks the graph; with AC the checkpointed blocks are not compiled."""
     x = T.inputs("moe")
-    m = T.build("moe", n_layers=1)
+    m = T.build("moe", MOE_BREAKS, n_layers=1)
     torch._dynamo.reset()
     graphs, breaks, reasons = T.graph_breaks_of(m, x)
     record("moe_no_ac", {"graphs": graphs, "breaks": breaks, "reasons": sorted(set(reasons))})
     assert breaks >= 1 and any("Dynamic shape operator" in r for r in reasons), (
         f"expected a 'Dynamic shape operator' graph break (nonzero) without capture_dynamic_output_shape_ops; "
         f"seen {breaks} breaks: {reasons}")
-    r = T.single_process("moe", P.get("full"), compile_mode="whole", n_layers=1)
+    r = T.single_process("moe", P.get("full"), compile_mode="whole", n_layers=1, cfg=MOE_BREAKS)
     record("moe_full_ac_graphs", r["dynamo_graphs"])
     assert r["dynamo_graphs"] == 0, (f"expected the checkpointed MoE block to run uncompiled (0 graphs) when its "
                                      f"region breaks; seen {r['dynamo_graphs']} graphs")

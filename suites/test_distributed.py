@@ -15,9 +15,10 @@ every one on every rank (a failing check does not stop the others; harness/core/
 * then, all passed, each rank's summary golden (``rank<N>.summary``: saved tensors, recomputed ops, FLOPs).
 
 Known failures come from known_failures.toml (area ``distributed``, the scenario key as the case name).
-The default selection (``not slow``) is at most 4 cells, run in ONE 2-rank launch (one start-up and compile warm-up
-for all; each scenario under its own time limit, the batch under the launcher's timeout).  Every other cell is
-``slow`` (nightly) and gets its own launch.
+Every cell is one task of the session's rank pool (harness/tools/distributed.py ``RankPool``: 2 gloo ranks started
+once per session and xdist worker, one start-up and compile warm-up for all cells; a crashed or hung rank fails its
+cell with its stack and the pool restarts for the next).  The default selection (``not slow``) is at most 4 cells, in
+one xdist group so that they share one pool; every other cell is ``slow`` (nightly).
 """
 
 from __future__ import annotations
@@ -35,16 +36,15 @@ from harness.core.golden import Goldens
 from harness.core.invariants import INVARIANTS
 from harness.core.suite import Verdicts
 
-FAST_TIMEOUT = 420  # the batch (process start, imports, 8 compiles on 2 shared cores)
-SCENARIO_LIMIT = 240  # one scenario inside the ranks
+# One scenario (2 compiles per rank on 2 shared cores), plus the pool's start-up when its task starts the ranks.
+FAST_TIMEOUT = 300
 SLOW_TIMEOUT = 600
 
 
 def _numerics(key: str, sc: scenarios.Scenario, ranks: list[dict]) -> int:
-    ref = ranks[0][key]["reference"]["grads"]
+    ref = ranks[0]["reference"]["grads"]
     problems = []
-    for r, res in enumerate(ranks):
-        out = res[key]
+    for r, out in enumerate(ranks):
         problems += [f"rank {r} AC vs single-process no-AC reference ({sc.dtype}): {m}"
                      for m in T.mismatches(out["ac"]["grads"], ref, sc.dtype)]
         if sc.dtype == "float32":
@@ -61,7 +61,7 @@ def _numerics(key: str, sc: scenarios.Scenario, ranks: list[dict]) -> int:
 
 
 def _compiled(key: str, sc: scenarios.Scenario, ranks: list[dict]) -> int:
-    seen = [res[key]["ac"]["dynamo_graphs"] for res in ranks]
+    seen = [out["ac"]["dynamo_graphs"] for out in ranks]
     assert all(g >= 1 for g in seen), (f"{key}: expected the AC program to be compiled (>= 1 Dynamo graph) on every "
                                        f"rank; seen {seen} graphs: the checkpointed blocks ran eagerly")
     return len(ranks)
@@ -69,8 +69,7 @@ def _compiled(key: str, sc: scenarios.Scenario, ranks: list[dict]) -> int:
 
 def _saved_activations(key: str, sc: scenarios.Scenario, ranks: list[dict]) -> int:
     problems = []
-    for r, res in enumerate(ranks):
-        out = res[key]
+    for r, out in enumerate(ranks):
         if sc.parallel == "tp_sp" and sc.policy in ("selective_op", "every_other_mm"):
             prod = out["ac"]["saved_producers"]
             if not any("reduce_scatter" in k for k in prod):
@@ -92,16 +91,16 @@ def check(key: str, ranks: list[dict] | D.RankFailure, record, goldens: Goldens)
     __tracebackhide__ = True
     sc, cell = scenarios.ALL[key], scenarios.cell(key)
     verdicts = Verdicts(cell)
-    errors = ([("launch", str(ranks))] if isinstance(ranks, D.RankFailure)
-              else [(f"rank {r}", res[key]["error"]) for r, res in enumerate(ranks) if "error" in res[key]])
-    if errors:
-        who, err = errors[0]
-        verdicts.failed.append(("runs", f"{key}: expected the distributed step to run on every rank; seen {who} "
-                                        f"fail:\n{err[-4000:]}"))
+    if isinstance(ranks, D.RankFailure):
+        # The first failing rank's own stderr since the task began (its traceback or stack) is the failure; the
+        # summary line names every rank's state.
+        bad = ranks.outcomes[ranks.first_bad]
+        verdicts.failed.append(("runs", f"{key}: expected the distributed step to run on every rank; seen rank "
+                                        f"{bad.rank} fail ({bad.state}):\n{bad.stderr[-4000:]}\n"
+                                        f"{str(ranks).splitlines()[0]}"))
     else:
         verdicts.passed.append("runs")
-        for r, res in enumerate(ranks):
-            out = res[key]
+        for r, out in enumerate(ranks):
             record(f"rank{r}_seconds", {k: round(v, 1) for k, v in out["seconds"].items()})
             record(f"rank{r}_saved_activation_bytes", {"ac": out["ac"]["saved_activation_bytes"],
                                                        "no_ac": out["no_ac"]["saved_activation_bytes"]})
@@ -111,49 +110,54 @@ def check(key: str, ranks: list[dict] | D.RankFailure, record, goldens: Goldens)
             verdicts.check("compiled", _compiled, key, sc, ranks)
             verdicts.check("saved_activations", _saved_activations, key, sc, ranks)
             for inv in INVARIANTS:
-                failed = [f"rank {r}: {msg}" for r, res in enumerate(ranks)
-                          for name, msg in res[key]["verdicts"]["invariant_failures"] if name == inv.__name__]
+                failed = [f"rank {r}: {msg}" for r, out in enumerate(ranks)
+                          for name, msg in out["verdicts"]["invariant_failures"] if name == inv.__name__]
                 stage = f"invariant:{inv.__name__}"
                 if failed:
                     verdicts.failed.extend((stage, m) for m in failed)
                 else:
                     verdicts.passed.append(stage)
-            record("invariant_checks", sum(res[key]["verdicts"]["invariant_checks"] for res in ranks))
+            record("invariant_checks", sum(out["verdicts"]["invariant_checks"] for out in ranks))
     try:
         verdicts.conclude(known_failures.load(), None, record)
     except BaseException:
         goldens.keep_existing()
         raise
-    texts = {} if errors or not sc.recorded else {f"rank{r}.summary": res[key]["verdicts"]["summary"]
-                                                  for r, res in enumerate(ranks) if res[key]["verdicts"]["summary"]}
+    crashed = isinstance(ranks, D.RankFailure)
+    texts = {} if crashed or not sc.recorded else {f"rank{r}.summary": out["verdicts"]["summary"]
+                                                  for r, out in enumerate(ranks) if out["verdicts"]["summary"]}
     record("graphs_compared", goldens.assert_match(texts))
 
 
-@pytest.fixture(scope="module")
-def fast_batch():
-    t = time.monotonic()
+@pytest.fixture(scope="session")
+def rank_pool():
+    """The session's 2 gloo ranks (one pool per xdist worker), closed when the session ends."""
+    with D.RankPool(world_size=2) as pool:
+        yield pool
+
+
+def run_scenario(pool: D.RankPool, key: str, timeout: float, record) -> list[dict] | D.RankFailure:
+    """One scenario as one task of the pool: the per-rank results, or the failure (the pool restarts for the next)."""
+    sc = scenarios.ALL[key]
+    t, starts = time.monotonic(), pool.starts
     try:
-        ranks = D.launch("harness.tools.training:rank_batch", timeout=FAST_TIMEOUT, scenarios=scenarios.FAST,
-                         limit=SCENARIO_LIMIT)
+        ranks = pool.run("harness.tools.training:rank_program", timeout=timeout, scenario=sc, key=key)
     except D.RankFailure as e:
-        return e, time.monotonic() - t
-    return ranks, time.monotonic() - t
+        ranks = e
+    record("task_seconds", round(time.monotonic() - t, 1))
+    record("pool_started", pool.starts > starts)  # this task paid the ranks' start-up
+    return ranks
 
 
 @pytest.mark.xdist_group("distributed_fast")
 @pytest.mark.parametrize("key", list(scenarios.FAST))
-def test_distributed_fast(key, fast_batch, record, snapshot, request):
-    ranks, seconds = fast_batch
-    record("batch_seconds", round(seconds, 1))
-    check(key, ranks, record, Goldens.of_request(snapshot, key, "cpu", request.config))
+def test_distributed_fast(key, rank_pool, record, snapshot, request):
+    check(key, run_scenario(rank_pool, key, FAST_TIMEOUT, record), record,
+          Goldens.of_request(snapshot, key, "cpu", request.config))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("key", list(scenarios.SLOW))
-def test_distributed(key, record, snapshot, request):
-    try:
-        ranks = D.launch("harness.tools.training:rank_batch", timeout=SLOW_TIMEOUT, scenarios={key: scenarios.SLOW[key]},
-                         limit=SLOW_TIMEOUT - 30)
-    except D.RankFailure as e:
-        ranks = e
-    check(key, ranks, record, Goldens.of_request(snapshot, key, "cpu", request.config))
+def test_distributed(key, rank_pool, record, snapshot, request):
+    check(key, run_scenario(rank_pool, key, SLOW_TIMEOUT, record), record,
+          Goldens.of_request(snapshot, key, "cpu", request.config))

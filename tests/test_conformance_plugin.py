@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from inprocess import keep_imported_modules
+
 from harness.core.paths import ROOT
 
 pytest_plugins = ("pytester",)
@@ -54,14 +56,13 @@ def build():
 
 
 def run(pytester, *args):
-    # A subprocess per session: torch registers process-wide state on first import, which pytester's in-process
-    # runs would tear down (sys.modules snapshot) and register again.
-    return pytester.runpytest_subprocess(*PLUGIN, "-p", "no:cacheprovider", "--show-capture=no", *args, timeout=600)
+    # In this process (tests/inprocess.py): no process start, no second `import torch` or compiler warm-up.
+    return pytester.runpytest_inprocess(*PLUGIN, "-p", "no:cacheprovider", "--show-capture=no", *args)
 
 
 @pytest.fixture
 def project(pytester, monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # this checkout's harness, whatever the environment has installed
+    keep_imported_modules(pytester, monkeypatch)
     pytester.makepyfile(usermodel=MODEL)
     return pytester
 

@@ -13,6 +13,7 @@ from harness.tools import findings
 FINDINGS, ENTRIES = findings.load()
 
 
+@pytest.mark.meta_slow  # one torch process per script, each compiling (10-30 s); `make findings` runs the same check
 @pytest.mark.parametrize("finding", FINDINGS, ids=[f.script.removeprefix("findings/") for f in FINDINGS])
 def test_repro_exit_status_agrees_with_its_entry(finding):
     want = finding.expected_exit(torch.__version__, ENTRIES)

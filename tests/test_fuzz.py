@@ -1,5 +1,6 @@
 """The fuzzer finds a planted fault within its smoke budget and shrinks it to a program of a few ops."""
 
+import pytest
 import torch
 import torch.fx as fx
 
@@ -26,6 +27,7 @@ def _perturb_one_recomputed_node(real_partition):
     return partition
 
 
+@pytest.mark.meta_slow  # 30 programs, then hypothesis shrinks the finding compile by compile (about a minute)
 def test_planted_fault_is_found_and_shrunk(monkeypatch):
     real = pipeline.partition_fn
     monkeypatch.setattr(pipeline, "partition_fn", lambda name: _perturb_one_recomputed_node(real(name)))

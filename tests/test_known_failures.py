@@ -127,6 +127,14 @@ def test_the_file_format_rejects_entries_without_their_fields(tmp_path):
 
 pytest_plugins = ("pytester",)
 
+
+def _run(pytester, monkeypatch, *args):
+    """A pytest session with the suites' plugin, in this process (tests/inprocess.py)."""
+    from inprocess import keep_imported_modules
+
+    keep_imported_modules(pytester, monkeypatch)
+    return pytester.runpytest_inprocess("-p", "harness.tools.plugin", "-p", "no:cacheprovider", *args)
+
 _PLAIN_TESTS = '''
 def test_pinned():
     assert False, "the pinned defect shows"
@@ -139,7 +147,7 @@ def test_fixed():
 '''
 
 
-def test_a_plain_test_entry_is_a_strict_xfail_pinned_to_its_message(pytester):
+def test_a_plain_test_entry_is_a_strict_xfail_pinned_to_its_message(pytester, monkeypatch):
     """``tests`` entries (harness/tools/plugin.py): the matching message xfails; another message fails; a pass is XPASS(strict)."""
     pytester.makepyfile(test_plain=_PLAIN_TESTS)
     entries = "".join(
@@ -148,8 +156,7 @@ def test_a_plain_test_entry_is_a_strict_xfail_pinned_to_its_message(pytester):
         for name in ("test_pinned", "test_other_fault", "test_fixed"))
     toml = pytester.path / "known.toml"
     toml.write_text(entries)
-    result = pytester.runpytest_subprocess("-p", "harness.tools.plugin", "-p", "no:cacheprovider", "--known-failures",
-                                           str(toml), "-rxXf", timeout=300)
+    result = _run(pytester, monkeypatch, "--known-failures", str(toml), "-rxXf")
     outcomes = result.parseoutcomes()
     assert (outcomes.get("xfailed"), outcomes.get("failed")) == (1, 2), (
         f"expected test_pinned xfailed and test_other_fault / test_fixed failed; saw {outcomes}:\n{result.stdout.str()[-3000:]}")
@@ -190,15 +197,14 @@ def test_a_parametrized_node_id_matches_literally():
 
 
 @pytest.mark.parametrize("xdist", [(), ("-n", "2")], ids=["serial", "xdist"])
-def test_an_entry_matching_no_cell_is_reported(pytester, xdist):
+def test_an_entry_matching_no_cell_is_reported(pytester, monkeypatch, xdist):
     """The rotted-entry warning: computed where the case database is imported (an xdist worker hands it to the
     controller, which prints it), so it must show the same with and without xdist."""
     pytester.makepyfile(test_plain="def test_ok():\n    pass\n")
     toml = pytester.path / "known.toml"
     toml.write_text('[[failure]]\nid = "rotted"\nreason = "r"\nupstream = "none: test"\nstage = "run"\nmessage = "."\n'
                     'torch = ">=2"\nselect = { cases = ["no_such_case"] }\n')
-    result = pytester.runpytest_subprocess("-p", "harness.tools.plugin", "-p", "no:cacheprovider", "--known-failures",
-                                           str(toml), *xdist, timeout=300)
+    result = _run(pytester, monkeypatch, "--known-failures", str(toml), *xdist)
     out = result.stdout.str()
     assert "entry 'rotted' matches no cell of the case database" in out, (
         f"expected the warning for the entry selecting no cell ({' '.join(xdist) or 'serial'}); saw:\n{out[-3000:]}")

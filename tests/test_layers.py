@@ -2,7 +2,7 @@
 
 Every ``import harness.X`` / ``from harness.X import ...`` counts, module-level or inside a function, and so does a
 dynamic import: a string naming a harness module (``importlib.import_module(f"harness.rows.cases.{name}")``,
-``"-p", "harness.tools.nightly_plugin"``, ``"harness.tools.training:rank_batch"``).  There is no exemption: a module
+``"-p", "harness.tools.nightly_plugin"``, ``"harness.tools.training:rank_program"``).  There is no exemption: a module
 that needs something above it is in the wrong folder.  Inside a folder the imports form no cycle."""
 
 from __future__ import annotations

@@ -26,6 +26,12 @@ def nightly(project: Path, *args: str, env: dict | None = None):
                   "--workers", "1", "--quiet", *args, env=env, module="harness.tools.nightly")
 
 
+def NIGHTLY_RUNS(test):
+    """The tests on the two nightly runs of ``runs`` (a project copy, an update and two whole nightly runs: minutes):
+    ``make meta-slow`` and ``make nightly``; one xdist group, so that one worker makes ``runs`` once."""
+    return pytest.mark.meta_slow(pytest.mark.xdist_group("nightly_runs")(test))
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     project = make_project(tmp_path_factory.mktemp("nightly"))
@@ -51,6 +57,7 @@ def doc_of(d: Path) -> dict:
     return json.loads((d / "run.json").read_text())
 
 
+@NIGHTLY_RUNS
 def test_injected_failures_land_in_their_categories_and_exit_codes(runs):
     project, bad, good = runs
     assert bad.returncode == 2, f"expected exit 2 (semantic failures), saw {bad.returncode}:\n{bad.stdout[-3000:]}\n{bad.stderr[-3000:]}"
@@ -82,6 +89,7 @@ def test_injected_failures_land_in_their_categories_and_exit_codes(runs):
     assert "[nightly] 9/9 cells" in bad.stdout, f"expected progress lines (done/total), saw:\n{bad.stdout[-2000:]}"
 
 
+@NIGHTLY_RUNS
 def test_run_json_matches_the_documented_schema_and_the_check_catches_violations(runs):
     project, _, _ = runs
     schema = json.loads((ROOT / "docs" / "nightly-schema.json").read_text())
@@ -97,6 +105,7 @@ def test_run_json_matches_the_documented_schema_and_the_check_catches_violations
         assert any(p.startswith(part) for p in problems), f"expected a problem starting {part!r}, saw {problems}"
 
 
+@NIGHTLY_RUNS
 def test_junit_and_report_are_written_and_shards_merge(runs):
     project, _, _ = runs
     first, second = run_dirs(project)[:2]
@@ -127,6 +136,7 @@ def png_pixels(path: Path) -> tuple[int, int, bytes]:
     return w, h, zlib.decompress(idat)
 
 
+@NIGHTLY_RUNS
 @pytest.mark.skipif(not Path("/usr/bin/chromium").exists(),
                     reason="headless Chromium is not installed (/usr/bin/chromium; `apt-get install -y chromium`)")
 def test_report_renders_in_headless_chromium(runs, tmp_path):

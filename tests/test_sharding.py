@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,21 +14,26 @@ ROOT = Path(__file__).resolve().parent.parent
 SELECTION = ["suites", "-m", "not slow"]  # what make test runs
 
 
-def _collect(*extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pytest", *SELECTION, "--collect-only", "-q", *extra],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+pytest_plugins = ("pytester",)
 
 
-def _ids(proc: subprocess.Popen, what: str) -> list[str]:
-    out, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, f"collecting {what}: expected exit 0, saw {proc.returncode}:\n{out[-3000:]}"
+def _ids(pytester, what: str, *extra: str) -> list[str]:
+    """The node ids ``make test``'s selection collects, in this process (tests/inprocess.py), as the project runs it."""
+    result = pytester.runpytest_inprocess(f"--rootdir={ROOT}", "-c", str(ROOT / "pyproject.toml"),
+                                          *[str(ROOT / a) if a == "suites" else a for a in SELECTION], "--collect-only", "-q",
+                                          *extra)
+    out = result.stdout.str()
+    assert result.ret == 0, f"collecting {what}: expected exit 0, saw {result.ret}:\n{out[-3000:]}"
     return [line.strip() for line in out.splitlines() if "::" in line and not line.startswith(("WARNING", "ERROR"))]
 
 
-def test_two_shards_partition_the_selection():
-    procs = {"unsharded": _collect(), "shard 1/2": _collect("--splits", "2", "--group", "1"),
-             "shard 2/2": _collect("--splits", "2", "--group", "2")}
-    ids = {name: _ids(p, name) for name, p in procs.items()}
+def test_two_shards_partition_the_selection(pytester, monkeypatch):
+    from inprocess import keep_imported_modules
+
+    keep_imported_modules(pytester, monkeypatch)
+    monkeypatch.chdir(ROOT)  # pytest-split reads .test_durations from the working directory
+    ids = {"unsharded": _ids(pytester, "unsharded"), "shard 1/2": _ids(pytester, "shard 1/2", "--splits", "2", "--group", "1"),
+           "shard 2/2": _ids(pytester, "shard 2/2", "--splits", "2", "--group", "2")}
     full, one, two = ids["unsharded"], ids["shard 1/2"], ids["shard 2/2"]
     assert full, "expected the unsharded selection to collect cells, saw none"
     assert len(set(full)) == len(full), f"expected unique node ids, saw {len(full) - len(set(full))} repeated"

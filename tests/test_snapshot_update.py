@@ -15,7 +15,12 @@ def project(tmp_path):
     return make_project(tmp_path)
 
 
-@pytest.mark.parametrize("xdist", [[], ["-n", "2", "--dist", "loadgroup"]], ids=["serial", "xdist"])
+# Under xdist (workers, a controller) and the other workflows: whole pytest processes on a project copy, some with
+# two workers (tens of seconds each): `make meta-slow` and `make nightly`.  The serial refusal stays in `make meta`.
+XDIST = pytest.param(["-n", "2", "--dist", "loadgroup"], id="xdist", marks=pytest.mark.meta_slow)
+
+
+@pytest.mark.parametrize("xdist", [pytest.param([], id="serial"), XDIST])
 def test_refused_cell_is_listed_with_reason_and_keeps_goldens(project, xdist):
     sel = ["suites/test_planted.py", "-m", "not slow", "-k", "planted-", *xdist]
     ok = run_in(project, *sel, "--snapshot-update")
@@ -28,10 +33,12 @@ def test_refused_cell_is_listed_with_reason_and_keeps_goldens(project, xdist):
     line = next((x for x in refused.stdout.splitlines() if x.strip().startswith("REFUSED planted-min_cut")), None)
     assert line is not None and "numerics mismatch" in line, \
         f"expected a 'REFUSED planted-min_cut...: ... numerics mismatch' line in the summary, saw:\n{refused.stdout[-3000:]}"
+    assert "output[0]" in refused.stdout, f"expected the mismatching tensor named in the failure, saw:\n{refused.stdout[-3000:]}"
     assert goldens_of(project) == before, "a refused cell's goldens (and every other golden) must stay byte-identical"
 
 
-@pytest.mark.parametrize("xdist", [[], ["-n", "2", "--dist", "loadgroup"]], ids=["serial", "xdist"])
+@pytest.mark.meta_slow
+@pytest.mark.parametrize("xdist", [pytest.param([], id="serial"), XDIST])
 def test_selected_update_keeps_other_goldens_and_full_update_removes_stale_ones(project, xdist):
     before = goldens_of(project)
     gone = project / "golden" / "cpu" / "test_tags" / "test_case[gone_case-min_cut-aot_eager-cpu-float32][fw].txt"
@@ -100,6 +107,7 @@ golden.os = _Os()
 '''
 
 
+@pytest.mark.meta_slow
 def test_update_killed_midway_leaves_each_golden_old_or_new(project):
     new = goldens_of(project)  # what a complete update writes under the pinned torch
     cells = sorted(p for p in new if "tags_function-" in p)

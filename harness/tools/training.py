@@ -173,7 +173,7 @@ def single_process(kind: str, policy: policies.Policy, compile_mode: str = "none
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Distributed rank programs (run by harness.tools.distributed.launch)
+# Distributed rank programs (tasks of a harness.tools.distributed.RankPool)
 
 
 _FIRST_BUCKET_BYTES = torch.distributed._DEFAULT_FIRST_BUCKET_BYTES if torch.distributed.is_available() else None
@@ -259,33 +259,3 @@ def rank_program(rank: int, world: int, scenario: Scenario, key: str = "scenario
         step(ref, x, x.numel(), None, sc.autocast if sc.autocast or sc.fsdp_mp else None)
         result["reference"] = {"grads": grads(ref)}
     return result
-
-
-def rank_batch(rank: int, world: int, scenarios: dict, limit: float = 300.0) -> dict:
-    """Several scenarios in one process group (one start-up and compile warm-up for all of them).
-
-    A scenario's exception is caught and returned as its result (``{"error": traceback}``); the rank then stops
-    (the peer may be waiting in a collective of that scenario, so later collectives could pair up wrongly) and the
-    remaining scenarios are returned as ``{"error": "not run: ..."}``.  A scenario still running after ``limit``
-    seconds makes faulthandler dump every thread's stack (naming the scenario's frames) and exit the rank; the
-    launcher then fails every cell of the batch with that stack."""
-    import faulthandler
-    import sys
-    import traceback
-
-    out = {}
-    failed = None
-    for key, sc in scenarios.items():
-        if failed:
-            out[key] = {"error": f"not run: rank {rank} stopped after scenario {failed} failed"}
-            continue
-        print(f"[rank {rank}] scenario {key}", file=sys.stderr, flush=True)
-        faulthandler.dump_traceback_later(limit, exit=True, file=sys.stderr)
-        try:
-            out[key] = rank_program(rank, world, sc, key)
-        except Exception:
-            out[key] = {"error": traceback.format_exc()}
-            failed = key
-        finally:
-            faulthandler.cancel_dump_traceback_later()
-    return out
