@@ -122,3 +122,52 @@ def test_another_budget_partitioned_again_has_the_figures_of_a_compile_at_that_b
         compiled = baselines.Figures.of(analysis.of(pipeline.compile_and_record(case, other, ac=True, codegen=False)))
         assert again == compiled, f"expected budget {budget} partitioned again == compiled; saw {again} vs {compiled}"
     assert compiles == [], f"expected no baseline compile when the cell's joints are partitioned again; saw {compiles}"
+
+
+def _customize(tmp_path, name, body):
+    where = tmp_path / f"site-{name}"
+    where.mkdir()
+    (where / f"{name}.py").write_text(body)
+    return where
+
+
+@pytest.mark.parametrize("change", [
+    "PYTHONPATH", "TORCHINDUCTOR_MAX_AUTOTUNE", "TORCHDYNAMO_INLINE_INBUILT_NN_MODULES", "TORCH_LOGS",
+    "TORCH_COMPILE_DISABLE", "PYTORCH_NO_CUDA_MEMORY_CACHING", "AC_FAULT", "LD_PRELOAD",
+    "sitecustomize", "usercustomize", "sitecustomize edited", "pth file"])
+def test_whatever_changes_the_torch_that_runs_misses_the_cache(change, tmp_path, monkeypatch):
+    """The key holds every way to change the torch a process runs without touching its files: the import path, a
+    sitecustomize / usercustomize (or a .pth file) that patches torch at start-up, torch's, inductor's and dynamo's
+    configuration variables, and AC_FAULT (the fault kit's in-process patch of torch)."""
+    import sys
+
+    for var in ("PYTHONPATH", "AC_FAULT", "LD_PRELOAD"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    before = baselines.key(CASE, AXES, False)
+    if change == "sitecustomize edited":
+        where = _customize(tmp_path, "sitecustomize", "import torch\n")
+        monkeypatch.setattr(sys, "path", [str(where), *sys.path])
+        before = baselines.key(CASE, AXES, False)
+        (where / "sitecustomize.py").write_text("import torch\ntorch._functorch.config.activation_memory_budget = 0.5\n")
+    elif change in ("sitecustomize", "usercustomize"):
+        where = _customize(tmp_path, change, "import torch\ntorch.utils.checkpoint.checkpoint = None\n")
+        monkeypatch.setattr(sys, "path", [str(where), *sys.path])
+    elif change == "pth file":
+        site_dir = tmp_path / "site"
+        site_dir.mkdir()
+        monkeypatch.setattr(sys, "path", [str(site_dir), *sys.path])  # as a site-packages directory is
+        before = baselines.key(CASE, AXES, False)
+        (site_dir / "patch.pth").write_text("import patch_torch\n")
+    else:
+        monkeypatch.setenv(change, str(tmp_path) if change == "PYTHONPATH" else "1")
+    after = baselines.key(CASE, AXES, False)
+    assert after != before, f"expected {change} to change the baseline cache key; saw the same key {after}"
+
+
+def test_the_key_ignores_what_does_not_change_torch(monkeypatch):
+    """The key is stable: where inductor keeps its caches, or an unrelated variable, serves the same figures."""
+    before = baselines.key(CASE, AXES, False)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/elsewhere")
+    monkeypatch.setenv("AC_CONFORMANCE_UNRELATED", "1")
+    assert baselines.key(CASE, AXES, False) == before, "expected cache locations and unrelated variables to keep the key"

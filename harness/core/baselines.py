@@ -12,7 +12,9 @@ Nothing cached can hide a regression:
 * the key holds everything that decides the baseline's graphs: torch's version and git revision, a digest of the
   installed torch's files (path, size, mtime of every .py and .so: an edited or rebuilt torch with the same version
   misses), the sha256 of every harness source file (the case builders, the pipeline, the analysis), the case and its
-  axes, with or without AC, and every ``TORCH*`` / ``PYTORCH*`` environment variable;
+  axes, with or without AC, and what else changes the torch that runs (:func:`environment`: torch / inductor /
+  dynamo configuration variables, ``AC_FAULT``, ``PYTHONPATH``, ``sitecustomize`` / ``usercustomize`` / ``.pth``
+  start-up code on the path);
 * only cases of the case database (``harness/rows/cases/<area>.py``) are cached: a fuzz program or a user's model is
   always compiled.
 
@@ -27,6 +29,7 @@ import functools
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -94,10 +97,39 @@ def torch_digest() -> str:
     return h.hexdigest()
 
 
+# Environment variables that change the torch a process runs without changing its files: torch's, inductor's and
+# dynamo's configuration (TORCH_*, TORCHINDUCTOR_*, TORCHDYNAMO_*, PYTORCH_*), the fault kit's in-process patch
+# (AC_FAULT, issue 29), what Python imports (PYTHONPATH and friends) and what the loader injects.  Where caches live
+# (``*_CACHE_DIR``) changes nothing torch computes and differs between runs, so it stays out.
+_ENV_PREFIXES = ("TORCH", "PYTORCH", "AC_FAULT")
+_ENV_NAMES = ("PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "PYTHONNOUSERSITE", "PYTHONSAFEPATH", "LD_PRELOAD",
+              "LD_LIBRARY_PATH")
+
+
+def environment() -> list[tuple[str, str]]:
+    """What can change the torch that runs besides its files: the variables above, and the start-up code Python
+    finds on ``sys.path`` (``sitecustomize`` / ``usercustomize`` modules and ``.pth`` files, which may patch torch
+    before any test runs), each by path and sha256 of its content."""
+    env = [(k, v) for k, v in os.environ.items()
+           if (k.startswith(_ENV_PREFIXES) or k in _ENV_NAMES) and not k.endswith("CACHE_DIR")]
+    for entry in dict.fromkeys(sys.path):
+        try:
+            names = sorted(e.name for e in os.scandir(entry or ".") if e.is_file() and (
+                e.name.endswith(".pth") or e.name in ("sitecustomize.py", "usercustomize.py")))
+        except OSError:
+            continue
+        for name in names:
+            path = os.path.join(entry, name)
+            try:
+                env.append((path, hashlib.sha256(Path(path).read_bytes()).hexdigest()))
+            except OSError:
+                continue
+    return sorted(env)
+
+
 def key(case: Case, axes: Axes, ac: bool) -> str:
-    env = sorted((k, v) for k, v in os.environ.items() if k.startswith(("TORCH", "PYTORCH")) and "CACHE" not in k)
     parts = [torch.__version__, getattr(torch.version, "git_version", ""), torch_digest(), harness_digest(), case.area,
-             case.name, repr(dataclasses.astuple(axes)), str(ac), repr(env)]
+             case.name, repr(dataclasses.astuple(axes)), str(ac), repr(environment())]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
