@@ -1,6 +1,7 @@
 """Known failures pin one check (harness/core/known_failures.py, harness/core/suite.py): a covered cell still runs every other
 check, a second fault in it fails the cell naming that check, a fixed defect XPASSes, and selectors are predicates
-(budget 0.0 never matches budget 0.05)."""
+(budget 0.0 never matches budget 0.05).  The failing check comes from a synthetic fault (tests/synthetic_faults.py), not
+from a live torch bug, so these tests mean the same once torch is fixed."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ from harness.core.analysis import Analysis, Saved
 from harness.core.case import Axes, Cell
 from harness.rows.cases import find_case
 from harness.rows.collect import matrix_case
-from harness.core.paths import KNOWN_FAILURES
+from synthetic_faults import MUST_SAVE_IGNORED_ENTRY, must_save_ignored
 
-# A budget-0.0 cell is a matrix cell: the case as the matrix runs it (no op-count expectations, no goldens).
-BUDGET_ZERO = Cell(matrix_case(find_case("sac_no_recompute_mm")), Axes("min_cut", "aot_eager", "cpu", "float32", 0.0))
+# A matrix cell (no op-count expectations, no goldens) at a budget where torch saves the MUST_SAVE mm; the planted
+# fault makes it recompute them.
+FAULTY = Cell(matrix_case(find_case("sac_no_recompute_mm")), Axes("min_cut", "aot_eager", "cpu", "float32", 0.5))
 
 
 class _Goldens:
@@ -37,8 +39,18 @@ class _Record(list):
         self.append((key, value))
 
 
-def _entries():
-    return known_failures.load(KNOWN_FAILURES)
+@pytest.fixture
+def entry(tmp_path) -> known_failures.KnownFailure:
+    """The synthetic fault's known-failure entry, selecting FAULTY (read through the file format)."""
+    path = tmp_path / "known_failures.toml"
+    path.write_text(MUST_SAVE_IGNORED_ENTRY + 'torch = ">=2"\nselect = { cases = ["sac_no_recompute_mm"], budget = [0.5] }\n')
+    (e,) = known_failures.load(path)
+    return e
+
+
+@pytest.fixture
+def fault(monkeypatch):
+    must_save_ignored(monkeypatch)
 
 
 def _check(cell, entries, monkeypatch=None, perturb=None):
@@ -56,26 +68,26 @@ def _check(cell, entries, monkeypatch=None, perturb=None):
     return record
 
 
-def test_a_known_failure_cell_runs_every_other_check_and_xfails_naming_the_entry():
+def test_a_known_failure_cell_runs_every_other_check_and_xfails_naming_the_entry(entry, fault):
     with pytest.raises(pytest.xfail.Exception) as info:
-        _check(BUDGET_ZERO, _entries())
+        _check(FAULTY, [entry])
     msg = str(info.value)
-    assert "known failure budget-zero-ignores-must-save at invariant:must_save_not_recomputed" in msg and \
+    assert "known failure synthetic-must-save-ignored at invariant:must_save_not_recomputed" in msg and \
         "8 other checks passed" in msg, f"expected the entry, its check and the other checks counted, saw: {msg}"
 
 
-def test_a_second_fault_in_a_known_failure_cell_fails_it_naming_that_check(monkeypatch):
+def test_a_second_fault_in_a_known_failure_cell_fails_it_naming_that_check(entry, fault, monkeypatch):
     def wrong_gradient(run):
         g = run.compiled.grads["input[0]"]
         run.compiled.grads["input[0]"] = g * 1.5
 
     with pytest.raises(suite.CellFailure) as info:
-        _check(BUDGET_ZERO, _entries(), monkeypatch, wrong_gradient)
+        _check(FAULTY, [entry], monkeypatch, wrong_gradient)
     assert [s for s, _ in info.value.failures] == ["numerics"], info.value.failures
-    assert "besides known failure budget-zero-ignores-must-save" in str(info.value), str(info.value)
+    assert "besides known failure synthetic-must-save-ignored" in str(info.value), str(info.value)
 
 
-def test_an_extra_saved_tensor_in_a_known_failure_cell_fails_it_naming_the_invariant(monkeypatch):
+def test_an_extra_saved_tensor_in_a_known_failure_cell_fails_it_naming_the_invariant(entry, fault, monkeypatch):
     def extra_saved(run):
         a = analysis.of(run)
         g = a.graphs[0]
@@ -84,31 +96,27 @@ def test_an_extra_saved_tensor_in_a_known_failure_cell_fails_it_naming_the_invar
         run.analysis = Analysis([dataclasses.replace(g, saved=g.saved + [extra])])
 
     with pytest.raises(suite.CellFailure) as info:
-        _check(BUDGET_ZERO, _entries(), monkeypatch, extra_saved)
+        _check(FAULTY, [entry], monkeypatch, extra_saved)
     stages = [s for s, _ in info.value.failures]
     assert "invariant:recompute_tagged_not_saved" in stages and "invariant:must_save_not_recomputed" not in stages, stages
 
 
-def test_a_known_failure_whose_check_passes_is_a_strict_xpass():
-    entry = dataclasses.replace(_entries()[0], id="pretend-open")
-    fixed = Cell(matrix_case(find_case("sac_no_recompute_mm")), Axes("min_cut", "aot_eager", "cpu", "float32", 0.5))
-    pretend = dataclasses.replace(entry, select=dataclasses.replace(entry.select, axes=(("budget", (0.5,)),)))
-    with pytest.raises(AssertionError, match=r"XPASS\(strict\) .*known failure pretend-open no longer fails: "
-                                             r"check invariant:must_save_not_recomputed passed"):
-        _check(fixed, [pretend])
+def test_a_known_failure_whose_check_passes_is_a_strict_xpass(entry):
+    """The same cell without the fault: torch saves the MUST_SAVE mm, the entry's check passes."""
+    with pytest.raises(AssertionError, match=r"XPASS\(strict\) .*known failure synthetic-must-save-ignored no longer "
+                                             r"fails: check invariant:must_save_not_recomputed passed"):
+        _check(FAULTY, [entry])
 
 
-def test_an_entry_outside_its_torch_range_does_not_apply():
-    entry = _entries()[0]
-    assert entry.applies(BUDGET_ZERO, version=torch.__version__)
-    assert not dataclasses.replace(entry, torch=known_failures.SpecifierSet("<2.0")).applies(BUDGET_ZERO,
+def test_an_entry_outside_its_torch_range_does_not_apply(entry):
+    assert entry.applies(FAULTY, version=torch.__version__)
+    assert not dataclasses.replace(entry, torch=known_failures.SpecifierSet("<2.0")).applies(FAULTY,
                                                                                                version=torch.__version__)
 
 
-def test_a_budget_selector_never_matches_another_budget():
-    entry = next(e for e in _entries() if e.id == "budget-zero-ignores-must-save")
+def test_a_budget_selector_never_matches_another_budget(entry):
     case = find_case("sac_no_recompute_mm")
-    for budget, want in ((0.0, True), (0.05, False), (0.5, False), (None, False)):
+    for budget, want in ((0.5, True), (0.05, False), (0.0, False), (None, False)):
         cell = Cell(case, Axes("min_cut", "aot_eager", "cpu", "float32", budget))
         assert entry.select.selects(cell) is want, f"budget {budget}: expected selects={want}"
 
@@ -166,7 +174,7 @@ def test_every_plain_test_entry_names_an_existing_test():
     from harness.core.paths import ROOT
 
     stale = []
-    for e in _entries():
+    for e in known_failures.load():
         for pattern in e.select.tests:
             path, _, name = pattern.partition("::")
             file = ROOT / path
