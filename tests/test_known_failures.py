@@ -210,3 +210,25 @@ def test_an_entry_matching_no_cell_is_reported(pytester, xdist):
     out = result.stdout.str()
     assert "entry 'rotted' matches no cell of the case database" in out, (
         f"expected the warning for the entry selecting no cell ({' '.join(xdist) or 'serial'}); saw:\n{out[-3000:]}")
+
+
+def test_no_meta_test_leans_on_a_live_torch_bug():
+    """A meta test that needs a failing check plants a synthetic fault (tests/synthetic_faults.py) with its own entry;
+    code under tests/ that names an entry of known_failures.toml (a string it asserts on, an entry it looks up) relies
+    on that torch bug staying alive, and turns red, or passes for another reason, once torch is fixed.  Docstrings and
+    comments may name the defect a synthetic fault imitates."""
+    import ast
+
+    from harness.core.paths import ROOT
+
+    ids = {e.id for e in known_failures.load()}
+    leaning = []
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                      if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef)) and n.body
+                      and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                leaning += [f"{path.name}:{node.lineno}: {i}" for i in sorted(ids) if i in node.value]
+    assert leaning == [], f"expected no meta test to name a live known failure (plant a synthetic fault); saw {leaning}"
