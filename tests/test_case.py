@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness.core.case import (AxesSpec, Backend, Case, Checkpoint, CompileSpec, Expect, Need, Numerics, Partitioner,
-                              Requires)
+                              Requires, Runner)
 from harness.rows.cases import all_cases
 
 
@@ -37,6 +37,9 @@ def test_strings_become_enum_members_and_single_values_tuples():
     assert axes.devices == ("cpu",)
     case = Case("probe", _build, checkpoint="sac", requires=Requires.cuda("why"))
     assert case.checkpoint is Checkpoint.SAC and case.requires == (Requires.cuda("why"),) and case.needs(Need.CUDA)
+    assert case.runner is Runner.STANDARD and Case("probe", _build, runner="export").runner is Runner.EXPORT
+    with pytest.raises(ValueError):
+        Case("probe", _build, runner="custom")
     with pytest.raises(ValueError):
         AxesSpec(partitioners="min-cut")
     with pytest.raises(ValueError, match="unknown dtypes"):

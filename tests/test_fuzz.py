@@ -5,6 +5,7 @@ import torch.fx as fx
 
 from harness.core import pipeline
 from harness.tools.fuzz import runner
+from harness.core.case import Checkpoint, Partitioner
 from harness.rows.fuzz.program import Prog, Region, Step
 from harness.rows.fuzz.strategies import programs
 
@@ -31,7 +32,7 @@ def test_planted_fault_is_found_and_shrunk(monkeypatch):
     monkeypatch.setattr(pipeline, "partition_fn", lambda name: _perturb_one_recomputed_node(real(name)))
     stats, findings = runner.fuzz(max_examples=30, derandomize=True, known={}, write=False, database=False,
                                   strategy=programs(inductor_one_in=0, allow_random=False, autocast_one_in=0,
-                                                    partitioners=("min_cut",)), verbose=False, cheap=True)
+                                                    partitioners=(Partitioner.MIN_CUT,)), verbose=False, cheap=True)
     numerics = {sig: prog for sig, (prog, _) in findings.items() if sig.startswith("numerics:compiled")}
     assert numerics, (f"expected the planted fault (a recomputed node scaled by 1.5) to be found as a compiled numerics "
                       f"finding in 30 derandomized examples, saw findings {sorted(findings)} after {stats.tried} programs")
@@ -62,8 +63,8 @@ def test_every_vocabulary_op_names_a_real_aten_overload():
     from harness.rows.fuzz.program import VOCAB
 
     bad = []
-    for name, (_, _, _, ops, _) in VOCAB.items():
-        for op in ops:
+    for name, spec in VOCAB.items():
+        for op in spec.aten:
             packet, overload = op.rsplit(".", 1)
             if not hasattr(getattr(torch.ops.aten, packet, None) or object(), overload):
                 bad.append(f"{name}: aten.{op}")
@@ -123,7 +124,8 @@ def test_programs_differing_only_in_regions_share_one_no_ac_baseline(monkeypatch
 
     a = Prog(n=2, d=4, input_grads=[True], steps=[Step("sin", [0]), Step("mm", [1]), Step("cos", [2])],
              regions=[Region(0, 2)])
-    b = dataclasses.replace(a, regions=[Region(1, 3, reentrant=True)], policy={"mm.default": "MUST_SAVE"})
+    b = dataclasses.replace(a, regions=[Region(1, 3, Checkpoint.REENTRANT)],
+                            policy={"mm.default": torch.utils.checkpoint.CheckpointPolicy.MUST_SAVE})
     c = dataclasses.replace(a, steps=[Step("sin", [0]), Step("mm", [1]), Step("sin", [2])])
     compiles = []
     real = baselines.baseline
@@ -156,3 +158,26 @@ def test_a_crash_saving_a_non_tensor_is_one_finding_whatever_the_mix():
     keys = {signature_key(s) for s in same}
     assert len(keys) == 1 and signature_key(other) not in keys, (
         f"expected one key for both mixes and another for another message; saw {keys} and {signature_key(other)}")
+
+
+def test_committed_findings_load_as_the_programs_they_were_found_as():
+    """The SPEC line of every committed finding script reads back as a frozen program whose JSON (and so its digest,
+    the script's name) is the line itself: a change to the program's types must not change what a finding means."""
+    import ast
+    import re
+
+    from harness.core.paths import FINDINGS
+    from harness.rows.fuzz import repro
+
+    scripts = sorted((FINDINGS / "fuzz").glob("*.py"))
+    assert scripts, "expected committed fuzz findings under findings/fuzz/"
+    for path in scripts:
+        prog, _ = repro.read_spec(path)
+        spec = ast.literal_eval(re.search(r"^SPEC = (.*?)  # the program", path.read_text(), re.M).group(1))
+        assert (prog.to_json(), prog.digest()) == (spec, path.stem), (
+            f"{path.name}: expected the program to serialise back to its SPEC line and digest {path.stem}; saw "
+            f"digest {prog.digest()}")
+        try:
+            hash(prog)
+        except TypeError as e:
+            raise AssertionError(f"{path.name}: expected a frozen, hashable program value; saw {e}") from e

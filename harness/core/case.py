@@ -101,6 +101,20 @@ class Checkpoint(enum.StrEnum):
     NONE = "none"
 
 
+class Runner(enum.StrEnum):
+    """How a cell's program is taken through torch.  A row says *what* it is with one of these; one runner per member
+    (harness/core/pipeline.py) knows *how*, and is the only code that compiles or traces a case's program.  Where
+    compile and checkpoint sit relative to each other (``compile(checkpoint(f))``, ``checkpoint(compile(f))``, ...) is
+    not a runner but an axis of the standard one (issue 27), next to partitioner and backend."""
+
+    STANDARD = "standard"  # eager without and with AC, then torch.compile(fn) through the recording backend
+    EXPORT = "export"  # fn exported to torch IR (torch.export), then compiled like aot_eager_decomp_partition
+    TRACE = "trace"  # make_fx of a program that computes its own gradients, under non-strict tracing (Case.trace)
+    REMAT = "remat"  # one forward-loss-backward graph (trace_autograd_ops) compiled with the remat pass on and off
+    JOINT_PASSES = "joint_passes"  # that graph before and after inductor's joint-graph passes
+    EAGER = "eager"  # no compile: the program's eager call, for errors raised in eager code
+
+
 class Partitioner(enum.StrEnum):
     MIN_CUT = "min_cut"  # min_cut_rematerialization_partition
     DEFAULT = "default"  # default_partition
@@ -317,6 +331,7 @@ class Case:
     # What the catalogue calls it (numbers in ../shared/CATALOGUE.md); used for the coverage table.
     catalogue: tuple[int, ...] = ()
     checkpoint: Checkpoint = Checkpoint.NON_REENTRANT
+    runner: Runner = Runner.STANDARD  # how the program is taken through torch (the enum's docstring)
     axes: AxesSpec = AxesSpec()
     compile: CompileSpec = CompileSpec()
     expect: Expect = Expect()
@@ -337,6 +352,7 @@ class Case:
 
     def __post_init__(self):
         object.__setattr__(self, "checkpoint", Checkpoint(self.checkpoint))
+        object.__setattr__(self, "runner", Runner(self.runner))
         if isinstance(self.requires, Requirement):
             object.__setattr__(self, "requires", (self.requires,))
 

@@ -17,8 +17,7 @@ from harness.core import pipeline
 from harness.core.case import Axes, AxesSpec, BuildContext, Case, Cell, Checkpoint, Expect, Numerics, Program
 from harness.core.checks import assert_numerics, compare_outcomes
 from harness.core.invariants import violations
-from harness.rows.fuzz.program import AUTOCAST_TOLERANCE, VOCAB, Prog
-
+from harness.rows.fuzz.program import AUTOCAST_TOLERANCE, Prog
 
 
 class Invalid(Exception):
@@ -107,8 +106,7 @@ def replay_numerics(prog: Prog, run) -> list[str]:
     """Random programs: eager with AC must equal eager without AC (same RNG stream, preserved RNG state), and the
     compiled run must equal eager without AC *replaying the compiled run's own draws* (RNG-independent oracle:
     the backward is consistent with the forward's masks)."""
-    n_draws = sum(VOCAB[s.op][4] for s in prog.steps)
-    draws = tuple(t.clone() for t in run.compiled.outputs[len(run.compiled.outputs) - n_draws:])
+    draws = tuple(t.clone() for t in run.compiled.outputs[len(run.compiled.outputs) - prog.n_draws():])
     replay = pipeline.execute(case_for(prog, replay=draws), run.cell.axes, ac=False)
     rtol, atol = AUTOCAST_TOLERANCE if prog.autocast else (1e-5, 1e-5)
     problems = [f"eager with AC vs eager without AC: {p}" for p in compare_outcomes(run.eager, run.reference, rtol, atol)]

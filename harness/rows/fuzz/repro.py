@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from harness.rows.fuzz.program import AUTOCAST_TOLERANCE, VOCAB, Prog
+from harness.rows.fuzz.program import AUTOCAST_TOLERANCE, Prog
 
 TEMPLATE = '''"""Fuzz finding {digest}: {signature}
 
@@ -141,9 +141,10 @@ def render(prog: Prog, signature: str, message: str, path: str) -> str:
     msg = "\n".join("    " + ln for ln in message.replace('"""', "'''").splitlines()[:12])
     return TEMPLATE.format(
         digest=prog.digest(), signature=signature, torch=torch.__version__, describe=prog.describe(), path=path,
-        message=msg, spec=prog.to_json(), module=prog.module_source(), n=prog.n, d=prog.d, input_grads=prog.input_grads,
-        n_weights=prog.n_weights, n_biases=prog.n_biases, params=prog.weights_are_params, partitioner=prog.partitioner,
-        backend=prog.backend, budget=prog.budget, n_draws=sum(VOCAB[s.op][4] for s in prog.steps), rtol=rtol, atol=atol)
+        message=msg, spec=prog.to_json(), module=prog.module_source(), n=prog.n, d=prog.d, input_grads=list(prog.input_grads),
+        n_weights=prog.n_weights, n_biases=prog.n_biases, params=prog.weights_are_params,
+        partitioner=str(prog.partitioner), backend=str(prog.backend), budget=prog.budget, n_draws=prog.n_draws(),
+        rtol=rtol, atol=atol)
 
 
 def read_spec(path: Path) -> tuple[Prog, str]:

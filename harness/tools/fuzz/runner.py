@@ -101,16 +101,16 @@ def _label(prog: Prog, stats: Stats) -> None:
         stats.ops[op] += 1
         event("op", op)
     for r in prog.regions:
-        kind = "reentrant" if r.reentrant else ("sac" if r.sac else "non_reentrant")
-        stats.axes[f"region:{kind}"] += 1
-        event("region", kind)
+        stats.axes[f"region:{r.checkpoint}"] += 1
+        event("region", str(r.checkpoint))
     if any(r.sac for r in prog.regions):
-        for op, pol in prog.policy.items():
-            stats.policies[f"{op}:{pol}"] += 1
-            stats.policies[pol] += 1
-            event("policy", pol)
-        stats.policies[f"default {prog.default_policy}"] += 1
-    nested = any(a is not b and a.start <= b.start and b.end <= a.end for a in prog.regions for b in prog.regions)
+        for op, pol in prog.policy:
+            stats.policies[f"{op}:{pol.name}"] += 1
+            stats.policies[pol.name] += 1
+            event("policy", pol.name)
+        stats.policies[f"default {prog.default_policy.name}"] += 1
+    nested = any(i != j and a.start <= b.start and b.end <= a.end
+                 for i, a in enumerate(prog.regions) for j, b in enumerate(prog.regions))
     for key, val in (("partitioner", prog.partitioner), ("backend", prog.backend), ("budget", prog.budget),
                      ("autocast", prog.autocast), ("params", prog.weights_are_params), ("nested", nested),
                      ("random", prog.has_random())):
