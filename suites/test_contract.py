@@ -9,6 +9,7 @@ check of such a cell still runs and must pass (a failure there is a plain failur
 import pytest
 import torch
 
+from harness.core import known_failures
 from harness.rows import contract
 
 _ALL = contract.cells()
@@ -51,5 +52,9 @@ def test_contract(contract_cell, request):
         f"[{contract_cell.clause}] expected the known failure's check {known.check!r} to run in {contract_cell.id}; "
         f"saw only {obs.checks}")
     pinned = [m for c, m in obs.failures if c == known.check]
+    entry = next(e for e in known_failures.load() if e.id == known.id)
+    assert not pinned or entry.explains(known.check, pinned[0]), (
+        f"[{contract_cell.clause}] known failure {known.id}: expected check {known.check!r} to fail with a message "
+        f"matching its entry's; saw {pinned[0][:2000]}")
     if pinned:
         raise contract.KnownCheckFailed(f"[{contract_cell.clause}] check {known.check!r}: {pinned[0]}")

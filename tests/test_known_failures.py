@@ -6,6 +6,7 @@ from a live torch bug, so these tests mean the same once torch is fixed."""
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 import torch
@@ -232,3 +233,56 @@ def test_no_meta_test_leans_on_a_live_torch_bug():
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
                 leaning += [f"{path.name}:{node.lineno}: {i}" for i in sorted(ids) if i in node.value]
     assert leaning == [], f"expected no meta test to name a live known failure (plant a synthetic fault); saw {leaning}"
+
+
+def test_every_entry_pins_a_check_a_message_and_a_repro():
+    """An entry explains a failure only when the named check fails with its message: a message that matches any text
+    (``"."``) would also explain another cause failing the same check.  Each entry names a standalone repro under
+    findings/ that exists."""
+    from harness.core.paths import ROOT
+
+    loose, no_repro = [], []
+    for e in known_failures.load():
+        for stage, message in e.breaks:
+            if not stage or any(re.search(message, text) for text in ("", "x", "some unrelated failure 123")):
+                loose.append(f"{e.id}: [{stage}] /{message}/")
+        if not e.repro or not e.repro.startswith("findings/") or not (ROOT / e.repro).is_file():
+            no_repro.append(f"{e.id}: {e.repro!r}")
+    assert loose == [] and no_repro == [], (f"expected every (stage, message) to match only its defect's message and "
+                                            f"every repro to be a script under findings/; saw loose messages {loose}, "
+                                            f"repros missing {no_repro}")
+
+
+def test_expected_failures_live_only_in_known_failures_toml():
+    """No test of the suites or the examples carries a hand-written xfail (a reason written in the test): the
+    expectation goes to known_failures.toml (a ``tests`` selector), with its torch range, message and repro, so it
+    turns into a failure naming the entry when torch fixes the defect, instead of a bare XPASS(strict)."""
+    import ast
+
+    from harness.core.paths import ROOT
+
+    hand_written = []
+    for path in sorted([*(ROOT / "examples").rglob("*.py"), *(ROOT / "suites").rglob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in ("xfail", "skip"):
+                literal = [k for k in node.keywords if k.arg == "reason" and isinstance(k.value, ast.Constant)]
+                literal += [a for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+                if literal:
+                    hand_written.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert hand_written == [], f"expected no hand-written xfail/skip in suites/ or examples/; saw {hand_written}"
+
+
+def test_make_check_runs_the_examples():
+    """The examples are tests of the user path: `make check` runs them (the Makefile's check target depends on a
+    target that runs pytest on examples/)."""
+    from harness.core.paths import ROOT
+
+    text = (ROOT / "Makefile").read_text()
+    rules = dict(re.findall(r"^([\w-]+):[^=\n]*?(?:##.*)?\n((?:\t.*\n)*)", text, re.M))
+    deps = {name: re.search(rf"^{name}:([^#\n]*)", text, re.M).group(1).split() for name in rules}
+
+    def reaches(target, seen=()):
+        return target not in seen and ("examples" in rules.get(target, "").replace("$(PYTEST)", "").split() or
+                                       any(reaches(d, (*seen, target)) for d in deps.get(target, ())))
+
+    assert reaches("check"), "expected `make check` to run pytest on examples/ (directly or through a prerequisite)"
