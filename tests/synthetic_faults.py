@@ -4,6 +4,7 @@ worse, make it pass for another reason).  The user-plugin test loads this module
 
 from __future__ import annotations
 
+import torch
 import torch._functorch.partitioners as partitioners
 from torch.utils.checkpoint import CheckpointPolicy
 
@@ -32,6 +33,22 @@ def must_save_ignored(monkeypatch) -> None:
         if any(n.meta.get("recompute") == CheckpointPolicy.MUST_SAVE for n in joint_graph.nodes):
             return list(node_info.inputs)
         return real(joint_graph, node_info, *args, **kwargs)
+
+    monkeypatch.setattr(partitioners, "choose_saved_values_set", faulty)
+    monkeypatch.setenv("AC_BASELINE_CACHE", "off")
+
+
+def recompute_tag_ignored(monkeypatch) -> None:
+    """A partitioner that also saves every forward node a checkpoint tagged PREFER_RECOMPUTE (as if the tag were
+    ignored): breaks invariant recompute_tagged_not_saved, not the numerics.  Graphs without tags are untouched."""
+    real = partitioners.choose_saved_values_set
+
+    def faulty(joint_graph, node_info, *args, **kwargs):
+        saved = list(real(joint_graph, node_info, *args, **kwargs))
+        extra = [n for n in joint_graph.nodes if n.op == "call_function" and n not in saved
+                 and n.meta.get("recompute") == CheckpointPolicy.PREFER_RECOMPUTE
+                 and isinstance(n.meta.get("val"), torch.Tensor) and node_info.is_required_fw(n)]
+        return saved + extra
 
     monkeypatch.setattr(partitioners, "choose_saved_values_set", faulty)
     monkeypatch.setenv("AC_BASELINE_CACHE", "off")

@@ -59,12 +59,30 @@ def error_signature(where: str, e: BaseException) -> str:
     return f"crash:{where}:{type(e).__name__}:{first}"
 
 
-def signature_key(signature: str) -> str:
-    """What two signatures must share to be one finding: a message's list of Python types (``got types: [<class
-    'torch.Tensor'>, <class 'tuple'>, ...]``) counts as one, whatever the types, their order and number -- each program
-    saves its own mix, and the signatures on file are cut at 140 characters, often inside the list.  Applied to both
-    sides, so the signatures on file keep their words."""
-    return re.sub(r"\[<class '.*?(\]|$)", "[<types>]", signature)
+_TENSOR_TYPES = {"torch.Tensor", "torch.nn.parameter.Parameter"}
+
+
+def _budget_regime(budget: float | None) -> str:
+    return "default" if budget is None else "0" if budget == 0 else "1" if budget == 1 else "(0, 1)"
+
+
+def signature_key(signature: str, message: str = "", prog: Prog | None = None) -> str:
+    """What two failures must share to be one finding: the signature with its list of Python types cut out (each
+    program saves its own mix, and the signatures on file are cut at 140 characters, often inside the list), plus the
+    failing op/graph context read off the full message and the program -- the types in the message's list that are
+    not tensors (the tuple a multi-output op left, a DeviceMesh), the op and policy of the node an invariant names
+    (node numbers aside), and the program's partitioner, backend and budget regime (0, between, 1, default).  So a
+    different cause with a similar message is a new finding; the same cause in another program is not."""
+    parts = [re.sub(r"\[<class '.*?(\]|$)", "[<types>]", signature)]
+    others = sorted(set(re.findall(r"<class '([\w.]+)'>", message)) - _TENSOR_TYPES)
+    if others:
+        parts.append("saved " + ", ".join(others))
+    node = re.search(r"(?:node|random op) (\w+?)(?:_\d+)? \((?:([\w.]+), )?policy (\w+)\)", message)
+    if node:
+        parts.append(f"{node.group(2) or node.group(1)} {node.group(3)}")
+    if prog is not None:
+        parts.append(f"{prog.partitioner}/{prog.backend}/budget {_budget_regime(prog.budget)}")
+    return " | ".join(parts)
 
 
 def is_documented(e: BaseException) -> bool:
