@@ -202,3 +202,31 @@ def test_an_entry_matching_no_cell_is_reported(pytester, xdist):
     out = result.stdout.str()
     assert "entry 'rotted' matches no cell of the case database" in out, (
         f"expected the warning for the entry selecting no cell ({' '.join(xdist) or 'serial'}); saw:\n{out[-3000:]}")
+
+
+def test_a_check_of_named_parts_is_one_verdict_per_part():
+    """A contract cell (Runner.CONTRACT): each named check its oracle makes is a verdict ``case_check:<name>``, so an
+    entry pins one of them; another failing part fails the cell naming it, and the pinned part passing is an XPASS."""
+    from harness.core.case import AxesSpec, Case, Expect, Runner
+    from harness.rows.contract import judge
+
+    def cell(observations):
+        case = Case("clause-prog-nonreentrant-eager", lambda ctx: observations, runner=Runner.CONTRACT,
+                    axes=AxesSpec(partitioners="min_cut", devices="cpu"), expect=Expect(check=judge), goldens=(),
+                    area="contract")
+        (axes,) = case.cell_axes("cpu")
+        return Cell(case, axes)
+
+    entry = known_failures._entry({"id": "pinned", "reason": "r", "upstream": "none", "stage": "case_check:a",
+                                   "message": "^expected 0", "torch": ">=2",
+                                   "select": {"cases": ["clause-prog-nonreentrant-eager"]}}, "test")
+    with pytest.raises(pytest.xfail.Exception, match="known failure pinned at case_check:a; 2 other checks passed"):
+        _check(cell([("a", "expected 0; saw 1"), ("b", None)]), [entry])
+    with pytest.raises(suite.CellFailure) as info:
+        _check(cell([("a", "expected 0; saw 1"), ("b", "expected 2; saw 3"), ("b", None)]), [entry])
+    assert [s for s, _ in info.value.failures] == ["case_check:b"], info.value.failures
+    with pytest.raises(AssertionError, match="XPASS.*check case_check:a passed"):
+        _check(cell([("a", None), ("b", None)]), [entry])
+    with pytest.raises(suite.CellFailure, match="no_checks"):
+        _check(cell([]), [])
+    assert cell([]).id == "clause-prog-nonreentrant-eager", "expected a contract cell named as its case"

@@ -39,6 +39,9 @@ class BuildContext:
     device: str
     dtype: torch.dtype
     ac: bool  # False: the same program with checkpointing removed (the no-AC reference)
+    # torch.compile(fn, fullgraph=...) through the cell's backend and partitioner: what a program that compiles itself
+    # (Runner.CONTRACT) calls; the runner sets it, the pipeline owning the compile
+    compile: Callable[..., Callable[..., Any]] | None = None
 
     @property
     def checkpoint(self) -> Callable[..., Any]:
@@ -113,6 +116,10 @@ class Runner(enum.StrEnum):
     REMAT = "remat"  # one forward-loss-backward graph (trace_autograd_ops) compiled with the remat pass on and off
     JOINT_PASSES = "joint_passes"  # that graph before and after inductor's joint-graph passes
     EAGER = "eager"  # no compile: the program's eager call, for errors raised in eager code
+    # A clause of the checkpoint contract (harness/rows/contract.py): ``build`` is the clause's own program, which
+    # drives torch itself (eagerly, or through ``BuildContext.compile``, the compile of the cell's axes) and returns its
+    # observations; the row's ``expect.check`` turns them into named checks.  One cell per case, named as the case.
+    CONTRACT = "contract"
 
 
 class Partitioner(enum.StrEnum):
@@ -303,6 +310,12 @@ class Requires:
         return Requirement(Need.TORCH, reason, release)
 
     @staticmethod
+    def release_of(difference: torch_api.Difference) -> Requirement:
+        """torch>= the release a behaviour difference of harness/core/torch_api.py exists from, named after it (the
+        words of ``torch_api.unmet_release``)."""
+        return Requirement(Need.TORCH, f"{difference.name} (harness/core/torch_api.py)", difference.since)
+
+    @staticmethod
     def api(dotted: str, reason: str) -> Requirement:
         return Requirement(Need.API, reason, dotted)
 
@@ -313,10 +326,12 @@ class Selection:
 
     ``marker``: one more pytest marker on every cell (registered in pyproject.toml), e.g. ``budget_matrix``, a
     nightly selection of its own; ``fast``: the budgets whose cells stay in ``make test`` ("not slow") although they
-    carry a budget, so that a handful of a large matrix runs on every change."""
+    carry a budget, so that a handful of a large matrix runs on every change; ``slow``: every cell of the case is
+    ``slow`` (the nightly's only)."""
 
     marker: str = ""
     fast: tuple[float, ...] = ()
+    slow: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "fast", tuple(float(b) for b in self.fast))
@@ -395,6 +410,8 @@ class Cell:
 
     @property
     def id(self) -> str:
+        if self.case.runner is Runner.CONTRACT:  # one cell per case: the case names it (clause-program-mode-variant)
+            return self.case.name
         return f"{self.case.name}-{self.axes.id}"
 
     def __str__(self) -> str:

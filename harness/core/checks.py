@@ -3,6 +3,7 @@ the cell, the thing checked, what was expected and what was seen."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import torch
@@ -123,6 +124,16 @@ def assert_op_counts(run: Run) -> int:
         raise AssertionError(f"{run.cell.id}: op counts differ from the case's expectations:\n  " + "\n  ".join(problems)
                              + f"\n{graphs}")
     return n
+
+
+@dataclasses.dataclass(frozen=True)
+class NamedChecks:
+    """What a check made of named parts returns (a contract clause's oracle: harness/rows/contract.py): each part is
+    its own verdict, ``<stage>:<name>`` (harness/core/suite.py ``Verdicts.check``), so a known failure pins one part and
+    every other part must still pass."""
+
+    passed: tuple[str, ...] = ()
+    failed: tuple[tuple[str, str], ...] = ()  # (name, what was expected and what was seen)
 
 
 def assert_raises_as_documented(cell, exc: BaseException | None) -> None:

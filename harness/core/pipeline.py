@@ -25,7 +25,7 @@ import torch
 import torch.fx as fx
 import torch.utils._pytree as pytree
 
-from harness.core.case import DTYPES, Axes, BuildContext, Case, Cell, CompileSpec
+from harness.core.case import DTYPES, Axes, Backend, BuildContext, Case, Cell, CompileSpec, Runner
 from harness.core.normalize import graph_text, graphs_text
 
 BUILD_SEED = 0
@@ -332,6 +332,8 @@ def eager_pair(case: Case, device: str, dtype: str) -> tuple[Outcome, Outcome]:
 
 def run_cell(cell: Cell) -> Run:
     case, axes = cell.case, cell.axes
+    if case.runner is Runner.CONTRACT:
+        return run_contract(cell)
     run = Run(cell)
     fresh_state()
     if case.custom is not None:
@@ -357,6 +359,40 @@ def run_cell(cell: Cell) -> Run:
         run.reference, run.eager = eager_pair(case, axes.device, axes.dtype)
         run.timings["eager"] = time.perf_counter() - start  # ~0 when another axis of the case computed it
     return compile_and_record(case, axes, ac=True, run=run)
+
+
+def compiler(axes: Axes) -> Callable[..., Callable[..., Any]]:
+    """``compile(fn, fullgraph=True)``: a fresh ``torch.compile`` of ``fn`` (Dynamo reset first) through ``axes``'s
+    backend -- inductor, or AOTAutograd with ``axes``'s partitioner and the graphs run as traced -- recording nothing."""
+    def compile(fn: Callable[..., Any], fullgraph: bool = True) -> Callable[..., Any]:
+        torch._dynamo.reset()
+        if axes.backend == Backend.INDUCTOR:
+            return torch.compile(fn, backend="inductor", fullgraph=fullgraph)
+        from torch._dynamo.backends.common import aot_autograd
+
+        backend = aot_autograd(fw_compiler=lambda gm, _: gm, bw_compiler=lambda gm, _: gm,
+                               partition_fn=partition_fn(axes.partitioner))
+        return torch.compile(fn, backend=backend, fullgraph=fullgraph)
+
+    return compile
+
+
+def run_contract(cell: Cell) -> Run:
+    """A checkpoint-contract cell (Runner.CONTRACT): the clause's program runs under the case's config patches with
+    ``ctx.compile`` the compile of the cell's axes; its observations (``(check, failure message or None)`` in the
+    order made) land in ``run.info["observations"]`` for the row's check to judge."""
+    case, axes = cell.case, cell.axes
+    run = Run(cell)
+    fresh_state()
+    start = time.perf_counter()
+    try:
+        with config_patches(case, axes):
+            ctx = BuildContext(device=axes.device, dtype=DTYPES[axes.dtype], ac=True, compile=compiler(axes))
+            run.info["observations"] = list(case.build(ctx))
+    finally:
+        torch._dynamo.reset()
+    run.timings["contract"] = time.perf_counter() - start
+    return run
 
 
 def compile_and_record(case: Case, axes: Axes, *, ac: bool, run: Run | None = None, codegen: bool = True) -> Run:

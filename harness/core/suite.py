@@ -1,7 +1,8 @@
 """The test template every suite module uses: run a cell, check it three ways, record what was checked.
 
 Every check of a cell runs, in order: numerics, expectations (op counts and compile counters), the case's own check,
-each invariant; a failing check does not stop the others.  Then:
+each invariant; a failing check does not stop the others.  A contract cell (``Runner.CONTRACT``) has one check, its
+clause's oracle, one verdict per named part of it (``case_check:<part>``).  Then:
 
 * every check passed: the goldens are compared (or written under ``--snapshot-update``);
 * a known failure (harness/core/known_failures.py) covers the cell and exactly its named check failed with its message:
@@ -22,8 +23,8 @@ import pytest
 import torch
 
 from harness.core import known_failures
-from harness.core.case import Cell
-from harness.core.checks import assert_numerics, assert_op_counts, assert_raises_as_documented
+from harness.core.case import Cell, Runner
+from harness.core.checks import NamedChecks, assert_numerics, assert_op_counts, assert_raises_as_documented
 from harness.core.golden import Goldens, texts_for
 from harness.core.invariants import INVARIANTS
 from harness.core.pipeline import Run, run_cell
@@ -49,12 +50,17 @@ class Verdicts:
     failed: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
     def check(self, stage: str, fn, *args) -> int:
-        """Run one check; an AssertionError (or any exception) is that check's failure, not the cell's end."""
+        """Run one check; an AssertionError (or any exception) is that check's failure, not the cell's end.  A check
+        returning :class:`~harness.core.checks.NamedChecks` is one verdict per part, ``<stage>:<name>``."""
         try:
             n = fn(*args)
         except Exception as e:  # noqa: BLE001 - a crashing check is a failing check, reported with its type
             self.failed.append((stage, str(e) if isinstance(e, AssertionError) else f"{type(e).__name__}: {e}"))
             return 0
+        if isinstance(n, NamedChecks):
+            self.passed += [f"{stage}:{name}" for name in n.passed]
+            self.failed += [(f"{stage}:{name}", message) for name, message in n.failed]
+            return len(n.passed) + len(n.failed)
         self.passed.append(stage)
         return n if isinstance(n, int) else 1
 
@@ -82,11 +88,11 @@ class Verdicts:
             raise AssertionError(f"{self.cell.id}: known failure {unused[0].id} names check {unused[0].stage}, "
                                  f"which this cell did not run (checks run: {self.passed})")
         if explained:
-            entry = explained[0][0]
+            entry, (stage, _) = explained[0]
             record("known_failure_cells", 1)
             record("known_failure_other_checks", len(self.passed))
             record("known_failure", entry.id)
-            pytest.xfail(f"known failure {entry.id} at {entry.stage}; {len(self.passed)} other checks passed "
+            pytest.xfail(f"known failure {entry.id} at {stage}; {len(self.passed)} other checks passed "
                          f"({entry.upstream})")
 
 
@@ -110,7 +116,10 @@ def check_cell(cell: Cell, goldens: Goldens, record) -> Run | None:
             run = run_cell(cell)
         except Exception as e:  # noqa: BLE001 - the compile or run crashed: no other check can run
             verdicts.failed.append(("run", f"{type(e).__name__}: {e}"))
-        if run is not None:
+        if run is not None and case.runner is Runner.CONTRACT:  # a clause's program, judged by its own oracle alone
+            verdicts.passed.append("run")
+            record("contract_checks", verdicts.check("case_check", case.expect.check, run))
+        elif run is not None:
             verdicts.passed.append("run")
             getattr(record, "observe", lambda r: None)(run)
             start = time.perf_counter()

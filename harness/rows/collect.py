@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-from harness.core.case import Axes, Backend, Case, Cell, Partitioner
+from harness.core.case import Axes, Backend, Case, Cell, Partitioner, Runner
 from harness.rows.cases import all_cases
 
 SWEEP_BUDGETS = (1.0, 0.5, 0.0)
@@ -33,6 +33,7 @@ NOT_IN_MATRIX = {
     "memory_budget": "its cases set region budgets themselves and check what those do under min-cut; a global budget "
                      "or the default partitioner (which ignores budgets) changes the premise, not the promise",
     "fuzz_findings": "each is a shrunk reproduction pinned to the axes where it fails; the fuzzer itself varies the axes",
+    "contract": "each clause's program checks its own promise, eagerly and on each compiled variant it declares",
 }
 
 
@@ -96,10 +97,11 @@ def collect(area: str, device: str) -> list[Collected]:
         cells = case_cells(case, device)
         if unmet or not cells:
             reason = unmet or f"not run on {device}: case declares devices {case.axes.devices}"
-            out.append(Collected(Cell(case, Axes(device=device)), skip=reason))
+            out.append(Collected(Cell(case, Axes(device=device)), slow=case.selection.slow, skip=reason))
             continue
         fast = set(case.selection.fast)
-        out += [Collected(c, slow=c.case is not case or (c.axes.budget is not None and c.axes.budget not in fast),
+        out += [Collected(c, slow=c.case is not case or case.selection.slow
+                          or (c.axes.budget is not None and c.axes.budget not in fast),
                           marker=case.selection.marker) for c in cells]
     return out
 
@@ -118,5 +120,5 @@ def all_cell_ids(devices=("cpu", "cuda")) -> list[str]:
 
 
 def skipped_cell_id(case: Case, device: str) -> str:
-    """The id of the one entry a case that cannot run on ``device`` collects as."""
-    return f"{case.name}-{device}"
+    """The id of the one entry a case that cannot run on ``device`` collects as (a one-cell contract case: its cell's)."""
+    return Cell(case, Axes(device=device)).id if case.runner is Runner.CONTRACT else f"{case.name}-{device}"

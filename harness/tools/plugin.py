@@ -167,7 +167,8 @@ def pytest_generate_tests(metafunc):
     params = []
     for c in collect(area, device):
         if c.skip:
-            params.append(pytest.param(c.cell, id=c.id, marks=pytest.mark.skip(reason=c.skip)))
+            params.append(pytest.param(c.cell, id=c.id, marks=[pytest.mark.skip(reason=c.skip)]
+                                       + ([pytest.mark.slow] if c.slow else [])))
             continue
         marks = [pytest.mark.xdist_group(c.cell.case.name)]
         if c.slow:
@@ -248,7 +249,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             f"cases: {len(cases)}; cells run: {cells}; graphs compared with goldens: {totals['graphs_compared']}; "
             f"numerics comparisons: {totals['numerics_checks']}; op-count checks: {totals['op_count_checks']}; "
             f"invariant checks: {totals['invariant_checks']}; error-message checks: {totals['error_checks']}; "
-            f"known-failure cells: {totals['known_failure_cells']} ({totals['known_failure_other_checks']} other "
+            f"contract checks: {totals['contract_checks']}; known-failure cells: {totals['known_failure_cells']} ({totals['known_failure_other_checks']} other "
             f"checks passed in them)")
     _report_unmatched_known_failures(terminalreporter, config)
     before = getattr(config, "_ac_golden_before", None)

@@ -391,7 +391,7 @@ def _gelu_recomputed(run) -> None:
 
 
 def _since(d) -> Requires:
-    return Requires.torch_at_least(d.since, f"{d.name} (harness/core/torch_api.py)")
+    return Requires.release_of(d)
 
 
 # Every remat case needs the pass to find the traced backward region itself (torch 2.11.0's pass only knows the
