@@ -34,23 +34,11 @@ import torch
 
 from harness.core import analysis, paths
 from harness.core.analysis import Saved
+from harness.core.figures import Figures
 from harness.core.case import Axes, Case
 from harness.core.pipeline import Run, baseline, repartition
 
 _ENV = "AC_BASELINE_CACHE"
-
-
-@dataclasses.dataclass(frozen=True)
-class Figures:
-    """What a comparison reads off a baseline's analysis (an :class:`harness.core.analysis.Analysis` has the same names)."""
-
-    saved: tuple[Saved, ...]
-    bw_flops: int | None
-    activation_bytes: int | None
-
-    @classmethod
-    def of(cls, a: analysis.Analysis) -> Figures:
-        return cls(tuple(a.saved), a.bw_flops, a.activation_bytes)
 
 
 def _repartitioned(run: Run, budget: float | None) -> analysis.Analysis | None:

@@ -159,6 +159,10 @@ class AxesSpec:
             raise ValueError(f"unknown dtypes {unknown}; use {sorted(DTYPES)}")
 
 
+# activation_memory_budget values of a sweep: the slow matrix's budget cells (harness/rows/collect.py), the memory
+# report's configurations and the budgets invariants.budget_monotone compares.
+BUDGET_SWEEP = (1.0, 0.5, 0.0)
+
 CPU_ONLY = AxesSpec(devices=("cpu",))
 CUDA_ONLY = AxesSpec(devices=("cuda",))
 MIN_CUT_ONLY = AxesSpec(partitioners=(Partitioner.MIN_CUT,))

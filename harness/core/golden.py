@@ -20,7 +20,7 @@ from typing import NamedTuple
 import torch
 from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 
-from harness.core import analysis
+from harness.core import analysis, figures
 from harness.core.paths import GOLDEN_DIR, ROOT
 
 HEADER_END = "# ---\n"
@@ -51,7 +51,7 @@ def texts_for(run) -> dict[str, str]:
     case = run.cell.case
     texts = run.texts if case.goldens is None else {k: v for k, v in run.texts.items() if k in case.goldens}
     a = analysis.of(run) if texts else None
-    return {**texts, "summary": analysis.summary_text(a)} if a is not None else dict(texts)
+    return {**texts, "summary": figures.summary_text(a)} if a is not None else dict(texts)
 
 
 class Golden(NamedTuple):

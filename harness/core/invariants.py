@@ -17,10 +17,8 @@ import torch
 
 from harness.core import analysis, baselines
 from harness.core.analysis import Analysis, is_saved_placeholder, rng_state_of
+from harness.core.case import BUDGET_SWEEP
 from harness.core.pipeline import is_seeded_random
-
-BUDGET_SWEEP = (1.0, 0.5, 0.0)
-
 
 def _where(g, name: str) -> str:
     return f"node {name} (policy {g.policies.get(name, 'untagged')})"
@@ -87,7 +85,7 @@ def recompute_tagged_not_saved(run) -> int:
     return n
 
 
-def _no_ac_baseline(run) -> Analysis | baselines.Figures | None:
+def _no_ac_baseline(run):
     """The same program compiled without AC and without a budget: what the user would run without memory features
     (its figures, cached across runs by harness/core/baselines.py)."""
     case, axes = run.cell.case, run.cell.axes

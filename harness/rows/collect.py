@@ -17,10 +17,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-from harness.core.case import Axes, Backend, Case, Cell, Partitioner
+from harness.core.case import BUDGET_SWEEP, Axes, Backend, Case, Cell, Partitioner
 from harness.rows.cases import all_cases
-
-SWEEP_BUDGETS = (1.0, 0.5, 0.0)
 
 # Cases left out of the inductor matrix cells, with the reason.
 NO_INDUCTOR = {
@@ -73,7 +71,7 @@ def matrix_axes(case: Case, device: str) -> list[Axes]:
     declared = set(case.cell_axes(device))
     out = []
     for dtype in case.axes.dtypes:
-        candidates = [Axes(Partitioner.MIN_CUT, Backend.AOT_EAGER, device, dtype, b) for b in SWEEP_BUDGETS]
+        candidates = [Axes(Partitioner.MIN_CUT, Backend.AOT_EAGER, device, dtype, b) for b in BUDGET_SWEEP]
         candidates.append(Axes(Partitioner.DEFAULT, Backend.AOT_EAGER, device, dtype))
         if case.name not in NO_INDUCTOR:
             candidates.append(Axes(Partitioner.MIN_CUT, Backend.INDUCTOR, device, dtype))

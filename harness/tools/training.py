@@ -17,7 +17,7 @@ from collections import Counter
 import torch
 import torch.nn as nn
 
-from harness.core import analysis, checks, invariants, pipeline, policies
+from harness.core import analysis, checks, figures, invariants, pipeline, policies
 from harness.rows import models
 from harness.core.case import Axes, Case, Cell, CompileSpec
 from harness.rows.scenarios import Scenario
@@ -73,7 +73,7 @@ def verdicts(run: pipeline.Run) -> dict:
     n, failed = invariants.violations(run)
     a = analysis.of(run)
     return {"invariant_checks": n, "invariant_failures": failed,
-            "summary": analysis.summary_text(a) if a is not None else None}
+            "summary": figures.summary_text(a) if a is not None else None}
 
 
 def loss_of(out: torch.Tensor, numel_total: int) -> torch.Tensor:

@@ -39,7 +39,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from harness.core import analysis, policies
+from harness.core import analysis, figures, policies
 from harness.core.case import (DTYPES, AxesSpec, Case, Cell, Checkpoint, CompileSpec, Numerics, Program)
 from harness.core.golden import GoldenDrift, GoldenGraphExtension, Goldens, golden_text, split_golden, updating
 from harness.core.pipeline import baseline
@@ -379,12 +379,7 @@ class Report:
 
 
 def fmt_bytes(b) -> str:
-    if b is None:
-        return "?"
-    for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if b >= size:
-            return f"{b / size:.1f} {unit}"
-    return f"{b} B"
+    return figures.fmt_bytes(b, human=True)
 
 
 def figures_of(run) -> dict:
@@ -397,7 +392,7 @@ def figures_of(run) -> dict:
     except Exception:  # noqa: BLE001 - a figure that cannot be computed is absent, not a verdict
         a = None
     if a is not None:
-        out.update({k: getattr(a, k) for k in analysis.SUMMARY_FIGURES})
+        out.update({k: getattr(a, k) for k in figures.SUMMARY_FIGURES})
         out["recomputed_ops"] = len(a.recomputed)
         out["recomputed"] = [op for _, op in a.recomputed]
         out["saved"] = [dataclasses.asdict(s) for s in a.saved]

@@ -52,7 +52,7 @@ from fractions import Fraction
 import torch
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
-from harness.core import analysis, knapsack, peak
+from harness.core import analysis, figures, knapsack, peak
 from harness.core.case import AxesSpec, BuildContext, Case, Checkpoint, CompileSpec, Expect, Partitioner, Program, Selection
 
 BUDGETS = (0.0, 0.1, 0.3, 0.5, 0.8, 1.0)
@@ -148,13 +148,9 @@ class Figures:
 def figures_of(run) -> Figures:
     fw, bw, joint = run.graphs["fw"][-1], run.graphs["bw"][-1], run.graphs["joint"][-1]
     est = peak.estimate(fw, bw)
-    from torch._functorch.partitioners import _size_of
-
-    must = {n.name for n in joint.graph.nodes if analysis.policy_name(n) == "MUST_SAVE"} | set(analysis.boundaries(joint))
-    must_b = sum(_size_of(n) for n in joint.graph.nodes if n.name in must and "val" in n.meta)
     calls = run.info.get("knapsack", [])
     a = analysis.of(run)
-    return Figures(run.cell.axes.budget, peak.partitioner_saved_bytes(fw, bw), est.saved_bytes, est.peak_bytes, must_b,
+    return Figures(run.cell.axes.budget, peak.partitioner_saved_bytes(fw, bw), est.saved_bytes, est.peak_bytes, figures.must_save_bytes(joint),
                    None if a is None else a.recompute_flops, len(calls[-1].memory) if calls else 0,
                    calls[-1] if calls else None)
 

@@ -17,7 +17,7 @@ from harness.core import pipeline
 from harness.core.case import Axes, AxesSpec, BuildContext, Case, Cell, Checkpoint, Expect, Numerics, Program
 from harness.core.checks import assert_numerics, compare_outcomes
 from harness.core.invariants import violations
-from harness.rows.fuzz.program import AUTOCAST_TOLERANCE, VOCAB, Prog
+from harness.rows.fuzz.program import DEEP_AUTOCAST_TOLERANCE, VOCAB, Prog
 
 
 
@@ -88,7 +88,7 @@ def case_for(prog: Prog, area: str = "fuzz", name: str | None = None, replay=Non
         return Program(lambda *a: ns["program"](ctx.checkpoint, replay, *a), tuple(xs + ws))
 
     random = prog.has_random()
-    tolerance = AUTOCAST_TOLERANCE if prog.autocast else None
+    tolerance = DEEP_AUTOCAST_TOLERANCE if prog.autocast else None
     return Case(name or f"fuzz_{prog.digest()}", build, area=area, checkpoint=Checkpoint.FUZZ,
                 axes=AxesSpec(partitioners=prog.partitioner, backends=prog.backend, devices="cpu", budgets=prog.budget),
                 numerics=(Numerics.shape_only("random ops: checked against a replay of the compiled run's draws",
@@ -110,7 +110,7 @@ def replay_numerics(prog: Prog, run) -> list[str]:
     n_draws = sum(VOCAB[s.op][4] for s in prog.steps)
     draws = tuple(t.clone() for t in run.compiled.outputs[len(run.compiled.outputs) - n_draws:])
     replay = pipeline.execute(case_for(prog, replay=draws), run.cell.axes, ac=False)
-    rtol, atol = AUTOCAST_TOLERANCE if prog.autocast else (1e-5, 1e-5)
+    rtol, atol = DEEP_AUTOCAST_TOLERANCE if prog.autocast else (1e-5, 1e-5)
     problems = [f"eager with AC vs eager without AC: {p}" for p in compare_outcomes(run.eager, run.reference, rtol, atol)]
     problems += [f"compiled vs eager replaying the compiled draws: {p}" for p in compare_outcomes(run.compiled, replay, rtol, atol)]
     return problems
