@@ -14,8 +14,10 @@ def _build(ctx):
 
 
 def test_shape_only_numerics_need_a_reason():
-    with pytest.raises(ValueError, match="shape-only numerics need a reason"):
+    with pytest.raises(ValueError, match="shape numerics need a reason"):
         Numerics("shape")
+    with pytest.raises(ValueError, match="none numerics need a reason"):
+        Numerics("none")
     assert Numerics.shape_only("random ops").reason == "random ops"
 
 

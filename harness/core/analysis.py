@@ -385,3 +385,9 @@ def analyse(run) -> Analysis | None:
         out.append(analyse_graphs(joint, fw, bw, cse=run.cell.axes.partitioner == "min_cut"))
     return Analysis(out) if out else None
 
+
+def policy_lines(joints) -> list[str]:
+    """"node name: target -> policy" for every call_function node of the joint graphs that carries a recompute
+    policy (the SAC annotations AOTAutograd puts on the joint graph as the partitioner receives it)."""
+    return [f"{n.name}: {n.target} -> {n.meta['recompute'].name}" for joint in joints for n in joint.graph.nodes
+            if n.op == "call_function" and "recompute" in n.meta]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-from harness.core.case import BUDGET_SWEEP, Axes, Backend, Case, Cell, Partitioner
+from harness.core.case import BUDGET_SWEEP, Ambient, Axes, Backend, Case, Cell, Composition, Partitioner, Runner
 from harness.rows.cases import all_cases
 
 # Cases left out of the inductor matrix cells, with the reason.
@@ -49,10 +49,15 @@ class Collected:
 
 
 def eligible(case: Case) -> bool:
-    """Whether the matrix expands ``case`` (a plain compile-and-backprop case with no budget of its own)."""
-    return (case.area not in NOT_IN_MATRIX and case.compile.backward and case.custom is None
+    """Whether the matrix expands ``case``: a plain compile-and-backprop case of the standard runner (the composition
+    compile(checkpoint(f)), no ambient state, no variants, no compiled autograd) with no budget of its own, that its
+    area and its row do not leave out (NOT_IN_MATRIX, ``Selection.matrix``)."""
+    spec = case.compile
+    return (case.area not in NOT_IN_MATRIX and not case.selection.matrix and spec.backward
+            and case.runner is Runner.STANDARD and case.ambient == Ambient() and not case.variants
+            and spec.composition is Composition.COMPILE_OUTSIDE and not spec.compiled_autograd
             and case.expect.raises is None and case.axes.budgets == (None,)
-            and "activation_memory_budget" not in case.compile.config.get("functorch", {}))
+            and "activation_memory_budget" not in spec.config.get("functorch", {}))
 
 
 @functools.cache

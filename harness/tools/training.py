@@ -69,10 +69,11 @@ def saved_producers(run: pipeline.Run) -> dict[str, int]:
 
 
 def verdicts(run: pipeline.Run) -> dict:
-    """The invariants of a recorded step and its summary golden text (None: nothing analysable was recorded)."""
-    n, failed = invariants.violations(run)
+    """The invariants of a recorded step (checks made, failures, those that did not run and why) and its summary
+    golden text (None: nothing analysable was recorded)."""
+    found = invariants.violations(run)
     a = analysis.of(run)
-    return {"invariant_checks": n, "invariant_failures": failed,
+    return {"invariant_checks": found.checks, "invariant_failures": found.failed, "invariant_not_run": found.not_run,
             "summary": figures.summary_text(a) if a is not None else None}
 
 

@@ -53,7 +53,8 @@ import torch
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
 from harness.core import analysis, figures, knapsack, peak
-from harness.core.case import AxesSpec, BuildContext, Case, Checkpoint, CompileSpec, Expect, Partitioner, Program, Selection
+from harness.core.case import (AxesSpec, BuildContext, Case, Checkpoint, CompileSpec, Expect, Needs, Partitioner, Program,
+                               Selection)
 
 BUDGETS = (0.0, 0.1, 0.3, 0.5, 0.8, 1.0)
 ESTIMATORS = ("flops", "testing")  # "profile" benchmarks each op on the device: not reproducible on a shared CPU
@@ -155,18 +156,15 @@ def figures_of(run) -> Figures:
                    calls[-1] if calls else None)
 
 
-_SEEN: dict[tuple[str, float], Figures] = {}  # this process's cells (cells of a case run in budget order)
+def _needed_budgets(axes) -> tuple[float, ...]:
+    """What budget_check reads besides the cell: the same case at the sweep's ends and at the budget below."""
+    below = [b for b in BUDGETS if b < axes.budget]
+    return (0.0, 1.0, *below[-1:])
 
 
 def figures_at(run, budget: float) -> Figures:
-    """The same case's figures at another budget: a cell this process ran, else the shared baseline compile."""
-    from harness.core.pipeline import baseline
-
-    case = run.cell.case
-    key = (case.name, budget)
-    if key not in _SEEN:
-        _SEEN[key] = figures_of(baseline(case, dataclasses.replace(run.cell.axes, budget=budget), True))
-    return _SEEN[key]
+    """The same case's figures at another budget (run_cell adds those runs: Needs.budgets)."""
+    return figures_of(run.at_budget[budget])
 
 
 # --- the oracles ------------------------------------------------------------------------------------------------
@@ -204,7 +202,6 @@ def budget_check(run) -> None:
     case, axes = run.cell.case, run.cell.axes
     solver = solver_of(case)
     f = figures_of(run)
-    _SEEN[(case.name, axes.budget)] = f
     lo, hi = figures_at(run, 0.0), figures_at(run, 1.0)
     ok, ratio, slack = feasibility(f, lo, hi, solver)
     below = [b for b in BUDGETS if b < axes.budget]
@@ -255,7 +252,7 @@ def _case(model: str, solver: str, estimator: str, knob: str | None = None) -> C
     return Case(name, build, checkpoint=checkpoint,
                 axes=AxesSpec(partitioners=(Partitioner.MIN_CUT,), devices=("cpu",), budgets=BUDGETS),
                 compile=CompileSpec(config={"functorch": functorch}),
-                expect=Expect(check=budget_check), goldens=(),
+                expect=Expect(check=budget_check, needs=Needs(budgets=_needed_budgets)), goldens=(),
                 selection=Selection(marker=MARKER, fast=(0.5,) if name in FAST else ()),
                 notes="oracles: feasibility, exact-solver monotonicity and dp/ilp agreement (module docstring); "
                       "no goldens: the matrix is judged by its oracles")

@@ -14,9 +14,10 @@ import re
 import torch
 
 from harness.core import pipeline
-from harness.core.case import Axes, AxesSpec, BuildContext, Case, Cell, Checkpoint, Expect, Numerics, Program
+from harness.core.case import Axes, AxesSpec, BuildContext, Case, Cell, Checkpoint, Expect, Needs, Numerics, Program
 from harness.core.checks import assert_numerics, compare_outcomes
 from harness.core.invariants import violations
+from harness.core.run import run_cell
 from harness.rows.fuzz.program import DEEP_AUTOCAST_TOLERANCE, VOCAB, Prog
 
 
@@ -131,7 +132,7 @@ def failures(prog: Prog, run, cheap: bool = False) -> list[Failure]:
         except AssertionError as e:
             which = "compiled" if "compiled vs" in str(e) else "eager-ac"
             out.append(Failure(f"numerics:{which}:{prog.backend}:{prog.partitioner}{':autocast' if prog.autocast else ''}", str(e)))
-    out += [Failure(f"invariant:{name}", message) for name, message in violations(run, cheap)[1]]
+    out += [Failure(f"invariant:{name}", message) for name, message in violations(run, cheap).failed]
     return out
 
 
@@ -166,7 +167,7 @@ def _check(prog: Prog, cheap: bool) -> Failure | None:
             raise Invalid(f"eager checkpoint rejects the program (documented): {type(e).__name__}") from e
         return Failure(error_signature("eager-ac", e), f"eager with checkpointing raised {type(e).__name__}: {e}")
     try:
-        run = pipeline.run_cell(cell)
+        run = run_cell(cell, needs=Needs() if cheap else None)  # cheap: no baseline compiles
     except Exception as e:
         if is_documented(e):
             raise Invalid(f"documented compile error: {type(root_cause(e)).__name__}: {str(root_cause(e))[:200]}") from e
