@@ -40,7 +40,7 @@ import torch
 import torch.nn as nn
 
 from harness.core import analysis, figures, policies
-from harness.core.case import (DTYPES, AxesSpec, Case, Cell, Checkpoint, CompileSpec, Numerics, Program)
+from harness.core.case import (DTYPES, AxesSpec, Case, Cell, Checkpoint, CompileSpec, Numerics, Program, Runner)
 from harness.core.golden import GoldenDrift, GoldenGraphExtension, Goldens, golden_text, split_golden, updating
 from harness.core.pipeline import baseline
 from harness.core.suite import check_cell
@@ -443,7 +443,7 @@ def check_cell_of(cell: Cell, goldens) -> CellResult:
         message += known_defects(cell, record.run, failures)
     result = CellResult(cell, verdict, failures, message, record.run, figures_of(record.run),
                         checks=sum(v for k, v in record.props.items() if k.endswith("_checks")))
-    if record.run is not None and cell.case.custom is None:
+    if record.run is not None and cell.case.runner is Runner.STANDARD:
         with contextlib.suppress(Exception):
             result.no_ac = figures_of(baseline(cell.case, dataclasses.replace(cell.axes, budget=None), False))
     return result
