@@ -4,7 +4,6 @@ graph that drifted in a known-failure cell is reported beside the known failure)
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest

@@ -12,10 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
-import functools
-import importlib
 import importlib.util
-import itertools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -497,19 +494,6 @@ class Case:
 
     def needs(self, need: Need) -> bool:
         return any(r.need is need for r in self.requires)
-
-    def cell_axes(self, device: str) -> list[Axes]:
-        """The declared cells' axes on ``device``."""
-        spec = self.axes
-        if device not in spec.devices:
-            return []
-        cells = []
-        for backend, part, dtype, budget in itertools.product(spec.backends, spec.partitioners, spec.dtypes,
-                                                              spec.budgets):
-            if backend is Backend.INDUCTOR and part is not Partitioner.MIN_CUT:
-                continue  # inductor always partitions with min-cut
-            cells.append(Axes(part, backend, device, dtype, budget))
-        return cells
 
     def unmet_requirement(self, device: str) -> str | None:
         """Why this case cannot run on ``device`` with the installed torch (None: it can): an unmet requirement, or

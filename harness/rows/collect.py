@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 
 from harness.core.case import BUDGET_SWEEP, Ambient, Axes, Backend, Case, Cell, Composition, Partitioner, Runner
 from harness.rows.cases import all_cases
@@ -70,10 +71,26 @@ def matrix_case(case: Case) -> Case:
                                goldens=(), compile=dataclasses.replace(case.compile, config=config))
 
 
+def declared_axes(case: Case, device: str) -> list[Axes]:
+    """The axes of the cells ``case`` declares on ``device``: the product of its AxesSpec (inductor only with min-cut:
+    inductor always partitions with min-cut)."""
+    spec = case.axes
+    if device not in spec.devices:
+        return []
+    return [Axes(part, backend, device, dtype, budget)
+            for backend, part, dtype, budget in itertools.product(spec.backends, spec.partitioners, spec.dtypes,
+                                                                  spec.budgets)
+            if backend is not Backend.INDUCTOR or part is Partitioner.MIN_CUT]
+
+
+def declared_cells(case: Case, device: str) -> list[Cell]:
+    return [Cell(case, a) for a in declared_axes(case, device)]
+
+
 def matrix_axes(case: Case, device: str) -> list[Axes]:
     if not eligible(case) or device not in case.axes.devices:
         return []
-    declared = set(case.cell_axes(device))
+    declared = set(declared_axes(case, device))
     out = []
     for dtype in case.axes.dtypes:
         candidates = [Axes(Partitioner.MIN_CUT, Backend.AOT_EAGER, device, dtype, b) for b in BUDGET_SWEEP]
@@ -86,7 +103,7 @@ def matrix_axes(case: Case, device: str) -> list[Axes]:
 
 def case_cells(case: Case, device: str) -> list[Cell]:
     """The declared cells of ``case`` on ``device``, then its matrix cells."""
-    return [Cell(case, a) for a in case.cell_axes(device)] + [Cell(matrix_case(case), a) for a in matrix_axes(case, device)]
+    return declared_cells(case, device) + [Cell(matrix_case(case), a) for a in matrix_axes(case, device)]
 
 
 def collect(area: str, device: str) -> list[Collected]:
@@ -123,3 +140,26 @@ def all_cell_ids(devices=("cpu", "cuda")) -> list[str]:
 def skipped_cell_id(case: Case, device: str) -> str:
     """The id of the one entry a case that cannot run on ``device`` collects as."""
     return f"{case.name}-{device}"
+
+
+# --- the suites whose tests are not case cells -----------------------------------------------------------------------
+
+# suites/test_ac_policies.py: every AC policy of harness/core/policies.py but "none", on each model block; these
+# pairs run in make test, the others nightly (slow).
+POLICY_MODELS = ("llama", "moe")
+POLICY_FAST = frozenset({("llama", "every_other_mm"), ("moe", "full")})
+
+
+def policy_cells() -> list[tuple[str, str, bool]]:
+    """(model, policy, slow) of each policy test."""
+    from harness.core import policies
+
+    return [(m, p, (m, p) not in POLICY_FAST) for m in POLICY_MODELS for p in policies.ALL if p != "none"]
+
+
+def knapsack_solvers(exact: bool = False) -> list[str]:
+    """The knapsack solvers this torch has (harness/core/knapsack.py), sorted; ``exact``: those whose answer is an
+    optimum of the instance they solve (knapsack.EXACT): what suites/test_knapsack_solvers.py holds to optimality."""
+    from harness.core import knapsack
+
+    return sorted(s for s in knapsack.available_solvers() if not exact or s in knapsack.EXACT)

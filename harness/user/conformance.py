@@ -44,6 +44,7 @@ from harness.core.case import (DTYPES, AxesSpec, Case, Cell, Checkpoint, Compile
 from harness.core.golden import GoldenDrift, GoldenGraphExtension, Goldens, golden_text, split_golden, updating
 from harness.core.pipeline import baseline
 from harness.core.suite import check_cell
+from harness.rows.collect import declared_cells
 
 BACKENDS = ("aot_eager", "inductor")
 PARTITIONERS = ("min_cut", "default")
@@ -465,8 +466,7 @@ def known_defects(cell: Cell, run, failures: list[tuple[str, str]]) -> str:
 
 def run_case(case: Case, goldens_for: Callable[[Cell], Any] | None = None) -> list[CellResult]:
     device = case.axes.devices[0]
-    return [check_cell_of(Cell(case, axes), goldens_for(Cell(case, axes)) if goldens_for else NoGoldens())
-            for axes in case.cell_axes(device)]
+    return [check_cell_of(cell, goldens_for(cell) if goldens_for else NoGoldens()) for cell in declared_cells(case, device)]
 
 
 # --------------------------------------------------------------------------------------------- the pytest plugin

@@ -59,7 +59,6 @@ from harness.core.case import (AxesSpec, BuildContext, Case, Checkpoint, Compile
 BUDGETS = (0.0, 0.1, 0.3, 0.5, 0.8, 1.0)
 ESTIMATORS = ("flops", "testing")  # "profile" benchmarks each op on the device: not reproducible on a shared CPU
 SOLVERS = tuple(knapsack.available_solvers())
-EXACT = ("dp", "ilp", "dp_knapsack_sliding_hirschberg")  # solvers whose answer is an optimum of what they solve
 MARKER = "budget_matrix"
 
 
@@ -217,7 +216,7 @@ def budget_check(run) -> None:
                         f"{lo.saved_B} + ({axes.budget} + {slack:.6f}) * ({hi.saved_B} - {lo.saved_B}) = "
                         f"{lo.saved_B + (axes.budget + slack) * (hi.saved_B - lo.saved_B):.1f} B (budget used: "
                         f"{ratio}) and above the MUST_SAVE floor {lo.saved_B} + {f.must_save_B} (n = {f.n})")
-    if solver in EXACT and prev is not None and prev.call is not None and f.call is not None:
+    if solver in knapsack.EXACT and prev is not None and prev.call is not None and f.call is not None:
         if (prev.call.memory, prev.call.runtimes) == (f.call.memory, f.call.runtimes):
             mine = sum(Fraction(f.call.runtimes[i]) for i in f.call.saved)
             theirs = sum(Fraction(prev.call.runtimes[i]) for i in prev.call.saved)
