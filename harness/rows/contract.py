@@ -13,7 +13,7 @@ clause x program x mode (use_reentrant=True/False, where it applies) x variant, 
 - ``aot_eager_min_cut`` / ``aot_eager_default``: ``torch.compile(fullgraph=True)`` through
   ``aot_autograd(partition_fn=min_cut_rematerialization_partition | default_partition)``;
 - ``inductor``: ``torch.compile(backend="inductor", fullgraph=True)``.
-The compiles are the runner's (harness/core/pipeline.py ``compiler``, handed to the oracle as ``obs.compile``).
+The compiles are the runner's (harness/core/runners.py ``contract``: ``ctx.compile``, the oracle's ``obs.compile``).
 
 Compiled cells check either the same observable behaviour or a documented difference (``Clause.compiled``, shown
 in docs/contract-coverage.md) that the oracle asserts.  Each named check of an oracle is a verdict of its own
@@ -164,8 +164,8 @@ def fw_count(op: str) -> int:
 
 
 class Variant(enum.StrEnum):
-    """Where a clause's program runs: eagerly, or ``torch.compile(fullgraph=True)``d by the cell's runner (harness/core/
-    pipeline.py ``compiler``) with one backend and partitioner."""
+    """Where a clause's program runs: eagerly, or ``torch.compile(fullgraph=True)``d through the cell's runner
+    (harness/core/runners.py ``contract``) with one backend and partitioner."""
 
     EAGER = "eager"
     AOT_EAGER_MIN_CUT = "aot_eager_min_cut"
@@ -1206,6 +1206,16 @@ def _eager(fn: Callable, fullgraph: bool = True) -> Callable:
     return fn
 
 
+def _compiler(ctx: BuildContext) -> Callable[..., Callable]:
+    """``compile(fn, fullgraph=True)``: a fresh compile of ``fn`` (Dynamo reset first, so no graph of an earlier call is
+    reused) with the cell's backend, which the runner put in ``ctx``."""
+    def compile(fn: Callable, fullgraph: bool = True) -> Callable:
+        torch._dynamo.reset()
+        return dataclasses.replace(ctx, fullgraph=fullgraph).compile(fn)
+
+    return compile
+
+
 @dataclasses.dataclass(frozen=True)
 class Observe:
     """A contract case's program (its ``build``, run by ``Runner.CONTRACT``): the clause's oracle on one program, mode
@@ -1225,7 +1235,7 @@ class Observe:
 
     def __call__(self, ctx: BuildContext) -> list[tuple[str, str | None]]:
         obs = Obs(self.clause.id, self.variant, self.reentrant, self.program,
-                  compile=_eager if self.variant is Variant.EAGER else ctx.compile)
+                  compile=_eager if self.variant is Variant.EAGER else _compiler(ctx))
         reset_counts()
         try:
             with warnings.catch_warnings():

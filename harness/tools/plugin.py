@@ -233,6 +233,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     totals: Counter = Counter()
     cases: set[str] = set()
     cells = 0
+    without_invariants: list[str] = []
     for key in ("passed", "failed", "xfailed", "xpassed"):
         for rep in terminalreporter.stats.get(key, []):
             if getattr(rep, "when", "call") != "call":
@@ -243,6 +244,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                     cases.add(v)
                 elif isinstance(v, (int, float)) and not k.endswith("_seconds"):
                     totals[k] += v
+                if k == "cells_without_invariants":
+                    without_invariants.append(rep.nodeid.rpartition("[")[2].rstrip("]"))
     if cells:
         terminalreporter.write_sep("-", "conformance summary")
         terminalreporter.write_line(
@@ -250,7 +253,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             f"numerics comparisons: {totals['numerics_checks']}; op-count checks: {totals['op_count_checks']}; "
             f"invariant checks: {totals['invariant_checks']}; error-message checks: {totals['error_checks']}; "
             f"contract checks: {totals['contract_checks']}; known-failure cells: {totals['known_failure_cells']} ({totals['known_failure_other_checks']} other "
-            f"checks passed in them)")
+            f"checks passed in them); checks not run: {totals['checks_not_run']}")
+        if without_invariants:
+            shown = ", ".join(sorted(without_invariants)[:8]) + (f", +{len(without_invariants) - 8} more"
+                                                                 if len(without_invariants) > 8 else "")
+            terminalreporter.write_line(f"cells where no invariant ran ({len(without_invariants)}; the reasons are "
+                                        f"each cell's 'not_run' property): {shown}")
     _report_unmatched_known_failures(terminalreporter, config)
     before = getattr(config, "_ac_golden_before", None)
     if before is not None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from harness.rows.fuzz.program import AUTOCAST_TOLERANCE, Prog
+from harness.rows.fuzz.program import DEEP_AUTOCAST_TOLERANCE, Prog
 
 TEMPLATE = '''"""Fuzz finding {digest}: {signature}
 
@@ -137,7 +137,7 @@ if __name__ == "__main__":
 
 
 def render(prog: Prog, signature: str, message: str, path: str) -> str:
-    rtol, atol = AUTOCAST_TOLERANCE if prog.autocast else (1e-5, 1e-5)
+    rtol, atol = DEEP_AUTOCAST_TOLERANCE if prog.autocast else (1e-5, 1e-5)
     msg = "\n".join("    " + ln for ln in message.replace('"""', "'''").splitlines()[:12])
     return TEMPLATE.format(
         digest=prog.digest(), signature=signature, torch=torch.__version__, describe=prog.describe(), path=path,
