@@ -1195,7 +1195,6 @@ def _sac_twice(obs: Obs):
 # the rows: one case per clause x program x mode x variant
 # --------------------------------------------------------------------------------------------------------------
 
-BY_ID = {c.id: c for c in CLAUSES}
 # a cell's outcome must not depend on what an earlier cell (or run) left in the FX graph and AOTAutograd caches
 # (sac.backward_twice turns them on itself, to pin a cache-hit defect)
 NO_COMPILE_CACHES = CompileSpec(config={"functorch": {"enable_autograd_cache": False},
