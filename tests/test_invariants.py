@@ -245,3 +245,42 @@ def test_a_prefer_save_directive_is_no_excess_of_the_eager_bound():
             '"op": "cos", "w": 0}], "weights_are_params": true}')
     run = run_cell(oracles.cell_for(Prog.from_json(spec)))
     assert invariants.ac_saves_within_eager_bound(run) == 1, "expected the bound checked and met"
+
+
+def test_verdicts_are_pure_functions_of_runs(monkeypatch):
+    """Issue 25: an invariant (or a case check) declares what it needs and run_cell puts it into the run; judging the
+    run compiles nothing.  Every way to compile is made to fail after the run: the verdicts still run."""
+    from harness.core import runners
+
+    run = _run("reference_block_full_ac", budget=0.5)  # needs the no-AC baseline and the sweep
+    assert run.no_ac_figures is not None and sorted(run.sweep) == [0.0, 1.0], (run.no_ac_figures, run.sweep)
+
+    def compiles(*args, **kwargs):
+        raise AssertionError(f"a verdict compiled: {args[:2]}")
+
+    for module, name in ((pipeline, "compile_and_record"), (pipeline, "baseline"), (pipeline, "execute"),
+                         (baselines, "figures"), (runners, "record")):
+        monkeypatch.setattr(module, name, compiles)
+    found = invariants.violations(run)
+    assert not found.failed and found.checks > 0, found
+    ran = {f.__name__ for f in invariants.INVARIANTS} - {name for name, _ in found.not_run}
+    assert {"ac_backward_does_no_less_work", "ac_saves_within_eager_bound", "budget_monotone"} <= ran, found.not_run
+
+
+def test_rows_say_what_not_how():
+    """No row module imports the pipeline, a runner or run_cell: a row names its runner, one runner knows how."""
+    import ast
+
+    from harness.core.paths import ROOT
+
+    forbidden = {"harness.core.pipeline", "harness.core.runners", "harness.core.run", "harness.core.baselines"}
+    seen = {}
+    for path in sorted((ROOT / "harness" / "rows" / "cases").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or "", *(f"{node.module}.{a.name}" for a in node.names)]
+                     if isinstance(node, ast.ImportFrom) else [])
+            hits = [n for n in names if n in forbidden]
+            if hits:
+                seen.setdefault(path.name, []).extend(hits)
+    assert seen == {}, f"expected no row module to import {sorted(forbidden)}, saw {seen}"

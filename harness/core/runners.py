@@ -41,7 +41,11 @@ from harness.core.pipeline import (BUILD_SEED, RUN_SEED, Outcome, Recorder, Run,
 def record(cell: Cell) -> Run:
     """The cell's run, recorded by its case's runner (no baselines: harness/core/run.py adds what verdicts need)."""
     fresh_state()
-    return RUNNERS[cell.case.runner](cell)
+    start = time.perf_counter()
+    run = RUNNERS[cell.case.runner](cell)
+    if cell.case.runner is not Runner.STANDARD:  # the standard runner splits its time into eager, compile, run
+        run.timings["runner"] = time.perf_counter() - start
+    return run
 
 
 def _context(cell: Cell, ac: bool = True, variant: str = "") -> BuildContext:
