@@ -18,10 +18,9 @@ import pytest
 import torch
 
 from harness.core import policies as P
+from harness.rows.collect import policy_cells
 from harness.tools import training as T
 
-CASES = [(m, p) for m in ("llama", "moe") for p in P.ALL if p != "none"]
-DEFAULT = {("llama", "every_other_mm"), ("moe", "full")}
 MOE_CONFIG = {"capture_dynamic_output_shape_ops": True}
 
 
@@ -35,8 +34,8 @@ def _run(model, policy, compile_mode):
         return T.single_process(model, policy, compile_mode=compile_mode, n_layers=2)
 
 
-@pytest.mark.parametrize("model,policy", [pytest.param(m, p, id=f"{m}-{p}", marks=() if (m, p) in DEFAULT else pytest.mark.slow)
-                                          for m, p in CASES])
+@pytest.mark.parametrize("model,policy", [pytest.param(m, p, id=f"{m}-{p}", marks=pytest.mark.slow if slow else ())
+                                          for m, p, slow in policy_cells()])
 def test_policy(model, policy, record):
     pol = _policy(policy)
     ref = _run(model, P.NoAC(), "none")

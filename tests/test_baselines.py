@@ -11,6 +11,8 @@ import torch
 from harness.core import analysis, baselines, pipeline, suite
 from harness.core.analysis import Analysis, Saved
 from harness.core.case import Axes, Cell
+from harness.core.figures import Figures
+from harness.core.run import run_cell
 from harness.rows.cases import find_case
 
 CASE = find_case("sac_no_recompute_mm")
@@ -35,7 +37,7 @@ def test_a_warm_cache_gives_the_figures_of_a_fresh_compile(cache):
     where, compiles = cache
     cold = baselines.figures(CASE, AXES, False)
     warm = baselines.figures(CASE, AXES, False)
-    fresh = baselines.Figures.of(analysis.of(pipeline.compile_and_record(CASE, AXES, ac=False)))
+    fresh = Figures.of(analysis.of(pipeline.compile_and_record(CASE, AXES, ac=False)))
     assert len(compiles) == 1 and len(list(where.glob("*.json"))) == 1, (
         f"expected one compile and one cache file for two lookups; saw {len(compiles)} compiles, "
         f"{sorted(p.name for p in where.glob('*.json'))}")
@@ -79,7 +81,7 @@ def test_a_faulty_cell_still_fails_on_a_warm_cache(cache, monkeypatch):
     record = lambda k, v: None  # noqa: E731
     suite.check_cell(cell, Goldens(), record)  # fills the cache
     n = len(compiles)
-    real = pipeline.run_cell
+    real = run_cell
 
     def faulty(c):
         run = real(c)
@@ -105,7 +107,7 @@ def test_an_inductor_baseline_without_kernels_has_the_figures_of_a_full_compile(
     graphs_only = pipeline.compile_and_record(case, axes, ac=ac, codegen=False)
     assert full.cache, f"expected the full compile to go through inductor's FX graph cache; saw counters {full.cache}"
     assert graphs_only.cache == {}, f"expected no inductor code generated without codegen; saw {graphs_only.cache}"
-    seen = [baselines.Figures.of(analysis.of(r)) for r in (full, graphs_only)]
+    seen = [Figures.of(analysis.of(r)) for r in (full, graphs_only)]
     assert seen[0] == seen[1], f"expected equal figures with and without kernels; saw {seen[0]} vs {seen[1]}"
 
 
@@ -119,7 +121,7 @@ def test_another_budget_partitioned_again_has_the_figures_of_a_compile_at_that_b
     for budget in (0.5, 0.0):
         other = dataclasses.replace(axes, budget=budget)
         again = baselines.figures(case, other, True, from_run=run)
-        compiled = baselines.Figures.of(analysis.of(pipeline.compile_and_record(case, other, ac=True, codegen=False)))
+        compiled = Figures.of(analysis.of(pipeline.compile_and_record(case, other, ac=True, codegen=False)))
         assert again == compiled, f"expected budget {budget} partitioned again == compiled; saw {again} vs {compiled}"
     assert compiles == [], f"expected no baseline compile when the cell's joints are partitioned again; saw {compiles}"
 

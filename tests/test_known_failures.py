@@ -11,9 +11,10 @@ import re
 import pytest
 import torch
 
-from harness.core import analysis, known_failures, pipeline, suite
+from harness.core import analysis, known_failures, suite
 from harness.core.analysis import Analysis, Saved
 from harness.core.case import Axes, Cell
+from harness.core.run import run_cell
 from harness.rows.cases import find_case
 from harness.rows.collect import matrix_case
 from synthetic_faults import MUST_SAVE_IGNORED_ENTRY, must_save_ignored
@@ -56,7 +57,7 @@ def fault(monkeypatch):
 
 def _check(cell, entries, monkeypatch=None, perturb=None):
     if perturb is not None:
-        real = pipeline.run_cell
+        real = run_cell
 
         def faulty(c):
             run = real(c)
@@ -73,8 +74,10 @@ def test_a_known_failure_cell_runs_every_other_check_and_xfails_naming_the_entry
     with pytest.raises(pytest.xfail.Exception) as info:
         _check(FAULTY, [entry])
     msg = str(info.value)
+    # run, numerics, five invariants... less the two that cannot run here (a matrix cell declares no op counts; the
+    # program has no random op), which are not run, not passed (issue 28)
     assert "known failure synthetic-must-save-ignored at invariant:must_save_not_recomputed" in msg and \
-        "8 other checks passed" in msg, f"expected the entry, its check and the other checks counted, saw: {msg}"
+        "6 other checks passed" in msg, f"expected the entry, its check and the other checks counted, saw: {msg}"
 
 
 def test_a_second_fault_in_a_known_failure_cell_fails_it_naming_that_check(entry, fault, monkeypatch):
@@ -286,3 +289,32 @@ def test_make_check_runs_the_examples():
                                        any(reaches(d, (*seen, target)) for d in deps.get(target, ())))
 
     assert reaches("check"), "expected `make check` to run pytest on examples/ (directly or through a prerequisite)"
+
+
+def test_a_check_of_named_parts_is_one_verdict_per_part():
+    """A contract cell (Runner.CONTRACT): each named check its oracle makes is a verdict ``case_check:<name>``, so an
+    entry pins one of them; another failing part fails the cell naming it, and the pinned part passing is an XPASS."""
+    from harness.core.case import AxesSpec, Case, Expect, Runner
+    from harness.rows.collect import declared_cells
+    from harness.rows.contract import judge
+
+    def cell(observations):
+        case = Case("clause-prog-nonreentrant-eager", lambda ctx: observations, runner=Runner.CONTRACT,
+                    axes=AxesSpec(partitioners="min_cut", devices="cpu"), expect=Expect(check=judge), goldens=(),
+                    area="contract")
+        (only,) = declared_cells(case, "cpu")
+        return only
+
+    entry = known_failures._entry({"id": "pinned", "reason": "r", "upstream": "none", "stage": "case_check:a",
+                                   "message": "^expected 0", "torch": ">=2",
+                                   "select": {"cases": ["clause-prog-nonreentrant-eager"]}}, "test")
+    with pytest.raises(pytest.xfail.Exception, match="known failure pinned at case_check:a; 2 other checks passed"):
+        _check(cell([("a", "expected 0; saw 1"), ("b", None)]), [entry])
+    with pytest.raises(suite.CellFailure) as info:
+        _check(cell([("a", "expected 0; saw 1"), ("b", "expected 2; saw 3"), ("b", None)]), [entry])
+    assert [s for s, _ in info.value.failures] == ["case_check:b"], info.value.failures
+    with pytest.raises(AssertionError, match="XPASS.*check case_check:a passed"):
+        _check(cell([("a", None), ("b", None)]), [entry])
+    with pytest.raises(suite.CellFailure, match="no_checks"):
+        _check(cell([]), [])
+    assert cell([]).id == "clause-prog-nonreentrant-eager", "expected a contract cell named as its case"

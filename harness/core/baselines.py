@@ -1,7 +1,8 @@
 """The figures of a case's baseline compiles (without AC; the other budgets of a sweep), cached on disk across runs.
 
 The comparing invariants (harness/core/invariants.py) judge a cell against the same program compiled without AC, and
-``budget_monotone`` against the other budgets of its sweep.  Those compiles were ~40% of a warm ``make test``
+``budget_monotone`` against the other budgets of its sweep; ``run_cell`` (harness/core/run.py) fetches those figures
+from here before any verdict.  Those compiles were ~40% of a warm ``make test``
 (bench/run_bench.py's split: "invariants"), and they are the same on every run of the same torch and harness.  So
 their figures -- saved tensors, backward FLOPs, activation bytes: what the invariants read -- are stored under
 ``.cache/baselines/`` (``AC_BASELINE_CACHE`` points elsewhere; ``off`` disables it) and reused.
@@ -37,23 +38,11 @@ import torch
 
 from harness.core import analysis, paths
 from harness.core.analysis import Saved
-from harness.core.case import Axes, Case
+from harness.core.figures import Figures
+from harness.core.case import Axes, Case, Runner
 from harness.core.pipeline import Run, baseline, repartition
 
 _ENV = "AC_BASELINE_CACHE"
-
-
-@dataclasses.dataclass(frozen=True)
-class Figures:
-    """What a comparison reads off a baseline's analysis (an :class:`harness.core.analysis.Analysis` has the same names)."""
-
-    saved: tuple[Saved, ...]
-    bw_flops: int | None
-    activation_bytes: int | None
-
-    @classmethod
-    def of(cls, a: analysis.Analysis) -> Figures:
-        return cls(tuple(a.saved), a.bw_flops, a.activation_bytes)
 
 
 def _repartitioned(run: Run, budget: float | None) -> analysis.Analysis | None:
@@ -134,7 +123,8 @@ def key(case: Case, axes: Axes, ac: bool) -> str:
 
 
 def _cacheable(case: Case) -> bool:
-    return bool(case.area) and case.custom is None and (paths.ROOT / "harness" / "rows" / "cases" / f"{case.area}.py").exists()
+    return (bool(case.area) and case.runner is Runner.STANDARD and not case.variants
+            and (paths.ROOT / "harness" / "rows" / "cases" / f"{case.area}.py").exists())
 
 
 def _load(path: Path) -> Figures | None:

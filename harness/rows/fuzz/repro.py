@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from harness.rows.fuzz.program import AUTOCAST_TOLERANCE, Prog
+from harness.rows.fuzz.program import DEEP_AUTOCAST_TOLERANCE, Prog
 
 TEMPLATE = '''"""Fuzz finding {digest}: {signature}
 
@@ -193,9 +193,9 @@ def _standalone_source() -> str:
 
 
 def render(prog: Prog, signature: str, message: str, path: str) -> str:
-    from harness.core.invariants import BUDGET_SWEEP
+    from harness.core.case import BUDGET_SWEEP
 
-    rtol, atol = AUTOCAST_TOLERANCE if prog.autocast else (1e-5, 1e-5)
+    rtol, atol = DEEP_AUTOCAST_TOLERANCE if prog.autocast else (1e-5, 1e-5)
     msg = "\n".join("    " + ln for ln in message.replace('"""', "'''").splitlines()[:12])
     check = "invariant:" + signature.split(":")[1] if signature.startswith("invariant:") else "numerics"
     return TEMPLATE.format(
