@@ -424,36 +424,31 @@ BREAKERS = {
 }
 
 
-def f_offload_saved(mp):
-    """The documented behaviour, for the clause whose eager cells are a known failure on 2.13: cache offload
-    decisions like saves (on CPU, 'offload to CPU' is 'keep')."""
+def _offload_as(mp, must, prefer):
+    """SAC policies whose CPU-offload decisions read as ``must`` / ``prefer`` (the policy function wrapped)."""
 
     def t(p):
         p = _as_fn(p)
 
         def q(ctx, f, *a, **k):
             r = p(ctx, f, *a, **k)
-            return {CP.MUST_CPU_OFFLOAD: CP.MUST_SAVE, CP.PREFER_CPU_OFFLOAD: CP.PREFER_SAVE}.get(r, r)
+            return {CP.MUST_CPU_OFFLOAD: must, CP.PREFER_CPU_OFFLOAD: prefer}.get(r, r)
 
         return q
 
     _wrap_sac(mp, t)
+
+
+def f_offload_saved(mp):
+    """The documented behaviour, for the clause whose eager cells are a known failure on 2.13: cache offload
+    decisions like saves (on CPU, 'offload to CPU' is 'keep')."""
+    _offload_as(mp, CP.MUST_SAVE, CP.PREFER_SAVE)
 
 
 def b_offload_recomputed(mp):
     """The defect of known failure contract-sac-cpu-offload-recomputed-in-eager, planted: offload decisions are
     recomputed (torch 2.11-2.14 cache only MUST_SAVE/PREFER_SAVE outputs), whatever torch ships."""
-
-    def t(p):
-        p = _as_fn(p)
-
-        def q(ctx, f, *a, **k):
-            r = p(ctx, f, *a, **k)
-            return {CP.MUST_CPU_OFFLOAD: CP.MUST_RECOMPUTE, CP.PREFER_CPU_OFFLOAD: CP.PREFER_RECOMPUTE}.get(r, r)
-
-        return q
-
-    _wrap_sac(mp, t)
+    _offload_as(mp, CP.MUST_RECOMPUTE, CP.PREFER_RECOMPUTE)
 
 
 # clauses whose eager behaviour on the pinned torch already breaks the promise: clause -> (the documented behaviour
