@@ -30,9 +30,7 @@ def _perturb_one_recomputed_node(real_partition):
 def test_planted_fault_is_found_and_shrunk(monkeypatch):
     real = pipeline.partition_fn
     monkeypatch.setattr(pipeline, "partition_fn", lambda name: _perturb_one_recomputed_node(real(name)))
-    # One chunk: a later chunk would report the same fault again at another budget regime (signature_key keeps the
-    # budget regime: a different regime may be a different cause), shrunk only among the regimes still unknown.
-    stats, findings = runner.fuzz(max_examples=30, chunk=30, derandomize=True, known={}, write=False, database=False,
+    stats, findings = runner.fuzz(max_examples=30, derandomize=True, known={}, write=False, database=False,
                                   strategy=programs(inductor_one_in=0, allow_random=False, autocast_one_in=0,
                                                     partitioners=(Partitioner.MIN_CUT,)), verbose=False, cheap=True)
     numerics = {sig: prog for sig, (prog, _) in findings.items() if sig.startswith("numerics:compiled")}

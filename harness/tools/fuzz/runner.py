@@ -147,7 +147,7 @@ def fuzz(*, seconds: float | None = None, max_examples: int = 20, seed: int = 0,
     recompile each program (harness.core.invariants.RECOMPILING): the smoke run and the meta tests use it.  The campaign runs in chunks of
     ``chunk`` programs, chunk k seeded by (``seed``, k); ``worker`` of ``workers`` runs chunks worker, worker +
     workers, ...: the workers of :func:`campaign` together draw the chunks one process would."""
-    stats, found_now, findings = Stats(), {}, {}
+    stats, found_now, findings, reported = Stats(), {}, {}, set()
     known = dict(known_signatures() if known is None else known)
     failure_type = _FailureTypes()
     start = time.monotonic()
@@ -177,7 +177,10 @@ def fuzz(*, seconds: float | None = None, max_examples: int = 20, seed: int = 0,
             event("outcome", "pass")
             return
         key = oracles.signature_key(failure.signature, failure.message, prog)
-        if key in known:
+        one = oracles.signature_key(failure.signature, failure.message)
+        # Known: on file (the key, budget regime included), or a failure this campaign already reported at another
+        # regime (reported again by the next campaign, if it is a cause of its own).
+        if key in known or one in reported:
             stats.known_hits[key] += 1
             event("outcome", "known finding")
             return
@@ -185,7 +188,6 @@ def fuzz(*, seconds: float | None = None, max_examples: int = 20, seed: int = 0,
         event("outcome", "finding")
         # Hypothesis shrinks each failure type on its own: the failure's own context (message, op), not the program's
         # knobs (its budget), which shrinking moves -- a type per budget regime would leave half-shrunk findings.
-        one = oracles.signature_key(failure.signature, failure.message)
         found_now[one] = (prog, failure)  # the last call per type is hypothesis' final (minimal) replay
         raise failure_type(one)(f"{failure.signature}\n{failure.message}")
 
@@ -211,8 +213,9 @@ def fuzz(*, seconds: float | None = None, max_examples: int = 20, seed: int = 0,
                 raise
             if verbose and not any(isinstance(x, AssertionError) for x in getattr(e, "exceptions", [e])):
                 print(f"fuzz: unexpected {type(e).__name__}: {e}")
-        for prog, failure in found_now.values():
+        for one, (prog, failure) in found_now.items():
             key = oracles.signature_key(failure.signature, failure.message, prog)
+            reported.add(one)
             path = write_finding(prog, failure.signature, failure.message) if write else None
             findings[key] = (prog, path)
             known[key] = path
