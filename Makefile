@@ -20,7 +20,7 @@ FUZZ_SECONDS ?= 180
 FUZZ_SEED    ?= 0
 FUZZ_WORKERS ?=
 
-.PHONY: fuzz install gpu-check-dry-run test test-cuda snapshot-update-cuda snapshot-update snapshot-new check meta meta-slow coverage clean nightly
+.PHONY: fuzz install gpu-check-dry-run examples test test-cuda snapshot-update-cuda snapshot-update snapshot-new check meta meta-slow coverage clean nightly
 
 install: .venv/.installed
 
@@ -91,7 +91,10 @@ meta-slow: install  ## the harness's tests that run whole pytest, nightly or rep
 gpu-check-dry-run: install  ## scripts/gpu_check.sh cannot rot: syntax, its wheel resolves, the CUDA selection collects
 	PY=$(PY) bash scripts/gpu_check.sh --dry-run
 
-check: meta gpu-check-dry-run test  ## the harness's own tests, the GPU script's dry run, then the conformance suite
+examples: install  ## the examples' tests (the user path through the ac_conformance fixture); their expectations are in known_failures.toml
+	$(PYTEST) examples $(XDIST) $(ARGS)
+
+check: meta gpu-check-dry-run examples test  ## the harness's own tests, the GPU script's dry run, the examples, then the conformance suite
 
 docs: install  ## regenerate docs/layout.md and the README's layout table from the folders of harness/
 	$(PY) -m harness.tools.layout

@@ -3,8 +3,9 @@
 One round runs the selection four times -- serial cold, serial warm, ``-n W --dist loadgroup`` cold, the same warm --
 "cold" pointing every compile cache (inductor FX graph / AOT caches, triton) at a fresh empty directory, "warm"
 reusing the directory the cold run just filled.  Each cell's time is split into eager reference, compile, compiled
-run, a custom pipeline (cases that replace the standard one), the semantic invariants (harness/core/invariants.py: mostly
-the no-AC baseline compile they make), harness overhead (graph recording, normalization, checks, golden summary and
+run, another runner than the standard one (export, make_fx tracing, remat, ...: harness/core/runners.py), the baselines
+the verdicts need (harness/core/run.py: mostly the no-AC baseline compile), the semantic invariants
+(harness/core/invariants.py), harness overhead (graph recording, normalization, checks, golden summary and
 comparison) and the rest (pytest, fixtures), from the ``*_seconds`` user properties
 ``harness.core.suite.check_cell`` records, read back from a JUnit XML.  Ratios are taken within one round; with several
 rounds every figure is the median over rounds.  Prints a table and writes JSON (reports/bench.json).
@@ -55,7 +56,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PARTS = ("eager", "compile", "run", "custom", "invariants", "harness", "other")
+PARTS = ("eager", "compile", "run", "runner", "baselines", "invariants", "harness", "other")
 HARNESS = ("record", "normalize", "check", "golden")  # harness overhead, as recorded by pipeline/suite
 ALL_PARTS = PARTS + tuple(f"harness.{k}" for k in HARNESS)
 CACHE_COUNTS = ("fxgraph_cache_hit", "fxgraph_cache_miss", "fxgraph_cache_bypass")  # recorded per cell
@@ -80,7 +81,7 @@ def parse_junit(path: Path) -> dict:
         total = float(tc.get("time") or 0.0)
         bad = next((tc.find(t) for t in ("failure", "error") if tc.find(t) is not None), None)
         secs = {k[: -len("_seconds")]: float(v) for k, v in props.items() if k.endswith("_seconds")}
-        split = {p: secs.get(p, 0.0) for p in ("eager", "compile", "run", "custom", "invariants")}
+        split = {p: secs.get(p, 0.0) for p in PARTS[:-2]}
         split["harness"] = sum(secs.get(k, 0.0) for k in HARNESS)
         split["other"] = max(total - sum(split.values()), 0.0)
         split.update({f"harness.{k}": secs.get(k, 0.0) for k in HARNESS})

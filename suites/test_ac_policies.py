@@ -19,10 +19,9 @@ import torch
 
 from harness.core import policies as P
 from harness.rows import models
+from harness.rows.collect import policy_cells
 from harness.tools import training as T
 
-CASES = [(m, p) for m in ("llama", "moe") for p in P.ALL if p != "none"]
-DEFAULT = {("llama", "every_other_mm"), ("moe", "full")}
 MOE_CONFIG = {"capture_dynamic_output_shape_ops": True}
 # The shapes (compile time grows with the graph, not with the sizes: dim, heads and sequence are models.LlamaConfig's
 # defaults, already small):
@@ -47,8 +46,8 @@ def _run(model, policy, compile_mode):
         return T.single_process(model, policy, compile_mode=compile_mode, n_layers=N_LAYERS)
 
 
-@pytest.mark.parametrize("model,policy", [pytest.param(m, p, id=f"{m}-{p}", marks=() if (m, p) in DEFAULT else pytest.mark.slow)
-                                          for m, p in CASES])
+@pytest.mark.parametrize("model,policy", [pytest.param(m, p, id=f"{m}-{p}", marks=pytest.mark.slow if slow else ())
+                                          for m, p, slow in policy_cells()])
 def test_policy(model, policy, record):
     pol = _policy(policy)
     ref = _run(model, P.NoAC(), "none")

@@ -112,12 +112,17 @@ def check(key: str, ranks: list[dict] | D.RankFailure, record, goldens: Goldens)
             for inv in INVARIANTS:
                 failed = [f"rank {r}: {msg}" for r, out in enumerate(ranks)
                           for name, msg in out["verdicts"]["invariant_failures"] if name == inv.__name__]
+                not_run = [f"rank {r}: {why}" for r, out in enumerate(ranks)
+                           for name, why in out["verdicts"].get("invariant_not_run", ()) if name == inv.__name__]
                 stage = f"invariant:{inv.__name__}"
                 if failed:
                     verdicts.failed.extend((stage, m) for m in failed)
+                elif len(not_run) == len(ranks):  # run on no rank: not passed
+                    verdicts.not_run.append((stage, "; ".join(not_run)))
                 else:
                     verdicts.passed.append(stage)
             record("invariant_checks", sum(out["verdicts"]["invariant_checks"] for out in ranks))
+            verdicts.record_not_run(record)
     try:
         verdicts.conclude(known_failures.load(), None, record)
     except BaseException:

@@ -40,9 +40,10 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from harness.core.knapsack import SCALE, Solution, available_solvers, exhaustive, quantize, solve
+from harness.core.knapsack import SCALE, Solution, exhaustive, quantize, solve
+from harness.rows.collect import knapsack_solvers
 
-SOLVERS = available_solvers()
+SOLVERS = knapsack_solvers()
 
 settings.register_profile(
     "knapsack-ci", derandomize=True, database=None, deadline=None, max_examples=45, print_blob=True,
@@ -183,7 +184,7 @@ def _style(runtimes) -> str:
 # ---------------------------------------------------------------------------------------------------- tests
 
 
-@pytest.mark.parametrize("name", sorted(set(SOLVERS) - {"greedy", "dynamic_memory_budget_dp"}))
+@pytest.mark.parametrize("name", knapsack_solvers(exact=True))
 @PROFILE
 @given(inst=instances())
 def test_answer_partitions_the_items(name, inst):

@@ -11,6 +11,8 @@ import torch
 from harness.core import analysis, baselines, pipeline, suite
 from harness.core.analysis import Analysis, Saved
 from harness.core.case import Axes, Cell
+from harness.core.figures import Figures
+from harness.core.run import run_cell
 from harness.rows.cases import find_case
 
 CASE = find_case("sac_no_recompute_mm")
@@ -35,7 +37,7 @@ def test_a_warm_cache_gives_the_figures_of_a_fresh_compile(cache):
     where, compiles = cache
     cold = baselines.figures(CASE, AXES, False)
     warm = baselines.figures(CASE, AXES, False)
-    fresh = baselines.Figures.of(analysis.of(pipeline.compile_and_record(CASE, AXES, ac=False)))
+    fresh = Figures.of(analysis.of(pipeline.compile_and_record(CASE, AXES, ac=False)))
     assert len(compiles) == 1 and len(list(where.glob("*.json"))) == 1, (
         f"expected one compile and one cache file for two lookups; saw {len(compiles)} compiles, "
         f"{sorted(p.name for p in where.glob('*.json'))}")
@@ -79,7 +81,7 @@ def test_a_faulty_cell_still_fails_on_a_warm_cache(cache, monkeypatch):
     record = lambda k, v: None  # noqa: E731
     suite.check_cell(cell, Goldens(), record)  # fills the cache
     n = len(compiles)
-    real = pipeline.run_cell
+    real = run_cell
 
     def faulty(c):
         run = real(c)
@@ -105,7 +107,7 @@ def test_an_inductor_baseline_without_kernels_has_the_figures_of_a_full_compile(
     graphs_only = pipeline.compile_and_record(case, axes, ac=ac, codegen=False)
     assert full.cache, f"expected the full compile to go through inductor's FX graph cache; saw counters {full.cache}"
     assert graphs_only.cache == {}, f"expected no inductor code generated without codegen; saw {graphs_only.cache}"
-    seen = [baselines.Figures.of(analysis.of(r)) for r in (full, graphs_only)]
+    seen = [Figures.of(analysis.of(r)) for r in (full, graphs_only)]
     assert seen[0] == seen[1], f"expected equal figures with and without kernels; saw {seen[0]} vs {seen[1]}"
 
 
@@ -119,6 +121,55 @@ def test_another_budget_partitioned_again_has_the_figures_of_a_compile_at_that_b
     for budget in (0.5, 0.0):
         other = dataclasses.replace(axes, budget=budget)
         again = baselines.figures(case, other, True, from_run=run)
-        compiled = baselines.Figures.of(analysis.of(pipeline.compile_and_record(case, other, ac=True, codegen=False)))
+        compiled = Figures.of(analysis.of(pipeline.compile_and_record(case, other, ac=True, codegen=False)))
         assert again == compiled, f"expected budget {budget} partitioned again == compiled; saw {again} vs {compiled}"
     assert compiles == [], f"expected no baseline compile when the cell's joints are partitioned again; saw {compiles}"
+
+
+def _customize(tmp_path, name, body):
+    where = tmp_path / f"site-{name}"
+    where.mkdir()
+    (where / f"{name}.py").write_text(body)
+    return where
+
+
+@pytest.mark.parametrize("change", [
+    "PYTHONPATH", "TORCHINDUCTOR_MAX_AUTOTUNE", "TORCHDYNAMO_INLINE_INBUILT_NN_MODULES", "TORCH_LOGS",
+    "TORCH_COMPILE_DISABLE", "PYTORCH_NO_CUDA_MEMORY_CACHING", "AC_FAULT", "LD_PRELOAD",
+    "sitecustomize", "usercustomize", "sitecustomize edited", "pth file"])
+def test_whatever_changes_the_torch_that_runs_misses_the_cache(change, tmp_path, monkeypatch):
+    """The key holds every way to change the torch a process runs without touching its files: the import path, a
+    sitecustomize / usercustomize (or a .pth file) that patches torch at start-up, torch's, inductor's and dynamo's
+    configuration variables, and AC_FAULT (the fault kit's in-process patch of torch)."""
+    import sys
+
+    for var in ("PYTHONPATH", "AC_FAULT", "LD_PRELOAD"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    before = baselines.key(CASE, AXES, False)
+    if change == "sitecustomize edited":
+        where = _customize(tmp_path, "sitecustomize", "import torch\n")
+        monkeypatch.setattr(sys, "path", [str(where), *sys.path])
+        before = baselines.key(CASE, AXES, False)
+        (where / "sitecustomize.py").write_text("import torch\ntorch._functorch.config.activation_memory_budget = 0.5\n")
+    elif change in ("sitecustomize", "usercustomize"):
+        where = _customize(tmp_path, change, "import torch\ntorch.utils.checkpoint.checkpoint = None\n")
+        monkeypatch.setattr(sys, "path", [str(where), *sys.path])
+    elif change == "pth file":
+        site_dir = tmp_path / "site"
+        site_dir.mkdir()
+        monkeypatch.setattr(sys, "path", [str(site_dir), *sys.path])  # as a site-packages directory is
+        before = baselines.key(CASE, AXES, False)
+        (site_dir / "patch.pth").write_text("import patch_torch\n")
+    else:
+        monkeypatch.setenv(change, str(tmp_path) if change == "PYTHONPATH" else "1")
+    after = baselines.key(CASE, AXES, False)
+    assert after != before, f"expected {change} to change the baseline cache key; saw the same key {after}"
+
+
+def test_the_key_ignores_what_does_not_change_torch(monkeypatch):
+    """The key is stable: where inductor keeps its caches, or an unrelated variable, serves the same figures."""
+    before = baselines.key(CASE, AXES, False)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/elsewhere")
+    monkeypatch.setenv("AC_CONFORMANCE_UNRELATED", "1")
+    assert baselines.key(CASE, AXES, False) == before, "expected cache locations and unrelated variables to keep the key"

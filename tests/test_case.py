@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from harness.core.case import (AxesSpec, Backend, Case, Checkpoint, CompileSpec, Expect, Need, Numerics, Partitioner,
-                              Requires)
+                              Requires, Runner)
 from harness.rows.cases import all_cases
+from harness.rows.collect import declared_axes
 
 
 def _build(ctx):
@@ -14,8 +15,10 @@ def _build(ctx):
 
 
 def test_shape_only_numerics_need_a_reason():
-    with pytest.raises(ValueError, match="shape-only numerics need a reason"):
+    with pytest.raises(ValueError, match="shape numerics need a reason"):
         Numerics("shape")
+    with pytest.raises(ValueError, match="none numerics need a reason"):
+        Numerics("none")
     assert Numerics.shape_only("random ops").reason == "random ops"
 
 
@@ -37,6 +40,9 @@ def test_strings_become_enum_members_and_single_values_tuples():
     assert axes.devices == ("cpu",)
     case = Case("probe", _build, checkpoint="sac", requires=Requires.cuda("why"))
     assert case.checkpoint is Checkpoint.SAC and case.requires == (Requires.cuda("why"),) and case.needs(Need.CUDA)
+    assert case.runner is Runner.STANDARD and Case("probe", _build, runner="export").runner is Runner.EXPORT
+    with pytest.raises(ValueError):
+        Case("probe", _build, runner="custom")
     with pytest.raises(ValueError):
         AxesSpec(partitioners="min-cut")
     with pytest.raises(ValueError, match="unknown dtypes"):
@@ -47,15 +53,15 @@ def test_strings_become_enum_members_and_single_values_tuples():
 
 def test_inductor_cells_are_min_cut_only():
     case = Case("probe", _build, axes=AxesSpec(backends=tuple(Backend)))
-    assert [a.id for a in case.cell_axes("cpu")] == ["min_cut-aot_eager-cpu-float32", "default-aot_eager-cpu-float32",
+    assert [a.id for a in declared_axes(case, "cpu")] == ["min_cut-aot_eager-cpu-float32", "default-aot_eager-cpu-float32",
                                                      "min_cut-inductor-cpu-float32"]
-    assert case.cell_axes("cuda") and not Case("probe", _build, axes=AxesSpec(devices="cpu")).cell_axes("cuda")
+    assert declared_axes(case, "cuda") and not declared_axes(Case("probe", _build, axes=AxesSpec(devices="cpu")), "cuda")
 
 
 def test_expect_resolves_callable_op_counts_per_axes():
     expect = Expect(lambda axes: {"bw": {"aten.mul.Tensor": 3 if axes.partitioner == "default" else 2}},
                     counters={"graphs": 1})
-    (cell,) = Case("probe", _build, axes=AxesSpec(partitioners="default", devices="cpu")).cell_axes("cpu")
+    (cell,) = declared_axes(Case("probe", _build, axes=AxesSpec(partitioners="default", devices="cpu")), "cpu")
     assert expect.op_counts(cell) == ({"bw": {"aten.mul.Tensor": 3}}, {})
 
 

@@ -9,7 +9,7 @@ import pytest
 from harness.core.case import Axes, Cell
 from harness.rows.cases import find_case
 from harness.core.checks import assert_numerics, assert_op_counts
-from harness.core.pipeline import run_cell
+from harness.core.run import run_cell
 from project_copy import goldens_of, make_project, run_in
 
 CELL = "tags_function-min_cut-aot_eager-cpu-float32"

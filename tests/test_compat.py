@@ -320,7 +320,10 @@ def test_failing_checks_read_every_check_or_none_from_a_cut_message():
     cut = "CellFailure: a-x: 2 check(s) failed:\n[run] boom\n  trace ..."
     assert failing_checks({"message": cut}) == [], "a message cut before its second check must give no verdict"
     contract = "ContractViolation: [ckpt.kwargs] check 'reentrant_rejects_kwargs': expected X\n[ckpt.kwargs] check 'b': y"
-    assert failing_checks({"message": contract}) == [("reentrant_rejects_kwargs", "expected X"), ("b", "y")]
+    assert failing_checks({"message": contract}) == [("case_check:reentrant_rejects_kwargs", "expected X"),
+                                                     ("case_check:b", "y")], "an older harness's contract record"
+    now = "CellFailure: ckpt.kwargs-reentrant-inductor: 1 check(s) failed:\n[case_check:reentrant_rejects_kwargs] x"
+    assert failing_checks({"message": now}) == [("case_check:reentrant_rejects_kwargs", "x")]
     assert failing_checks({"message": "AssertionError: hirschberg: saw 2"}) == [("test", "hirschberg: saw 2")]
 
 

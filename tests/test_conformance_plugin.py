@@ -5,6 +5,7 @@ update keeps the goldens byte-identical); and bad input is one clear message."""
 from __future__ import annotations
 
 import importlib.metadata
+import os
 from pathlib import Path
 
 import pytest
@@ -103,22 +104,32 @@ def test_block_ac(ac_conformance):
     assert "Traceback" not in out and "harness/core/suite.py" not in out, "one message, no harness traceback"
 
 
-def test_invariant_failure_names_the_invariant(project):
-    # activation_memory_budget=0.0 recomputes ops a selective policy marks MUST_SAVE (torch 2.13; known_failures.toml
-    # entry budget-zero-ignores-must-save): the invariant catches it in the user's model as in the suites.
+def test_invariant_failure_names_the_invariant(project, monkeypatch):
+    # A synthetic fault (tests/synthetic_faults.py: min-cut recomputes MUST_SAVE nodes, as torch 2.11-2.14 do at budget
+    # 0) and its known-failure entry, planted in the user's process: the invariant catches it in the user's model as in
+    # the suites, and the message notes the known defect, whatever torch fixes.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH")])))
     project.makepyfile(test_block='''
+from harness.core import known_failures
+from synthetic_faults import MUST_SAVE_IGNORED_ENTRY, must_save_ignored
 from usermodel import build
 
 
-def test_block_ac(ac_conformance):
-    ac_conformance.check(build, policy="selective_op", budgets=(0.0,))
+def test_block_ac(ac_conformance, monkeypatch, tmp_path):
+    must_save_ignored(monkeypatch)
+    path = tmp_path / "known.toml"
+    path.write_text(MUST_SAVE_IGNORED_ENTRY + 'torch = ">=2"\\nselect = { features = ["must_save"], budget = [0.5] }\\n')
+    real_load = known_failures.load
+    monkeypatch.setattr(known_failures, "load", lambda *args: real_load(path))
+    ac_conformance.check(build, policy="selective_op", budgets=(0.5,))
 ''')
     result = run(project)
     result.assert_outcomes(failed=1)
     out = result.stdout.str()
     assert "[invariant:must_save_not_recomputed]" in out and "policy MUST_SAVE) is recomputed" in out, out[-4000:]
-    assert "build_selective_op-min_cut-aot_eager-cpu-float32-budget0.0" in out
-    assert "note: [invariant:must_save_not_recomputed] is the known torch defect budget-zero-ignores-must-save" in out
+    assert "build_selective_op-min_cut-aot_eager-cpu-float32-budget0.5" in out, out[-4000:]
+    assert "note: [invariant:must_save_not_recomputed] is the known torch defect synthetic-must-save-ignored" in out, \
+        out[-4000:]
 
 
 def _goldens(root: Path) -> dict[str, bytes]:

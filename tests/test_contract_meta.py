@@ -3,23 +3,29 @@
 - every clause of docs/contract.md has cells in suites/test_contract.py, and every cell's clause is in the doc;
 - every quote is verbatim in torch/utils/checkpoint.py;
 - the committed coverage table is current;
-- every known failure names an existing cell and an existing repro;
-- for every clause, breaking the promise inside torch (monkeypatch) makes its eager oracle fail with a message
-  naming the clause (and the oracles pass on unbroken torch: the suite's eager cells).
+- every known failure of a contract cell names existing cells, an existing repro and its pinned check, and the
+  aot_eager_min_cut cells it selects run in make test;
+- for every clause, breaking the promise inside torch (monkeypatch) makes its eager cell fail through the suite's own
+  path (harness/core/suite.py ``check_cell``) with a failure naming the clause's cell (and the oracles pass on
+  unbroken torch: the suite's eager cells).
 """
 
 from __future__ import annotations
 
 import contextlib
 import difflib
-import importlib.util
 import re
 
 import pytest
 import torch
 import torch.utils.checkpoint as cp
 
+from harness.core import known_failures
+from harness.core.case import Cell
+from harness.core.suite import CellFailure, check_cell
 from harness.rows import contract
+from harness.rows.collect import collect
+from harness.tools import contract_coverage
 
 CP = cp.CheckpointPolicy
 
@@ -28,28 +34,29 @@ def _doc_ids() -> list[str]:
     return re.findall(r"^### `([^`]+)`$", contract.CLAUSES_DOC.read_text(), flags=re.M)
 
 
-def _suite_params():
-    spec = importlib.util.spec_from_file_location("suite_contract", contract.ROOT / "suites" / "test_contract.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod._params()
+def _cells() -> list[Cell]:
+    """The contract's cells as the suite collects them (CUDA programs included, collected as skipped on CPU)."""
+    return [c.cell for c in collect("contract", "cpu")]
 
 
 def test_every_clause_in_the_doc_has_cells_and_every_cell_a_clause():
     doc = _doc_ids()
     assert len(doc) == len(set(doc)), f"expected unique clause ids in docs/contract.md; saw duplicates in {doc}"
-    params = _suite_params()
-    clauses_with_cells = {p.values[0].clause for p in params}
+    cells = _cells()
+    clauses_with_cells = {c.case.build.clause.id for c in cells}
     missing = [i for i in doc if i not in clauses_with_cells]
     assert not missing, (f"expected every clause of docs/contract.md to have cells in suites/test_contract.py; "
                          f"saw clauses without cells: {missing}")
     orphans = sorted(clauses_with_cells - set(doc))
     assert not orphans, f"expected every cell's clause to be listed in docs/contract.md; saw unlisted: {orphans}"
     by_clause = {}
-    for p in params:
-        by_clause.setdefault(p.values[0].clause, set()).add(p.values[0].variant)
+    for c in cells:
+        by_clause.setdefault(c.case.build.clause.id, set()).add(c.case.build.variant)
     partial = {c: sorted(set(contract.VARIANTS) - v) for c, v in by_clause.items() if v != set(contract.VARIANTS)}
     assert not partial, f"expected every clause to have eager and all compiled variants; saw missing: {partial}"
+    ids = [c.id for c in cells]
+    assert all(c.id == c.case.name == c.case.build.name for c in cells) and len(set(ids)) == len(ids), (
+        "expected one cell per contract case, named as the case (<clause>[-<program>]-<mode>-<variant>), unique")
 
 
 def test_quotes_are_verbatim_in_torch_and_in_the_doc():
@@ -64,17 +71,17 @@ def test_quotes_are_verbatim_in_torch_and_in_the_doc():
 
 
 def test_committed_contract_table_is_current():
-    fresh = contract.build_table()
-    committed = contract.TABLE.read_text() if contract.TABLE.exists() else ""
+    fresh = contract_coverage.build_table()
+    committed = contract_coverage.TABLE.read_text() if contract_coverage.TABLE.exists() else ""
     if committed != fresh:
         diff = "".join(difflib.unified_diff(committed.splitlines(True), fresh.splitlines(True),
                                             "docs/contract-coverage.md (committed)", "(regenerated)", n=1))
         raise AssertionError("expected docs/contract-coverage.md to equal the regenerated table; saw a stale one: "
-                             f"run `python -m harness.rows.contract` and commit it. Difference:\n{diff[:6000]}")
+                             f"run `python -m harness.tools.contract_coverage` and commit it. Difference:\n{diff[:6000]}")
 
 
 def test_table_lists_every_clause_with_cells_and_verdicts():
-    table = contract.build_table()
+    table = contract_coverage.build_table()
     for c in contract.CLAUSES:
         row = next((line for line in table.splitlines() if line.startswith(f"| `{c.id}` |")), None)
         assert row is not None, f"[{c.id}] expected a row in the coverage table; saw none"
@@ -86,29 +93,44 @@ def test_table_lists_every_clause_with_cells_and_verdicts():
 def test_release_gates_skip_only_their_cells_as_cannot_run(monkeypatch):
     from harness.core import torch_api
 
+    cells = _cells()
     for c in contract.CLAUSES:
         for g in c.gates:
             assert g.difference in torch_api.RELEASE_DIFFERENCES, f"[{c.id}] gate on an unlisted difference"
-            assert any(x.clause == c.id and g.covers(x) for x in contract.cells()), f"[{c.id}] gate covers no cell"
+            assert any(x.case.build.clause is c and g.covers(x.case.build.program, x.case.build.reentrant,
+                                                             x.case.build.variant) for x in cells), (
+                f"[{c.id}] gate covers no cell")
     fo, det = "sac.policy.forward_only-nonreentrant-", "ckpt.determinism.invalid-nonreentrant-"
     expected = {"2.11.0": {fo + v for v in contract.VARIANTS} | {det + v for v in contract.COMPILED}
                 | {"ckpt.saved_tensor_hooks-counting_hooks-nonreentrant-eager"},
                 "2.12.1": {fo + "eager"}, "2.13.0": set()}
     for version, ids in expected.items():
         monkeypatch.setattr(torch, "__version__", version)
-        gated = {x.id: why for x in contract.cells() if (why := contract.unmet_gate(x))}
+        # on a CUDA collection the CUDA programs' own requirement is met: what is left are the release gates
+        gated = {x.id: why for x in cells if (why := x.case.unmet_requirement("cuda"))}
         assert set(gated) == ids, f"torch {version}: expected gated cells {sorted(ids)}, saw {sorted(gated)}"
         unread = {i: w for i, w in gated.items() if not (torch_api.cannot_run_reason(w) or "").startswith(
             "declared_torch_requirement:")}
         assert not unread, f"expected cannot_run_reason to read every gate's message; saw {unread}"
+        skipped = {c.id for c in collect("contract", "cpu") if c.skip and "CUDA" not in c.skip}
+        assert skipped == ids, f"torch {version}: expected the collection to skip {sorted(ids)}, saw {sorted(skipped)}"
 
 
-def test_known_failures_name_cells_and_repros():
-    ids = {c.id for c in contract.cells()}
-    for cid, k in contract.KNOWN.items():
-        assert cid in ids, f"expected known failure {cid!r} to name a contract cell; saw no such cell"
-        assert (contract.ROOT / k.repro).exists(), f"[{cid}] expected the repro {k.repro} to exist; it does not"
-        assert k.upstream, f"[{cid}] expected an upstream reference (or 'none found'); saw an empty one"
+def test_known_failures_name_cells_repros_and_checks_and_run_in_make_test():
+    """Contract cells' known failures are ordinary entries (case names, the oracle's named check as the stage); the
+    aot_eager_min_cut cells they select run in make test (Clause.fast), so every change sees them fail as expected."""
+    collected = {c.cell.id: c for c in collect("contract", "cpu")}
+    entries = [e for e in known_failures.load() if any(name in collected for name in e.select.cases)]
+    assert entries, "expected known failures selecting contract cells"
+    for e in entries:
+        unknown = [n for n in e.select.cases if n not in collected]
+        assert not unknown, f"[{e.id}] expected every selected case to be a contract cell; saw unknown {unknown}"
+        assert (contract.ROOT / e.repro).exists(), f"[{e.id}] expected the repro {e.repro} to exist; it does not"
+        assert e.upstream, f"[{e.id}] expected an upstream reference (or 'none found'); saw an empty one"
+        assert all(stage.startswith("case_check:") for stage, _ in e.breaks), (
+            f"[{e.id}] expected each pinned stage to be a contract check (case_check:<check>); saw {e.breaks}")
+        slow = [n for n in e.select.cases if n.endswith("-aot_eager_min_cut") and collected[n].slow]
+        assert not slow, f"[{e.id}] expected its aot_eager_min_cut cells in make test (Clause.fast); saw slow {slow}"
 
 
 def test_every_clause_has_a_breaker():
@@ -402,33 +424,69 @@ BREAKERS = {
 }
 
 
-def f_offload_saved(mp):
-    """The documented behaviour, for the clause whose eager cells are a known failure on 2.13: cache offload
-    decisions like saves (on CPU, 'offload to CPU' is 'keep')."""
+def _offload_as(mp, must, prefer):
+    """SAC policies whose CPU-offload decisions read as ``must`` / ``prefer`` (the policy function wrapped)."""
 
     def t(p):
         p = _as_fn(p)
 
         def q(ctx, f, *a, **k):
             r = p(ctx, f, *a, **k)
-            return {CP.MUST_CPU_OFFLOAD: CP.MUST_SAVE, CP.PREFER_CPU_OFFLOAD: CP.PREFER_SAVE}.get(r, r)
+            return {CP.MUST_CPU_OFFLOAD: must, CP.PREFER_CPU_OFFLOAD: prefer}.get(r, r)
 
         return q
 
     _wrap_sac(mp, t)
 
 
-# clauses whose eager behaviour on the pinned torch already breaks the promise: with the documented behaviour
-# patched in, the oracle passes; as torch ships, it fails (so the oracle can fail, and does, naming the clause)
-FIXES = {"sac.policy.cpu_offload": f_offload_saved}
+def f_offload_saved(mp):
+    """The documented behaviour, for the clause whose eager cells are a known failure on 2.13: cache offload
+    decisions like saves (on CPU, 'offload to CPU' is 'keep')."""
+    _offload_as(mp, CP.MUST_SAVE, CP.PREFER_SAVE)
+
+
+def b_offload_recomputed(mp):
+    """The defect of known failure contract-sac-cpu-offload-recomputed-in-eager, planted: offload decisions are
+    recomputed (torch 2.11-2.14 cache only MUST_SAVE/PREFER_SAVE outputs), whatever torch ships."""
+    _offload_as(mp, CP.MUST_RECOMPUTE, CP.PREFER_RECOMPUTE)
+
+
+# clauses whose eager behaviour on the pinned torch already breaks the promise: clause -> (the documented behaviour
+# patched in: the oracle passes; the defect planted: the oracle fails, naming the clause), so the test means the same
+# once torch is fixed
+FIXES = {"sac.policy.cpu_offload": (f_offload_saved, b_offload_recomputed)}
+
+
+class _NoGoldens:
+    """A contract cell snapshots nothing: the goldens check_cell compares are none."""
+
+    def keep_existing(self) -> None:
+        pass
+
+    def assert_match(self, texts) -> int:
+        assert not texts, f"expected a contract cell to record no graph text; saw {sorted(texts)}"
+        return 0
+
+
+class _Record:
+    known_failures: list = []  # as torch ships, without known_failures.toml: the oracle alone decides
+
+    def __call__(self, key, value) -> None:
+        pass
+
+
+def _check(cell: Cell) -> None:
+    """The cell through the suite's own path (run, the clause's oracle as the row's check, verdicts)."""
+    check_cell(cell, _NoGoldens(), _Record())
 
 
 def _eager_cells(clause_id, which):
     out = []
-    for cell in contract.cells():
-        if cell.clause != clause_id or cell.variant != "eager" or contract.requires_cuda(cell):
+    for cell in _cells():
+        site = cell.case.build
+        if site.clause.id != clause_id or site.variant != "eager" or site.program in site.clause.requires_cuda:
             continue
-        if any((p is None or p == cell.program) and (m is None or m == cell.reentrant) for p, m in which):
+        if any((p is None or p == site.program) and (m is None or m == site.reentrant) for p, m in which):
             out.append(cell)
     return out
 
@@ -442,13 +500,15 @@ def test_breaking_the_promise_fails_the_oracle(clause_id, breaker, contract_cell
     with monkeypatch.context() as mp:
         breaker(mp)
         try:
-            obs = contract.check(contract_cell_)
-        except contract.ContractViolation as e:
-            assert e.clause == clause_id and f"[{clause_id}]" in str(e), (
-                f"expected the violation to name clause {clause_id!r}; saw {str(e)[:300]}")
+            _check(contract_cell_)
+        except CellFailure as e:
+            checks = [stage for stage, _ in e.failures]
+            assert str(e).startswith(f"{clause_id}-") and all(s.startswith("case_check:") for s in checks), (
+                f"expected the failure to name a cell of clause {clause_id!r} and only its oracle's checks; "
+                f"saw {str(e)[:300]}")
             return
     raise AssertionError(f"[{clause_id}] expected {breaker.__name__} to make the oracle of {contract_cell_.id} fail; "
-                         f"saw every check pass ({obs.checks})")
+                         f"saw every check pass")
 
 
 def test_every_breaker_entry_selects_cells():
@@ -461,9 +521,12 @@ def test_every_breaker_entry_selects_cells():
 def test_known_eager_failure_oracle_passes_with_documented_behaviour(clause_id, monkeypatch):
     cells = _eager_cells(clause_id, [(None, None)])
     assert cells, f"[{clause_id}] expected eager cells; saw none"
+    fix, defect = FIXES[clause_id]
     for cell in cells:
-        with pytest.raises(contract.ContractViolation, match=re.escape(f"[{clause_id}]")):
-            contract.check(cell)  # torch 2.13 as shipped: the known failure
         with monkeypatch.context() as mp:
-            FIXES[clause_id](mp)
-            contract.check(cell)  # the documented behaviour: passes
+            defect(mp)
+            with pytest.raises(CellFailure, match=re.escape(f"{clause_id}-")):
+                _check(cell)  # the known failure's defect
+        with monkeypatch.context() as mp:
+            fix(mp)
+            _check(cell)  # the documented behaviour: passes

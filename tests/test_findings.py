@@ -30,3 +30,17 @@ def test_the_index_lists_every_script_and_names_real_entries(tmp_path):
                    'known_failure = "no-such-entry"\n')
     with pytest.raises(ValueError, match="is not an entry of"):
         findings.load(bad)
+
+
+def test_each_finding_range_is_stated_once():
+    """Where a finding holds is its entry's ``torch`` range in known_failures.toml (or the index's ``holds``): the
+    fuzz findings' README and the index's notes state no release range of their own, which would drift from it (the
+    README said <2.14.1 where the entry said <2.14)."""
+    import re
+
+    from harness.core.paths import FINDINGS as DIR
+
+    spec = re.compile(r"(?:range|[<>]=?|==|fixed in(?: torch)?)\s*2\.\d+(?:\.\d+)?")
+    stated = [f"README.md: {m.group()}" for m in spec.finditer((DIR / "fuzz" / "README.md").read_text())]
+    stated += [f"index.toml {f.script}: {m.group()}" for f in FINDINGS for m in spec.finditer(f.note)]
+    assert stated == [], f"expected ranges only in known_failures.toml (or the index's holds); saw {stated}"

@@ -6,6 +6,7 @@ import torch.fx as fx
 
 from harness.core import pipeline
 from harness.tools.fuzz import runner
+from harness.core.case import Checkpoint, Partitioner
 from harness.rows.fuzz.program import Prog, Region, Step
 from harness.rows.fuzz.strategies import programs
 
@@ -33,7 +34,7 @@ def test_planted_fault_is_found_and_shrunk(monkeypatch):
     monkeypatch.setattr(pipeline, "partition_fn", lambda name: _perturb_one_recomputed_node(real(name)))
     stats, findings = runner.fuzz(max_examples=30, derandomize=True, known={}, write=False, database=False,
                                   strategy=programs(inductor_one_in=0, allow_random=False, autocast_one_in=0,
-                                                    partitioners=("min_cut",)), verbose=False, cheap=True)
+                                                    partitioners=(Partitioner.MIN_CUT,)), verbose=False, cheap=True)
     numerics = {sig: prog for sig, (prog, _) in findings.items() if sig.startswith("numerics:compiled")}
     assert numerics, (f"expected the planted fault (a recomputed node scaled by 1.5) to be found as a compiled numerics "
                       f"finding in 30 derandomized examples, saw findings {sorted(findings)} after {stats.tried} programs")
@@ -64,8 +65,8 @@ def test_every_vocabulary_op_names_a_real_aten_overload():
     from harness.rows.fuzz.program import VOCAB
 
     bad = []
-    for name, (_, _, _, ops, _) in VOCAB.items():
-        for op in ops:
+    for name, spec in VOCAB.items():
+        for op in spec.aten:
             packet, overload = op.rsplit(".", 1)
             if not hasattr(getattr(torch.ops.aten, packet, None) or object(), overload):
                 bad.append(f"{name}: aten.{op}")
@@ -125,7 +126,8 @@ def test_programs_differing_only_in_regions_share_one_no_ac_baseline(monkeypatch
 
     a = Prog(n=2, d=4, input_grads=[True], steps=[Step("sin", [0]), Step("mm", [1]), Step("cos", [2])],
              regions=[Region(0, 2)])
-    b = dataclasses.replace(a, regions=[Region(1, 3, reentrant=True)], policy={"mm.default": "MUST_SAVE"})
+    b = dataclasses.replace(a, regions=[Region(1, 3, Checkpoint.REENTRANT)],
+                            policy={"mm.default": torch.utils.checkpoint.CheckpointPolicy.MUST_SAVE})
     c = dataclasses.replace(a, steps=[Step("sin", [0]), Step("mm", [1]), Step("sin", [2])])
     compiles = []
     real = baselines.baseline
@@ -147,14 +149,136 @@ def test_programs_differing_only_in_regions_share_one_no_ac_baseline(monkeypatch
 
 
 def test_a_crash_saving_a_non_tensor_is_one_finding_whatever_the_mix():
-    """signature_key: the types a program happens to save (and where the 140-character signature cuts the list) do not
-    make a new finding, which would be shrunk and written again; another message does."""
+    """signature_key: the types a program happens to save beside the offending one (and where the 140-character
+    signature cuts the list) do not make a new finding, which would be shrunk and written again; another message does."""
     from harness.rows.fuzz.oracles import signature_key
 
     head = "crash:compile:AssertionError:expected all tensors_saved_with_vc_check to be Tensors, got types: "
-    same = [head + "[<class 'torch.Tensor'>, <class 'tuple'>, <class 'torch.Tensor'>]",
-            head + "[<class 'torch.nn.parameter.Parameter'>, <class 'torch.nn.parameter.Param"]  # cut at 140 characters
+    full = [head + "[<class 'torch.Tensor'>, <class 'tuple'>, <class 'torch.Tensor'>]",
+            head + "[<class 'torch.nn.parameter.Parameter'>, <class 'torch.nn.parameter.Parameter'>, <class 'tuple'>]"]
+    same = [(full[0], full[0]), (full[1][:140], full[1])]  # (signature cut at 140 characters, the message in full)
     other = "crash:compile:AssertionError:some other assertion [<class 'torch.Tensor'>]"
-    keys = {signature_key(s) for s in same}
-    assert len(keys) == 1 and signature_key(other) not in keys, (
-        f"expected one key for both mixes and another for another message; saw {keys} and {signature_key(other)}")
+    keys = {signature_key(s, m) for s, m in same}
+    assert len(keys) == 1 and signature_key(other, other) not in keys, (
+        f"expected one key for both mixes and another for another message; saw {keys} and {signature_key(other, other)}")
+
+
+def test_a_different_cause_with_a_similar_message_is_a_new_finding():
+    """signature_key keeps the failing op/graph context: the non-tensor a crash saved, the op and policy of the node an
+    invariant names, the program's partitioner, backend and budget regime.  So a DeviceMesh saved as a tensor is not
+    the sort tuple on file, a MUST_SAVE sigmoid recomputed at budget 0.5 is not the MUST_SAVE mm of budget 0, and an
+    inductor random-op recompute is not the aot_eager one."""
+    import dataclasses
+
+    from harness.core.case import Backend
+    from harness.rows.fuzz.oracles import signature_key
+
+    head = "crash:compile:AssertionError:expected all tensors_saved_with_vc_check to be Tensors, got types: "
+    tuple_msg = head + "[<class 'torch.Tensor'>, <class 'tuple'>]"
+    mesh_msg = head + "[<class 'torch.Tensor'>, <class 'torch.distributed.device_mesh.DeviceMesh'>]"
+    base = Prog(n=2, d=4, input_grads=[True], steps=[Step("sin", [0]), Step("mm", [1])], regions=[Region(0, 2)])
+    at = {b: dataclasses.replace(base, budget=b) for b in (0.0, 0.1, 0.5)}
+    inv = "invariant:must_save_not_recomputed"
+    mm_zero = (inv, "cell-budget0.0: node mm_1 (policy MUST_SAVE) is recomputed in the backward; ...", at[0.0])
+    mm_zero_again = (inv, "other-cell-budget0.0: node mm (policy MUST_SAVE) is recomputed in the backward", at[0.0])
+    sigmoid_half = (inv, "cell-budget0.5: node sigmoid (policy MUST_SAVE) is recomputed in the backward", at[0.5])
+    mm_half = (inv, "cell-budget0.5: node mm (policy MUST_SAVE) is recomputed in the backward", at[0.5])
+    rnd = "invariant:random_ops_replayed"
+    random_msg = "c: forward random op bernoulli (aten.bernoulli.default, policy PREFER_RECOMPUTE) is recomputed"
+    random_aot = (rnd, random_msg, at[0.0])
+    random_inductor = (rnd, random_msg, dataclasses.replace(at[0.0], backend=Backend.INDUCTOR))
+    key = lambda t: signature_key(*t)  # noqa: E731
+    pairs = {"tuple vs DeviceMesh": (key((tuple_msg[:140], tuple_msg, at[0.1])), key((mesh_msg[:140], mesh_msg, at[0.1]))),
+             "mm vs sigmoid": (key(mm_half), key(sigmoid_half)), "budget 0 vs 0.5": (key(mm_zero), key(mm_half)),
+             "aot_eager vs inductor": (key(random_aot), key(random_inductor))}
+    same = [k for k, (a, b) in pairs.items() if a == b]
+    assert same == [], f"expected a new key for each other cause; saw one key for {same}: {pairs}"
+    assert key(mm_zero) == key(mm_zero_again), (
+        f"expected the same cause (MUST_SAVE mm at budget 0, another cell and node number) to keep its key; saw "
+        f"{key(mm_zero)} vs {key(mm_zero_again)}")
+
+
+def test_the_findings_on_file_are_known_by_their_keys():
+    """The campaign's known findings are keyed as new ones are: each committed script's signature, message (its
+    docstring's first lines) and program give the key a new failure of the same cause gets."""
+    from harness.core.paths import FINDINGS
+    from harness.rows.fuzz import oracles, repro
+
+    known = runner.known_signatures()
+    path = FINDINGS / "fuzz" / "6fc4a74d08.py"
+    prog, sig = repro.read_spec(path)
+    fresh = ("expected all tensors_saved_with_vc_check to be Tensors, got types: [<class 'torch.Tensor'>, "
+             "<class 'tuple'>, <class 'torch.Tensor'>]")
+    again = oracles.signature_key(oracles.error_signature("compile", AssertionError(fresh)), fresh, prog)
+    sort_crashes = {FINDINGS / "fuzz" / f"{d}.py" for d in ("6fc4a74d08", "73d10ceecb", "9ce06a30b6", "312ec7964a")}
+    assert known.get(again) in sort_crashes, (
+        f"expected the sort crash's key {again!r} on file (as one of {sorted(p.name for p in sort_crashes)}); saw {known}")
+
+
+def test_an_invariant_finding_renders_a_script_that_checks_the_invariant(tmp_path):
+    """An invariant failure's script checks that invariant with torch alone: it exits 1 while the partitioner saves a
+    PREFER_RECOMPUTE intermediate (a synthetic fault planted in the script's process by a sitecustomize), 0 without
+    the fault.  The old scripts checked the numerics and two policy rules only, so most invariant findings (e.g.
+    6a14feb248) could not be written as repros."""
+    import subprocess
+    import sys
+
+    from harness.core.paths import ROOT
+    from harness.rows.fuzz import repro
+
+    prog = Prog(n=2, d=4, input_grads=[True], steps=[Step("sin", [0]), Step("mm", [1]), Step("cos", [2])],
+                regions=[Region(0, 3)])
+    path = tmp_path / "finding.py"
+    path.write_text(repro.render(prog, "invariant:recompute_tagged_not_saved", "demo message", "finding.py"))
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(f"import sys\nsys.path.insert(0, {str(ROOT / 'tests')!r})\n"
+                                           "import pytest, synthetic_faults\n"
+                                           "synthetic_faults.recompute_tag_ignored(pytest.MonkeyPatch())\n")
+    seen = {}
+    for name, env in (("fault", {"PYTHONPATH": str(site)}), ("torch", {})):
+        proc = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                              env={**{k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}, **env})
+        seen[name] = (proc.returncode, proc.stdout.strip() or proc.stderr[-500:])
+    assert seen["fault"][0] == 1 and "invariant recompute_tagged_not_saved: node sin (policy PREFER_RECOMPUTE)" in \
+        seen["fault"][1] and seen["torch"][0] == 0, f"expected exit 1 with the fault naming the node, 0 without; saw {seen}"
+
+
+def test_committed_findings_load_as_the_programs_they_were_found_as():
+    """The SPEC line of every committed finding script reads back as a frozen program whose JSON (and so its digest,
+    the script's name) is the line itself: a change to the program's types must not change what a finding means."""
+    import ast
+    import re
+
+    from harness.core.paths import FINDINGS
+    from harness.rows.fuzz import repro
+
+    scripts = sorted((FINDINGS / "fuzz").glob("*.py"))
+    assert scripts, "expected committed fuzz findings under findings/fuzz/"
+    for path in scripts:
+        prog, _ = repro.read_spec(path)
+        spec = ast.literal_eval(re.search(r"^SPEC = (.*?)  # the program", path.read_text(), re.M).group(1))
+        assert (prog.to_json(), prog.digest()) == (spec, path.stem), (
+            f"{path.name}: expected the program to serialise back to its SPEC line and digest {path.stem}; saw "
+            f"digest {prog.digest()}")
+        try:
+            hash(prog)
+        except TypeError as e:
+            raise AssertionError(f"{path.name}: expected a frozen, hashable program value; saw {e}") from e
+
+
+def test_a_promoted_finding_pins_the_message_of_its_defect():
+    """promote writes a known-failure entry whose message names the defect (node names and numbers generalised), never
+    one that matches any message of the check."""
+    import re
+
+    cases = [("invariant:must_save_not_recomputed",
+              "fuzz_ddb601ab93-min_cut-aot_eager-cpu-float32-budget0.0: node mm (policy MUST_SAVE) is recomputed in the "
+              "backward; expected a MUST_SAVE node to be saved", "AssertionError: other: node addmm_2 (policy MUST_SAVE) "
+              "is recomputed in the backward; expected"),
+             ("crash:compile:AssertionError:expected all tensors_saved_with_vc_check to be Tensors, got types: [<class", "",
+              "AssertionError: expected all tensors_saved_with_vc_check to be Tensors, got types: [<class 'tuple'>]")]
+    for sig, message, seen in cases:
+        stage, rx = runner._stage_of(sig, message)
+        assert re.search(rx, seen) and not any(re.search(rx, t) for t in ("", "x", "AssertionError: other")), (
+            f"{sig}: expected /{rx}/ to match {seen!r} and no unrelated message")

@@ -6,11 +6,13 @@ import dataclasses
 import pytest
 import torch
 
-from harness.core import analysis, baselines, checks, invariants
+from harness.core import analysis, baselines, checks, invariants, pipeline
 from harness.core.analysis import Analysis, Saved, analyse
-from harness.core.case import Axes, BuildContext, Case, Cell, Program
+from harness.core.case import Axes, BuildContext, Case, Cell, Needs, Program
+from harness.core.checks import NotRun
+from harness.core.pipeline import NOT_ANALYSED
+from harness.core.run import complete, run_cell
 from harness.rows.cases import find_case
-from harness.core.pipeline import NOT_ANALYSED, run_cell
 
 
 def _run(name: str, **axes):
@@ -45,7 +47,8 @@ def test_analysis_matches_the_partitioners_saved_values():
 
 def test_must_save_recomputed_fires():
     run = _run("reference_block_full_ac")  # every mm is recomputed
-    assert invariants.must_save_not_recomputed(run) == 0
+    with pytest.raises(NotRun, match="no joint node is tagged MUST_SAVE"):
+        invariants.must_save_not_recomputed(run)
     _set_policy(run, "mm", "MUST_SAVE")
     _fires(invariants.must_save_not_recomputed, run, "node mm (policy MUST_SAVE)", "recomputed in the backward")
 
@@ -135,7 +138,8 @@ def test_saved_graph_inputs_are_accounted_by_provenance():
 
 
 def test_budget_sweep_saving_more_at_a_lower_budget_fires(monkeypatch):
-    run = _run("reference_block_full_ac", budget=0.5)
+    case = find_case("reference_block_full_ac")
+    run = pipeline.compile_and_record(case, Axes(budget=0.5), ac=True)  # the cell's recording, no baselines yet
     real_repartition = baselines.repartition
     monkeypatch.setenv("AC_BASELINE_CACHE", "off")  # every other budget partitioned again (through the fake below)
 
@@ -147,6 +151,8 @@ def test_budget_sweep_saving_more_at_a_lower_budget_fires(monkeypatch):
 
     monkeypatch.setattr(baselines, "repartition", fake)
     monkeypatch.setattr(baselines, "baseline", lambda *a: pytest.fail(f"expected no compile for another budget: {a}"))
+    complete(run, Needs(sweep=True))  # what run_cell adds for budget_monotone
+    assert sorted(run.sweep) == [0.0, 1.0], f"expected the sweep's other budgets in the run, saw {sorted(run.sweep)}"
     _fires(invariants.budget_monotone, run, "not to increase as activation_memory_budget goes 0.5 -> 0.0")
 
 
@@ -194,12 +200,17 @@ def test_dropout_oracle_runs_as_the_reference_cases_check():
     _fires(run.cell.case.expect.check, run, "expected the input gradient to be non-zero exactly where")
 
 
-def test_custom_pipeline_cells_are_skipped():
+def test_a_run_without_graphs_is_not_run_by_any_invariant():
+    """Issue 28: an invariant that cannot run is "not run" with its reason, never a pass (it used to return 0)."""
     from harness.core.pipeline import Run
 
-    run = Run(Cell(_case("meta_custom", _ac_saves_more), Axes()))
+    run = Run(Cell(_case("meta_no_graphs", _ac_saves_more), Axes()))
     assert analyse(run) is None
-    assert all(f(run) == 0 for f in invariants.INVARIANTS), "a run without graphs must be skipped, not judged"
+    found = invariants.violations(run)
+    assert found.checks == 0 and not found.failed, f"expected no check made and no failure, saw {found}"
+    assert [name for name, _ in found.not_run] == [f.__name__ for f in invariants.INVARIANTS], found.not_run
+    assert all("no analysable joint and backward graph" in why or "budget" in why for _, why in found.not_run), \
+        f"expected each to say why it could not run, saw {found.not_run}"
 
 
 @pytest.mark.parametrize("digest", ["7183f894a5", "57011d7d53"])
@@ -212,8 +223,12 @@ def test_retracted_fuzz_findings_do_not_fire(digest):
 
     prog, _ = repro.read_spec(FINDINGS / "fuzz" / f"{digest}.py")
     run = run_cell(oracles.cell_for(prog))
-    for invariant in invariants.INVARIANTS:
-        invariant(run)  # raises, naming the cell, if it fires
+    found = invariants.violations(run)
+    assert not found.failed, f"expected no invariant to fire on retracted finding {digest}, saw {found.failed}"
+    # The invariant each was wrongly reported by must have run on it (issue 28: a test asserts what it relies on ran).
+    relied_on = {"7183f894a5": "ac_saves_within_eager_bound", "57011d7d53": "recompute_tagged_not_saved"}[digest]
+    assert relied_on not in dict(found.not_run) and found.checks > 0, \
+        f"expected {relied_on} to run on {digest}, saw not run: {found.not_run}, {found.checks} checks"
 
 
 def test_a_prefer_save_directive_is_no_excess_of_the_eager_bound():
@@ -221,7 +236,6 @@ def test_a_prefer_save_directive_is_no_excess_of_the_eager_bound():
     the user's *_SAVE directive is left out of the bound on both sides, as MUST_SAVE is."""
     from harness.rows.fuzz import oracles
     from harness.rows.fuzz.program import Prog
-    from harness.core.pipeline import run_cell
 
     spec = ('{"autocast": false, "backend": "aot_eager", "budget": null, "d": 4, "default_policy": "PREFER_SAVE", '
             '"input_grads": [true], "n": 1, "n_biases": 1, "n_weights": 1, "partitioner": "min_cut", "policy": {}, '
@@ -231,3 +245,42 @@ def test_a_prefer_save_directive_is_no_excess_of_the_eager_bound():
             '"op": "cos", "w": 0}], "weights_are_params": true}')
     run = run_cell(oracles.cell_for(Prog.from_json(spec)))
     assert invariants.ac_saves_within_eager_bound(run) == 1, "expected the bound checked and met"
+
+
+def test_verdicts_are_pure_functions_of_runs(monkeypatch):
+    """Issue 25: an invariant (or a case check) declares what it needs and run_cell puts it into the run; judging the
+    run compiles nothing.  Every way to compile is made to fail after the run: the verdicts still run."""
+    from harness.core import runners
+
+    run = _run("reference_block_full_ac", budget=0.5)  # needs the no-AC baseline and the sweep
+    assert run.no_ac_figures is not None and sorted(run.sweep) == [0.0, 1.0], (run.no_ac_figures, run.sweep)
+
+    def compiles(*args, **kwargs):
+        raise AssertionError(f"a verdict compiled: {args[:2]}")
+
+    for module, name in ((pipeline, "compile_and_record"), (pipeline, "baseline"), (pipeline, "execute"),
+                         (baselines, "figures"), (runners, "record")):
+        monkeypatch.setattr(module, name, compiles)
+    found = invariants.violations(run)
+    assert not found.failed and found.checks > 0, found
+    ran = {f.__name__ for f in invariants.INVARIANTS} - {name for name, _ in found.not_run}
+    assert {"ac_backward_does_no_less_work", "ac_saves_within_eager_bound", "budget_monotone"} <= ran, found.not_run
+
+
+def test_rows_say_what_not_how():
+    """No row module imports the pipeline, a runner or run_cell: a row names its runner, one runner knows how."""
+    import ast
+
+    from harness.core.paths import ROOT
+
+    forbidden = {"harness.core.pipeline", "harness.core.runners", "harness.core.run", "harness.core.baselines"}
+    seen = {}
+    for path in sorted((ROOT / "harness" / "rows" / "cases").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or "", *(f"{node.module}.{a.name}" for a in node.names)]
+                     if isinstance(node, ast.ImportFrom) else [])
+            hits = [n for n in names if n in forbidden]
+            if hits:
+                seen.setdefault(path.name, []).extend(hits)
+    assert seen == {}, f"expected no row module to import {sorted(forbidden)}, saw {seen}"

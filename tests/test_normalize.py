@@ -7,7 +7,7 @@ import torch
 
 from harness.core.case import MIN_CUT_ONLY, Axes, Case, Cell, Program
 from harness.core.normalize import graph_text
-from harness.core.pipeline import run_cell
+from harness.core.run import run_cell
 
 SOURCE = """
 import torch

@@ -64,7 +64,7 @@ def _bw(layout: str, state_source: str = "saved") -> fx.GraphModule:
 def _run(bw: fx.GraphModule):
     cell = types.SimpleNamespace(id=f"hand-built-{bw.graph.find_nodes(op='placeholder')[1].name}",
                                  axes=types.SimpleNamespace(partitioner="min_cut", budget=None),
-                                 case=types.SimpleNamespace(custom=None))
+                                 case=types.SimpleNamespace(runner="standard"))
     return types.SimpleNamespace(cell=cell, analysis=Analysis([analysis.analyse_graphs(_joint(), None, bw)]))
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import operator
-import re
 from collections import Counter
 
 import torch
@@ -387,50 +386,8 @@ def analyse(run) -> Analysis | None:
     return Analysis(out) if out else None
 
 
-def _fmt_bytes(b: int | None) -> str:
-    return "?" if b is None else str(b)
-
-
-def figures(run) -> dict:
-    """The figures of one recorded run that reports compare (the nightly's "recorded"): op counts per graph kind
-    (live graphs, HOP bodies included), and from the analysis saved and activation bytes and FLOPs."""
-    a = of(run)
-    out: dict = {"ops": {k: dict(sorted(op_counts(gms).items())) for k, gms in sorted(run.graphs.items()) if gms}}
-    out.update(_summary_figures(a) if a is not None else dict.fromkeys(SUMMARY_FIGURES))
-    return out
-
-
-SUMMARY_FIGURES = ("saved_bytes", "activation_bytes", "rng_state_bytes", "fw_flops", "bw_flops", "recompute_flops")
-
-
-def _summary_figures(a: Analysis) -> dict:
-    return {k: getattr(a, k) for k in SUMMARY_FIGURES}
-
-
-def parse_summary(text: str) -> dict:
-    """The figures a "summary" golden (:func:`summary_text`) states, read back: the golden side of a report's deltas."""
-    out = dict.fromkeys(SUMMARY_FIGURES)
-    for line in text.splitlines():
-        key, sep, value = line.partition(": ")
-        if sep and key in out:
-            out[key] = None if value == "?" else int(value)
-    return out
-
-
-def summary_text(a: Analysis) -> str:
-    """The reviewable figures of one cell (the "summary" golden)."""
-    sym = re.compile(r"\b[su]\d+\b")  # symbol names depend on process history; their presence does not
-
-    def shape(ty: str) -> str:
-        return re.sub(r"\[[^\]]*\]", lambda m: sym.sub("s?", m.group()), ty)
-    lines = [f"{k}: {_fmt_bytes(v)}" for k, v in _summary_figures(a).items()]
-    for i, g in enumerate(a.graphs):
-        if len(a.graphs) > 1:
-            lines.append(f"## graph {i}")
-        lines.append(f"saved ({len(g.saved)} tensors, {_fmt_bytes(g.saved_bytes)} bytes):")
-        for s in g.saved:
-            lines.append(f"  {s.name}: {shape(s.type)} {_fmt_bytes(s.bytes)} bytes ({s.kind})")
-        lines.append(f"recomputed in backward ({len(g.recomputed)} ops, {g.recompute_flops} flops):")
-        lines += [f"  {name}: {op}" for name, op in g.recomputed]
-        lines.append(f"flops: fw {g.fw_flops}, bw {g.bw_flops}")
-    return "\n".join(lines) + "\n"
+def policy_lines(joints) -> list[str]:
+    """"node name: target -> policy" for every call_function node of the joint graphs that carries a recompute
+    policy (the SAC annotations AOTAutograd puts on the joint graph as the partitioner receives it)."""
+    return [f"{n.name}: {n.target} -> {n.meta['recompute'].name}" for joint in joints for n in joint.graph.nodes
+            if n.op == "call_function" and "recompute" in n.meta]

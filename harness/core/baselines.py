@@ -1,7 +1,8 @@
 """The figures of a case's baseline compiles (without AC; the other budgets of a sweep), cached on disk across runs.
 
 The comparing invariants (harness/core/invariants.py) judge a cell against the same program compiled without AC, and
-``budget_monotone`` against the other budgets of its sweep.  Those compiles were ~40% of a warm ``make test``
+``budget_monotone`` against the other budgets of its sweep; ``run_cell`` (harness/core/run.py) fetches those figures
+from here before any verdict.  Those compiles were ~40% of a warm ``make test``
 (bench/run_bench.py's split: "invariants"), and they are the same on every run of the same torch and harness.  So
 their figures -- saved tensors, backward FLOPs, activation bytes: what the invariants read -- are stored under
 ``.cache/baselines/`` (``AC_BASELINE_CACHE`` points elsewhere; ``off`` disables it) and reused.
@@ -12,7 +13,9 @@ Nothing cached can hide a regression:
 * the key holds everything that decides the baseline's graphs: torch's version and git revision, a digest of the
   installed torch's files (path, size, mtime of every .py and .so: an edited or rebuilt torch with the same version
   misses), the sha256 of every harness source file (the case builders, the pipeline, the analysis), the case and its
-  axes, with or without AC, and every ``TORCH*`` / ``PYTORCH*`` environment variable;
+  axes, with or without AC, and what else changes the torch that runs (:func:`environment`: torch / inductor /
+  dynamo configuration variables, ``AC_FAULT``, ``PYTHONPATH``, ``sitecustomize`` / ``usercustomize`` / ``.pth``
+  start-up code on the path);
 * only cases of the case database (``harness/rows/cases/<area>.py``) are cached: a fuzz program or a user's model is
   always compiled.
 
@@ -27,6 +30,7 @@ import functools
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -34,23 +38,11 @@ import torch
 
 from harness.core import analysis, paths
 from harness.core.analysis import Saved
-from harness.core.case import Axes, Case
+from harness.core.figures import Figures
+from harness.core.case import Axes, Case, Runner
 from harness.core.pipeline import Run, baseline, repartition
 
 _ENV = "AC_BASELINE_CACHE"
-
-
-@dataclasses.dataclass(frozen=True)
-class Figures:
-    """What a comparison reads off a baseline's analysis (an :class:`harness.core.analysis.Analysis` has the same names)."""
-
-    saved: tuple[Saved, ...]
-    bw_flops: int | None
-    activation_bytes: int | None
-
-    @classmethod
-    def of(cls, a: analysis.Analysis) -> Figures:
-        return cls(tuple(a.saved), a.bw_flops, a.activation_bytes)
 
 
 def _repartitioned(run: Run, budget: float | None) -> analysis.Analysis | None:
@@ -94,15 +86,45 @@ def torch_digest() -> str:
     return h.hexdigest()
 
 
+# Environment variables that change the torch a process runs without changing its files: torch's, inductor's and
+# dynamo's configuration (TORCH_*, TORCHINDUCTOR_*, TORCHDYNAMO_*, PYTORCH_*), the fault kit's in-process patch
+# (AC_FAULT, issue 29), what Python imports (PYTHONPATH and friends) and what the loader injects.  Where caches live
+# (``*_CACHE_DIR``) changes nothing torch computes and differs between runs, so it stays out.
+_ENV_PREFIXES = ("TORCH", "PYTORCH", "AC_FAULT")
+_ENV_NAMES = ("PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "PYTHONNOUSERSITE", "PYTHONSAFEPATH", "LD_PRELOAD",
+              "LD_LIBRARY_PATH")
+
+
+def environment() -> list[tuple[str, str]]:
+    """What can change the torch that runs besides its files: the variables above, and the start-up code Python
+    finds on ``sys.path`` (``sitecustomize`` / ``usercustomize`` modules and ``.pth`` files, which may patch torch
+    before any test runs), each by path and sha256 of its content."""
+    env = [(k, v) for k, v in os.environ.items()
+           if (k.startswith(_ENV_PREFIXES) or k in _ENV_NAMES) and not k.endswith("CACHE_DIR")]
+    for entry in dict.fromkeys(sys.path):
+        try:
+            names = sorted(e.name for e in os.scandir(entry or ".") if e.is_file() and (
+                e.name.endswith(".pth") or e.name in ("sitecustomize.py", "usercustomize.py")))
+        except OSError:
+            continue
+        for name in names:
+            path = os.path.join(entry, name)
+            try:
+                env.append((path, hashlib.sha256(Path(path).read_bytes()).hexdigest()))
+            except OSError:
+                continue
+    return sorted(env)
+
+
 def key(case: Case, axes: Axes, ac: bool) -> str:
-    env = sorted((k, v) for k, v in os.environ.items() if k.startswith(("TORCH", "PYTORCH")) and "CACHE" not in k)
     parts = [torch.__version__, getattr(torch.version, "git_version", ""), torch_digest(), harness_digest(), case.area,
-             case.name, repr(dataclasses.astuple(axes)), str(ac), repr(env)]
+             case.name, repr(dataclasses.astuple(axes)), str(ac), repr(environment())]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
 def _cacheable(case: Case) -> bool:
-    return bool(case.area) and case.custom is None and (paths.ROOT / "harness" / "rows" / "cases" / f"{case.area}.py").exists()
+    return (bool(case.area) and case.runner is Runner.STANDARD and not case.variants
+            and (paths.ROOT / "harness" / "rows" / "cases" / f"{case.area}.py").exists())
 
 
 def _load(path: Path) -> Figures | None:

@@ -9,12 +9,10 @@ extra checks).  Tests are templates expanded over cells; a cell's id is stable a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
-import functools
-import importlib
 import importlib.util
-import itertools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -34,15 +32,30 @@ def no_checkpoint(function, *args, use_reentrant=None, context_fn=None, determin
 
 @dataclasses.dataclass
 class BuildContext:
-    """What a builder receives: where to put tensors and which checkpoint to call."""
+    """What a builder receives: where to put tensors, which checkpoint to call and (a program that compiles its own
+    parts, ``Composition.COMPILE_INSIDE``) which compiler."""
 
     device: str
     dtype: torch.dtype
     ac: bool  # False: the same program with checkpointing removed (the no-AC reference)
+    variant: str = ""  # which of the case's Case.variants to build ("" for a case without variants)
+    compiler: Any = None  # the cell's recording backend where the program is compiled, None in eager runs
+    fullgraph: bool = False  # for ctx.compile (CompileSpec.fullgraph)
 
     @property
     def checkpoint(self) -> Callable[..., Any]:
         return tuc.checkpoint if self.ac else no_checkpoint
+
+    def compile(self, target):
+        """``target`` (a module, compiled in place, or a function) compiled with the cell's backend in the compiled
+        run, as it is in the eager runs: ``ctx.compile`` is to ``torch.compile`` what ``ctx.checkpoint`` is to
+        ``checkpoint``, so one definition yields the compiled program and its eager references."""
+        if self.compiler is None:
+            return target
+        if isinstance(target, torch.nn.Module):
+            target.compile(backend=self.compiler, fullgraph=self.fullgraph)
+            return target
+        return torch.compile(target, backend=self.compiler, fullgraph=self.fullgraph)
 
     def randn(self, *shape, requires_grad=True, dtype=None):
         t = torch.randn(*shape, device=self.device, dtype=dtype or self.dtype)
@@ -64,6 +77,12 @@ class Program:
     inputs: tuple
     module: torch.nn.Module | None = None
     kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # Further calls of the same (compiled) function after the first, each an inputs tuple: repeated calls, where
+    # guards decide whether it recompiles.  Their outputs and gradients join the outcome's, labelled by call.
+    calls: tuple[tuple, ...] = ()
+    # State the program mutates outside its tensors (a closure counter, hook calls, a module's buffers): read after
+    # the run into Outcome.state, for the case's check.
+    state: Callable[[], Any] | None = None
 
     def named_params(self) -> dict[str, torch.Tensor]:
         if self.module is None:
@@ -99,6 +118,34 @@ class Checkpoint(enum.StrEnum):
     EAGER_WRAPPER = "eager_wrapper"
     FUZZ = "fuzz"  # a generated program (harness.tools.fuzz)
     NONE = "none"
+
+
+class Runner(enum.StrEnum):
+    """How a cell's program is taken through torch.  A row says *what* it is with one of these; one runner per member
+    (harness/core/pipeline.py) knows *how*, and is the only code that compiles or traces a case's program.  Where
+    compile and checkpoint sit relative to each other (``compile(checkpoint(f))``, ``checkpoint(compile(f))``, ...) is
+    not a runner but an axis of the standard one (issue 27), next to partitioner and backend."""
+
+    STANDARD = "standard"  # eager without and with AC, then torch.compile(fn) through the recording backend
+    EXPORT = "export"  # fn exported to torch IR (torch.export), then compiled like aot_eager_decomp_partition
+    TRACE = "trace"  # make_fx of a program that computes its own gradients, under non-strict tracing (Case.trace)
+    REMAT = "remat"  # one forward-loss-backward graph (trace_autograd_ops) compiled with the remat pass on and off
+    JOINT_PASSES = "joint_passes"  # that graph before and after inductor's joint-graph passes
+    EAGER = "eager"  # no compile: the program's eager call, for errors raised in eager code
+    MEMORY = "memory"  # each variant compiled (aot_eager) and measured: allocator bytes across a forward (CUDA)
+    # A clause of the checkpoint contract (harness/rows/contract.py): ``build`` is the clause's own program, which drives
+    # torch itself (eagerly, or through ``ctx.compile``: the cell's backend and partitioner, recording nothing) and
+    # returns its observations; the row's ``expect.check`` judges them, one verdict per named check.  One cell per
+    # case, named as the case.
+    CONTRACT = "contract"
+
+
+class Composition(enum.StrEnum):
+    """Where torch.compile sits relative to checkpointing in the standard runner.  Issue 27 makes this an axis of the
+    cells (``checkpoint(compile(f))``, SAC around a compiled function, compiled blocks in an eager model, ...)."""
+
+    COMPILE_OUTSIDE = "compile_outside"  # torch.compile(fn), fn calls ctx.checkpoint: compile(checkpoint(f))
+    COMPILE_INSIDE = "compile_inside"  # fn runs eagerly and compiles its own parts with ctx.compile
 
 
 class Partitioner(enum.StrEnum):
@@ -145,6 +192,10 @@ class AxesSpec:
             raise ValueError(f"unknown dtypes {unknown}; use {sorted(DTYPES)}")
 
 
+# activation_memory_budget values of a sweep: the slow matrix's budget cells (harness/rows/collect.py), the memory
+# report's configurations and the budgets invariants.budget_monotone compares.
+BUDGET_SWEEP = (1.0, 0.5, 0.0)
+
 CPU_ONLY = AxesSpec(devices=("cpu",))
 CUDA_ONLY = AxesSpec(devices=("cuda",))
 MIN_CUT_ONLY = AxesSpec(partitioners=(Partitioner.MIN_CUT,))
@@ -160,8 +211,13 @@ class CompileSpec:
     config: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     decompositions: Decompositions | None = None  # for the recording (aot_eager) backend
     disable_functionalization: bool = False
+    composition: Composition = Composition.COMPILE_OUTSIDE
+    # The backward is compiled by compiled autograd (torch._dynamo.compiled_autograd, inductor), forward and backward
+    # run inside it; the forward graph is the recorded one.
+    compiled_autograd: bool = False
 
     def __post_init__(self):
+        object.__setattr__(self, "composition", Composition(self.composition))
         if self.decompositions is not None:
             object.__setattr__(self, "decompositions", Decompositions(self.decompositions))
         unknown = set(self.config) - set(CONFIG_NAMESPACES)
@@ -175,13 +231,43 @@ OpCounts = Mapping[str, Mapping[str, int]]  # graph kind ("fw", "bw", "joint", "
 
 
 @dataclasses.dataclass(frozen=True)
+class Needs:
+    """What a verdict reads besides the cell's own recording.  Invariants (harness/core/invariants.py) and a case's
+    ``Expect.check`` declare it; ``run_cell`` (harness/core/run.py) produces it into the run, so a verdict is a pure
+    function of the run and never compiles.  What cannot be produced is named in ``Run.unavailable`` with the reason.
+
+    ``no_ac``: the figures of the same program compiled without AC and without a budget (``Run.no_ac_figures``);
+    ``sweep``: the figures of the cell at each budget of :data:`BUDGET_SWEEP` (``Run.sweep``); ``budgets``: whole runs
+    of the cell at these budgets (``Run.at_budget``), or a function of the cell's axes giving them; ``related``: whole
+    runs of other cases on the cell's axes (``Run.related``, by case name)."""
+
+    no_ac: bool = False
+    sweep: bool = False
+    budgets: tuple[float, ...] | Callable[[Axes], tuple[float, ...]] = ()
+    related: tuple[Case, ...] = ()
+
+    def __or__(self, other: Needs) -> Needs:
+        if callable(self.budgets) or callable(other.budgets):
+            if self.budgets and other.budgets:
+                raise ValueError("two budget needs, one of them a function: not combinable")
+            budgets = self.budgets or other.budgets
+        else:
+            budgets = tuple(dict.fromkeys((*self.budgets, *other.budgets)))
+        return Needs(self.no_ac or other.no_ac, self.sweep or other.sweep, budgets,
+                     tuple(dict.fromkeys((*self.related, *other.related))))
+
+    def budgets_for(self, axes: Axes) -> tuple[float, ...]:
+        return tuple(self.budgets(axes) if callable(self.budgets) else self.budgets)
+
+
+@dataclasses.dataclass(frozen=True)
 class Expect:
     """What must hold of a cell besides numerics and the invariants.
 
     ``ops``: exact op counts per graph kind, e.g. ``{"fw": {"aten.mm.default": 1}}``; ``at_least``: lower bounds.
     Either may be a callable receiving the cell's :class:`Axes`, for counts that differ by partitioner.
     ``counters``: exact compile counters (``run.counters``: graphs, frames, recompiles, ...).
-    ``check``: f(run) raising AssertionError with a readable message.
+    ``check``: f(run) raising AssertionError with a readable message; what it reads besides the run is ``needs``.
     ``raises``: the cell must raise (exception type, regex); numerics and goldens are then not checked."""
 
     ops: OpCounts | Callable[[Axes], OpCounts] = dataclasses.field(default_factory=dict)
@@ -189,6 +275,7 @@ class Expect:
     counters: Mapping[str, int] = dataclasses.field(default_factory=dict)
     check: Callable[[Any], None] | None = None
     raises: tuple[type[BaseException], str] | None = None
+    needs: Needs = Needs()
 
     def op_counts(self, axes: Axes) -> tuple[OpCounts, OpCounts]:
         """The exact and lower-bound op counts for a cell on ``axes``."""
@@ -200,6 +287,7 @@ class Expect:
 class NumericsMode(enum.StrEnum):
     EXACT = "exact"  # outputs and every gradient against eager with and without AC
     SHAPE = "shape"  # output shapes only (a reason is required)
+    NONE = "none"  # not compared: reported as a check not run, with the reason (required)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,12 +300,16 @@ class Numerics:
 
     def __post_init__(self):
         object.__setattr__(self, "mode", NumericsMode(self.mode))
-        if self.mode is NumericsMode.SHAPE and not self.reason:
-            raise ValueError("shape-only numerics need a reason")
+        if self.mode is not NumericsMode.EXACT and not self.reason:
+            raise ValueError(f"{self.mode} numerics need a reason")
 
     @classmethod
     def shape_only(cls, reason: str, tolerance: tuple[float, float] | None = None) -> Numerics:
         return cls(NumericsMode.SHAPE, reason, tolerance)
+
+    @classmethod
+    def none(cls, reason: str) -> Numerics:
+        return cls(NumericsMode.NONE, reason)
 
 
 EXACT = Numerics()
@@ -289,6 +381,12 @@ class Requires:
         return Requirement(Need.TORCH, reason, release)
 
     @staticmethod
+    def release_of(difference: torch_api.Difference) -> Requirement:
+        """torch>= the release a behaviour difference of harness/core/torch_api.py exists from, named after it (the
+        words of ``torch_api.unmet_release``)."""
+        return Requirement(Need.TORCH, f"{difference.name} (harness/core/torch_api.py)", difference.since)
+
+    @staticmethod
     def api(dotted: str, reason: str) -> Requirement:
         return Requirement(Need.API, reason, dotted)
 
@@ -299,13 +397,61 @@ class Selection:
 
     ``marker``: one more pytest marker on every cell (registered in pyproject.toml), e.g. ``budget_matrix``, a
     nightly selection of its own; ``fast``: the budgets whose cells stay in ``make test`` ("not slow") although they
-    carry a budget, so that a handful of a large matrix runs on every change."""
+    carry a budget, so that a handful of a large matrix runs on every change; ``matrix``: why the slow matrix leaves
+    the case out, where the case is otherwise one it expands; ``slow``: every cell of the case is ``slow`` (the
+    nightly's only)."""
 
     marker: str = ""
     fast: tuple[float, ...] = ()
+    matrix: str = ""  # why the slow matrix (harness/rows/collect.py) leaves the case out ("": it does not)
+    slow: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "fast", tuple(float(b) for b in self.fast))
+
+
+@dataclasses.dataclass(frozen=True)
+class Ambient:
+    """State around every run of a cell (eager references, the compile, its baselines): what the program runs under
+    without saying so.  ``autocast``: a dtype name; ``torch.autocast(<cell device>, dtype)`` is entered outside the
+    compiled call, as a training loop does.  Issue 27 adds saved-tensor hooks and grad mode, and autocast inside the
+    region."""
+
+    autocast: str | None = None
+
+    def __post_init__(self):
+        if self.autocast is not None and self.autocast not in DTYPES:
+            raise ValueError(f"ambient autocast {self.autocast!r}: use one of {sorted(DTYPES)}")
+
+    def context(self, device: str):
+        """The context manager to run under (a null one for the default)."""
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device, dtype=DTYPES[self.autocast])
+
+
+class Patch(enum.StrEnum):
+    """What non-strict tracing patches so that make_fx sees the backward (torch.compiler's own context managers)."""
+
+    AUTOGRAD_GRAD = "grad"  # torch.compiler._patch_autograd_grad
+    ENGINE_BACKWARD = "engine"  # torch.compiler._patch_engine_backward
+
+
+@dataclasses.dataclass(frozen=True)
+class Trace:
+    """How ``Runner.TRACE`` traces a program that computes its own gradients: ``make_fx`` under
+    ``torch.compiler._non_strict_tracing_context()`` with ``patch`` (None: no patch), ``preserve_node_meta`` when
+    ``node_meta``, on fake tensors in a ``FakeTensorMode`` and ``TracingContext`` when ``fake``, with the RNG seeded
+    ``seed`` just before tracing (None: as built)."""
+
+    patch: Patch | None = Patch.AUTOGRAD_GRAD
+    node_meta: bool = True
+    fake: bool = False
+    seed: int | None = None
+
+    def __post_init__(self):
+        if self.patch is not None:
+            object.__setattr__(self, "patch", Patch(self.patch))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # identity hash: cells are cached per case
@@ -317,14 +463,19 @@ class Case:
     # What the catalogue calls it (numbers in ../shared/CATALOGUE.md); used for the coverage table.
     catalogue: tuple[int, ...] = ()
     checkpoint: Checkpoint = Checkpoint.NON_REENTRANT
+    runner: Runner = Runner.STANDARD  # how the program is taken through torch (the enum's docstring)
     axes: AxesSpec = AxesSpec()
     compile: CompileSpec = CompileSpec()
     expect: Expect = Expect()
     numerics: Numerics = EXACT
     requires: tuple[Requirement, ...] = ()  # or one Requirement
-    # Replace the standard pipeline: f(ctx: BuildContext, axes) -> harness.core.pipeline.CustomRun.
-    custom: Callable[..., Any] | None = None
-    # Which graph kinds are snapshotted (None: all recorded).
+    ambient: Ambient = Ambient()  # state around every run of the cell (autocast)
+    trace: Trace = Trace()  # how Runner.TRACE traces (read by that runner only)
+    # Named programs checked side by side in one cell: the builder builds ``ctx.variant`` and the runner records each
+    # variant's graphs as ``<kind>_<variant>`` (e.g. a program with and without a backward hook).
+    variants: tuple[str, ...] = ()
+    # Which graph kinds are snapshotted (None: all recorded, and the "summary" of the analysis).  A kind the runner
+    # does not record but harness/core/golden.py derives from the run (DERIVED, e.g. "annotations") is made on request.
     goldens: tuple[str, ...] | None = None
     notes: str = ""
     selection: Selection = Selection()
@@ -337,8 +488,13 @@ class Case:
 
     def __post_init__(self):
         object.__setattr__(self, "checkpoint", Checkpoint(self.checkpoint))
+        object.__setattr__(self, "runner", Runner(self.runner))
         if isinstance(self.requires, Requirement):
             object.__setattr__(self, "requires", (self.requires,))
+        if self.trace != Trace() and self.runner is not Runner.TRACE:
+            raise ValueError(f"case {self.name}: a trace spec is read by Runner.TRACE only (runner {self.runner})")
+        if self.ambient != Ambient() and self.runner is not Runner.STANDARD:
+            raise ValueError(f"case {self.name}: ambient state is entered by the standard runner only")
 
     @classmethod
     def stand_in(cls, name: str, area: str, why: str, **fields) -> Case:
@@ -351,19 +507,6 @@ class Case:
 
     def needs(self, need: Need) -> bool:
         return any(r.need is need for r in self.requires)
-
-    def cell_axes(self, device: str) -> list[Axes]:
-        """The declared cells' axes on ``device``."""
-        spec = self.axes
-        if device not in spec.devices:
-            return []
-        cells = []
-        for backend, part, dtype, budget in itertools.product(spec.backends, spec.partitioners, spec.dtypes,
-                                                              spec.budgets):
-            if backend is Backend.INDUCTOR and part is not Partitioner.MIN_CUT:
-                continue  # inductor always partitions with min-cut
-            cells.append(Axes(part, backend, device, dtype, budget))
-        return cells
 
     def unmet_requirement(self, device: str) -> str | None:
         """Why this case cannot run on ``device`` with the installed torch (None: it can): an unmet requirement, or
@@ -379,6 +522,8 @@ class Cell:
 
     @property
     def id(self) -> str:
+        if self.case.runner is Runner.CONTRACT:  # one cell per case: the case names it (clause-program-mode-variant)
+            return self.case.name
         return f"{self.case.name}-{self.axes.id}"
 
     def __str__(self) -> str:

@@ -3,6 +3,7 @@ the cell, the thing checked, what was expected and what was seen."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import torch
@@ -10,6 +11,11 @@ import torch
 from harness.core.analysis import op_counts
 from harness.core.case import NumericsMode
 from harness.core.pipeline import Outcome, Run
+
+
+class NotRun(Exception):  # noqa: N818 - a verdict, not an error
+    """A check that could not run on this run (nothing it applies to, no analysable graphs, symbolic sizes, a
+    baseline the run lacks): reported as "not run" with this reason, never counted as passed."""
 
 # (rtol, atol) per dtype: torch's own defaults (torch/testing/_comparison.py _DTYPE_PRECISIONS, what
 # torch.testing.assert_close uses); compiled graphs reorder and recompute, so bitwise equality is not promised.  A case
@@ -19,6 +25,11 @@ TOLERANCES = {
     "float16": (1e-3, 1e-5),
     "bfloat16": (1.6e-2, 1e-5),
 }
+# Compiled vs eager under bf16/fp16 autocast: torch's bf16 default for the relative part; the absolute part is bf16's
+# own resolution at the outputs' scale (eps 7.8e-3 x |values| ~ 1): inductor fuses and keeps fp32 intermediates where
+# eager rounds each op's result to bf16, and torch's 1e-5 default atol would judge near-zero outputs by an absolute
+# precision no bf16 computation has.
+AUTOCAST_TOLERANCE = (1.6e-2, 1e-2)
 
 def mismatch(name: str, actual: torch.Tensor, expected: torch.Tensor, rtol: float, atol: float) -> str | None:
     if actual is None or expected is None:
@@ -64,37 +75,53 @@ def tolerance(run: Run) -> tuple[float, float]:
 
 
 def assert_numerics(run: Run) -> int:
-    """Compiled-with-AC against eager with AC and eager without AC (outputs, input and parameter gradients).
-
-    Returns the number of tensor comparisons made."""
+    """Compiled-with-AC against eager with AC and eager without AC (outputs, input and parameter gradients), and
+    eager with AC against eager without AC; plus the runner's own pairs (``run.comparisons``); per variant for a case
+    with variants.  Returns the number of tensor comparisons made."""
     __tracebackhide__ = True
+    case = run.cell.case
+    if case.numerics.mode is NumericsMode.NONE:
+        raise NotRun(f"numerics not compared: {case.numerics.reason}")
+    n, problems = 0, []
+    for label, part in (run.parts.items() if run.parts else [("", run)]):
+        k, found = _numerics_of(part)
+        n += k
+        problems += [f"{label}: {p}" if label else p for p in found]
+    if problems:
+        raise AssertionError(f"{run.cell.id}: numerics mismatch:\n  " + "\n  ".join(problems))
+    if n == 0:
+        raise NotRun("the run produced no outputs to compare")
+    return n
+
+
+def _numerics_of(run: Run) -> tuple[int, list[str]]:
     case = run.cell.case
     rtol, atol = tolerance(run)
     problems: list[str] = []
     n = 0
-    if run.comparisons:
-        for name, actual, expected, *own in run.comparisons:  # a custom pipeline may give one its own (rtol, atol)
-            n += 1
-            r, a = own[0] if own else (rtol, atol)
-            problems += [m for m in [mismatch(name, torch.as_tensor(actual), torch.as_tensor(expected), r, a)] if m]
-    if run.compiled is not None and run.eager is not None and case.numerics.mode is NumericsMode.EXACT:
-        for label, ref in (("eager with AC", run.eager), ("eager without AC", run.reference)):
+    for name, actual, expected, *own in run.comparisons:  # a runner may give one its own (rtol, atol)
+        n += 1
+        r, a = own[0] if own else (rtol, atol)
+        problems += [m for m in [mismatch(name, torch.as_tensor(actual), torch.as_tensor(expected), r, a)] if m]
+    pairs = [(label, ref) for label, ref in (("eager with AC", run.eager), ("eager without AC", run.reference))
+             if ref is not None]
+    if run.compiled is not None and case.numerics.mode is NumericsMode.EXACT:
+        for label, ref in pairs:
             found = compare_outcomes(run.compiled, ref, rtol, atol)
             n += len(ref.outputs) + len(ref.grads)
             problems += [f"compiled vs {label}: {p}" for p in found]
+    elif run.compiled is not None and case.numerics.mode is NumericsMode.SHAPE and run.eager is not None:
+        for i, (a, e) in enumerate(zip(run.compiled.outputs, run.eager.outputs)):
+            n += 1
+            if a.shape != e.shape:
+                problems.append(f"output[{i}]: shape {tuple(a.shape)} != eager {tuple(e.shape)}")
+    if run.eager is not None and run.reference is not None and case.numerics.mode is NumericsMode.EXACT:
         # Eager with and without AC run the same kernels on the same values (the recompute replays the forward), so
         # they are held to torch's default tolerance for the dtype, never to a case's widened one.
         found = compare_outcomes(run.eager, run.reference, *TOLERANCES[run.cell.axes.dtype])
         problems += [f"eager with AC vs eager without AC: {p}" for p in found]
         n += len(run.reference.outputs) + len(run.reference.grads)
-    elif run.compiled is not None and run.eager is not None and case.numerics.mode is NumericsMode.SHAPE:
-        for i, (a, e) in enumerate(zip(run.compiled.outputs, run.eager.outputs)):
-            n += 1
-            if a.shape != e.shape:
-                problems.append(f"output[{i}]: shape {tuple(a.shape)} != eager {tuple(e.shape)}")
-    if problems:
-        raise AssertionError(f"{run.cell.id}: numerics mismatch:\n  " + "\n  ".join(problems))
-    return n
+    return n, problems
 
 
 def assert_op_counts(run: Run) -> int:
@@ -123,6 +150,16 @@ def assert_op_counts(run: Run) -> int:
         raise AssertionError(f"{run.cell.id}: op counts differ from the case's expectations:\n  " + "\n  ".join(problems)
                              + f"\n{graphs}")
     return n
+
+
+@dataclasses.dataclass(frozen=True)
+class NamedChecks:
+    """What a check made of named parts returns (a contract clause's oracle: harness/rows/contract.py): each part is
+    its own verdict, ``<stage>:<name>`` (harness/core/suite.py ``Verdicts.check``), so a known failure pins one part and
+    every other part must still pass."""
+
+    passed: tuple[str, ...] = ()
+    failed: tuple[tuple[str, str], ...] = ()  # (name, what was expected and what was seen)
 
 
 def assert_raises_as_documented(cell, exc: BaseException | None) -> None:
@@ -157,6 +194,37 @@ def expect_equal(what: str, seen, expected) -> None:
     if seen != expected:
         raise AssertionError(f"{what}: expected {expected!r}, saw {seen!r}")
 
+
+
+def mask_replay(infer_mask, replay):
+    """A case ``check`` for randomness consistency whatever the RNG stream: ``mask = infer_mask(compiled output)``;
+    ``replay(program, mask)`` recomputes the outputs eagerly with that mask fixed (the program rebuilt as the compiled
+    run started, without AC); the compiled outputs, input and parameter gradients must match the replay's.  A backward
+    that recomputed a random op with another mask than the forward's fails it."""
+    def check(run) -> None:
+        __tracebackhide__ = True
+        from harness.core.case import DTYPES, BuildContext
+        from harness.core.pipeline import BUILD_SEED, cotangent_loss, flat_tensors
+
+        case, axes = run.cell.case, run.cell.axes
+        torch.manual_seed(BUILD_SEED)  # the same inputs and parameters the compiled run started from
+        prog = case.build(BuildContext(device=axes.device, dtype=DTYPES[axes.dtype], ac=False))
+        mask = infer_mask(run.compiled.outputs[0])
+        kept = int(mask.sum())
+        if not 0 < kept < mask.numel():
+            raise AssertionError(f"{run.cell.id}: expected a dropout mask that keeps some but not all of "
+                                 f"{mask.numel()} elements, saw {kept} kept: the oracle would be vacuous")
+        outputs = flat_tensors(replay(prog, mask))
+        cotangent_loss(outputs).backward()
+        grads = {f"input[{i}]": t.grad for i, t in enumerate(flat_tensors(prog.inputs)) if t.requires_grad}
+        grads.update({f"param {n}": p.grad for n, p in prog.named_params().items()})
+        expected = Outcome([o.detach() for o in outputs], grads)
+        problems = compare_outcomes(run.compiled, expected, *tolerance(run))
+        if problems:
+            raise AssertionError(f"{run.cell.id}: compiled run differs from an eager replay with the dropout mask "
+                                 f"of the compiled forward ({kept} of {mask.numel()} kept), so backward did not "
+                                 "replay the forward's randomness:\n  " + "\n  ".join(problems))
+    return check
 
 
 def dropout_oracle(out_index: int, in_index: int):

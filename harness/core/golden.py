@@ -20,7 +20,7 @@ from typing import NamedTuple
 import torch
 from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 
-from harness.core import analysis
+from harness.core import analysis, figures
 from harness.core.paths import GOLDEN_DIR, ROOT
 
 HEADER_END = "# ---\n"
@@ -45,13 +45,25 @@ def golden_text(cell_id: str, kind: str, device: str, body: str, hint: str = UPD
     return header + HEADER_END + body
 
 
+def annotations_text(run) -> str:
+    """Each policy-tagged call node of the run's joint graphs, "name: target -> policy" (the "annotations" kind)."""
+    return "\n".join(analysis.policy_lines(run.graphs.get("joint", []))) + "\n"
+
+
+# Golden kinds a case may ask for (Case.goldens) that are read off the run rather than recorded as a graph.
+DERIVED = {"annotations": annotations_text}
+
+
 def texts_for(run) -> dict[str, str]:
-    """The texts a cell compares with goldens, by kind: its recorded graphs (those the case snapshots), plus the
-    "summary" figures of its analysis (harness/core/analysis.py) when it recorded any graph.  A matrix cell snapshots none."""
+    """The texts a cell compares with goldens, by kind: its recorded graphs (those the case snapshots), the derived
+    kinds it asks for (DERIVED), plus the "summary" figures of its analysis (harness/core/figures.py) when it recorded
+    any graph and snapshots every kind or names "summary".  A matrix cell snapshots none."""
     case = run.cell.case
     texts = run.texts if case.goldens is None else {k: v for k, v in run.texts.items() if k in case.goldens}
-    a = analysis.of(run) if texts else None
-    return {**texts, "summary": analysis.summary_text(a)} if a is not None else dict(texts)
+    texts = {**texts, **{k: DERIVED[k](run) for k in case.goldens or () if k in DERIVED}}
+    summary = case.goldens is None or "summary" in case.goldens
+    a = analysis.of(run) if texts and summary else None
+    return {**texts, "summary": figures.summary_text(a)} if a is not None else dict(texts)
 
 
 class Golden(NamedTuple):
@@ -162,6 +174,20 @@ class Goldens:
         if problems:
             raise GoldenDrift(f"{self.cell_id}: graphs differ from goldens:\n" + "\n".join(problems))
         return len(texts)
+
+    def drift(self, texts: dict[str, str]) -> list[str]:
+        """How a failing cell's texts differ from its existing goldens, compared without writing anything (a failing
+        cell is never blessed); a kind without a golden is not drift (a failing cell's goldens were never written)."""
+        problems = []
+        for kind, body in sorted(texts.items()):
+            path = self.path(kind)
+            if path.exists() and (old := split_golden(path.read_text())[1]) != body:
+                diff = difflib.unified_diff(old.splitlines(), body.splitlines(), "golden", "recorded", lineterm="")
+                problems.append(f"graph '{kind}' drifted from {_shown(path)}:\n" + "\n".join(diff))
+        stale = sorted(set(self.existing_kinds()) - set(texts))
+        if stale:
+            problems.append(f"goldens exist for graph kinds no longer recorded: {stale}")
+        return problems
 
     def keep_existing(self) -> None:
         """Keep this cell's goldens as they are (a failing cell must not lose or bless goldens).  syrupy counts a

@@ -2,8 +2,14 @@
 
 Each invariant is ``f(run) -> number of checks`` and raises AssertionError naming the cell, the node and its policy.
 Each docstring states what it claims and the documented rule (torch's docstrings, config comments or partitioner
-code) that makes it true.  A cell whose graphs cannot be analysed (custom pipelines, inference-only, no backward)
-yields 0 checks, never a false failure.  The fuzzer's oracles call these same functions (harness/rows/fuzz/oracles.py).
+code) that makes it true.  An invariant that cannot run on a run (graphs that cannot be analysed: another runner,
+inference only, no backward; nothing it applies to; symbolic sizes; a baseline the run lacks) raises
+:class:`~harness.core.checks.NotRun` with the reason: reported as not run, never as passed, never a false failure.
+
+Invariants are pure functions of the run: what one compares with besides the run (the program compiled without AC,
+the other budgets of a sweep) it declares in ``needs`` (a :class:`~harness.core.case.Needs`), and ``run_cell``
+(harness/core/run.py) puts it into the run before any verdict.  The fuzzer's oracles call these same functions
+(harness/rows/fuzz/oracles.py).
 
 Bytes are accounted by provenance (``harness.core.analysis.saved_tensors``): parameters and leaf user inputs cost no
 activation memory; an activation that entered the compiled graph as an input does; RNG states are reported apart.
@@ -12,15 +18,15 @@ activation memory; an activation that entered the compiled graph as an input doe
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import torch
 
-from harness.core import analysis, baselines
+from harness.core import analysis
 from harness.core.analysis import Analysis, is_saved_placeholder, rng_state_of
+from harness.core.case import BUDGET_SWEEP, Needs
+from harness.core.checks import NotRun
 from harness.core.pipeline import is_seeded_random
-
-BUDGET_SWEEP = (1.0, 0.5, 0.0)
-
 
 def _where(g, name: str) -> str:
     return f"node {name} (policy {g.policies.get(name, 'untagged')})"
@@ -36,10 +42,35 @@ def _saved_list(a: Analysis) -> str:
     return ", ".join(f"{s.name} {s.type} ({s.bytes} B, {s.kind})" for s in a.saved)
 
 
-def _graphs(run) -> list:
-    """The analysed joint graphs of ``run`` (none when it cannot be analysed: 0 checks, never a false failure)."""
+def needs(**what):
+    """Declare what an invariant reads besides the run (a :class:`~harness.core.case.Needs`)."""
+    def mark(f):
+        f.needs = Needs(**what)
+        return f
+    return mark
+
+
+def _analysis(run) -> Analysis:
+    """The run's analysis; NotRun when it has none (no joint and backward graph recorded: another runner's graphs,
+    inference only, no backward, graphs without node meta)."""
     a = analysis.of(run)
-    return a.graphs if a is not None else []
+    if a is None:
+        kinds = sorted(k for k, gms in run.graphs.items() if gms) or "none"
+        raise NotRun(f"no analysable joint and backward graph (runner {run.cell.case.runner}, graphs recorded: {kinds})")
+    return a
+
+
+def _graphs(run) -> list:
+    return _analysis(run).graphs
+
+
+def _missing(run, need: str, default: str) -> NotRun:
+    """Why the run lacks ``need`` (a NotRun to raise), or, where making it crashed, an AssertionError raised here."""
+    why = run.unavailable.get(need, default)
+    if isinstance(why, Exception):
+        raise AssertionError(f"{run.cell.id}: the baseline this invariant compares with ({need}) could not be made: "
+                             f"{type(why).__name__}: {why}")
+    return NotRun(why)
 
 
 def must_save_not_recomputed(run) -> int:
@@ -58,6 +89,8 @@ def must_save_not_recomputed(run) -> int:
             if name in g.recomputed_names:
                 raise AssertionError(f"{run.cell.id}: {_where(g, name)} is recomputed in the backward; expected a "
                                      f"MUST_SAVE node to be saved (or unused), saw it recomputed:\n{_bw_text(g)}")
+    if not n:
+        raise NotRun("no joint node is tagged MUST_SAVE")
     return n
 
 
@@ -84,29 +117,33 @@ def recompute_tagged_not_saved(run) -> int:
                 raise AssertionError(f"{run.cell.id}: {_where(g, name)} is saved for backward; expected {what} "
                                      f"to be recomputed (it is no documented region boundary), saw it among the saved "
                                      f"tensors {sorted(saved)}:\n{_bw_text(g)}")
+    if not n:
+        raise NotRun("no joint node is tagged for recompute (MUST_RECOMPUTE or PREFER_RECOMPUTE)")
     return n
 
 
-def _no_ac_baseline(run) -> Analysis | baselines.Figures | None:
+def _no_ac_baseline(run):
     """The same program compiled without AC and without a budget: what the user would run without memory features
-    (its figures, cached across runs by harness/core/baselines.py)."""
-    case, axes = run.cell.case, run.cell.axes
+    (the run's ``no_ac_figures``, put there by run_cell from the baseline cache, or the analysis of the runner's own
+    no-AC run)."""
+    if run.no_ac_figures is not None:
+        return run.no_ac_figures
     if run.no_ac is not None:
         plain = analysis.of(run.no_ac)
-    else:
-        plain = baselines.figures(case, dataclasses.replace(axes, budget=None), False)
-    if plain is None:
-        raise AssertionError(f"{run.cell.id}: the same program compiled without AC recorded no analysable backward")
-    return plain
+        if plain is None:
+            raise AssertionError(f"{run.cell.id}: the same program compiled without AC recorded no analysable backward")
+        return plain
+    raise _missing(run, "no_ac", "the run carries no baseline without AC (Needs.no_ac not produced)")
 
 
-def _checkpointed(run) -> Analysis | None:
-    a = analysis.of(run)
-    if a is None or run.cell.case.custom is not None or not any(g.policies for g in a.graphs):
-        return None  # no checkpointed region (the program with and without AC is the same), or a custom pipeline
+def _checkpointed(run) -> Analysis:
+    a = _analysis(run)
+    if not any(g.policies for g in a.graphs):
+        raise NotRun("no checkpointed region in the compiled graphs: with and without AC the program is the same")
     return a
 
 
+@needs(no_ac=True)
 def ac_backward_does_no_less_work(run) -> int:
     """Backward FLOPs with AC >= backward FLOPs of the same program compiled without AC.
 
@@ -115,8 +152,6 @@ def ac_backward_does_no_less_work(run) -> int:
     recomputation (min-cut never recomputes the compute-intensive ops the flop counter counts unless a tag says so)."""
     __tracebackhide__ = True
     a = _checkpointed(run)
-    if a is None:
-        return 0
     plain = _no_ac_baseline(run)
     if a.bw_flops < plain.bw_flops:
         raise AssertionError(f"{run.cell.id}: expected backward FLOPs with AC >= without AC ({plain.bw_flops}), "
@@ -124,6 +159,7 @@ def ac_backward_does_no_less_work(run) -> int:
     return 1
 
 
+@needs(no_ac=True)
 def ac_saves_within_eager_bound(run) -> int:
     """Saved activation bytes with AC <= those without AC + the activations the checkpointed regions read from outside.
 
@@ -139,15 +175,15 @@ def ac_saves_within_eager_bound(run) -> int:
     no AC saves its 4-byte mask, was this)."""
     __tracebackhide__ = True
     a = _checkpointed(run)
-    if a is None or a.activation_bytes is None or a.region_input_bytes is None:
-        return 0
+    if a.activation_bytes is None or a.region_input_bytes is None:
+        raise NotRun("symbolic sizes: the saved or region-input bytes of the run are not concrete")
     plain = _no_ac_baseline(run)
     if plain.activation_bytes is None:
-        return 0
+        raise NotRun("symbolic sizes: the saved bytes without AC are not concrete")
     directed = {s.name: s for g in a.graphs for s in g.saved
                 if g.policies.get(s.name) in ("MUST_SAVE", "PREFER_SAVE") and s.kind in ("activation", "input_activation")}
     if None in [s.bytes for s in directed.values()]:
-        return 0
+        raise NotRun("symbolic sizes: a tensor a policy saves has no concrete size")
     also_plain = [s for s in plain.saved if s.name in directed and s.kind in ("activation", "input_activation")]
     chosen = a.activation_bytes - sum(s.bytes for s in directed.values())
     bound = plain.activation_bytes - sum(s.bytes or 0 for s in also_plain) + a.region_input_bytes
@@ -160,6 +196,7 @@ def ac_saves_within_eager_bound(run) -> int:
     return 1
 
 
+@needs(sweep=True)
 def budget_monotone(run) -> int:
     """Saved activation bytes never increase as activation_memory_budget goes 1.0 -> 0.5 -> 0.0 (min-cut).
 
@@ -172,19 +209,19 @@ def budget_monotone(run) -> int:
     (``pipeline.repartition``): the budget is the partitioner's input alone, so that is what a compile at that budget
     partitions too."""
     __tracebackhide__ = True
-    axes = run.cell.axes
-    if (axes.budget is None or axes.partitioner != "min_cut" or axes.budget not in BUDGET_SWEEP
-            or run.cell.case.custom is not None):
-        return 0
-    a = analysis.of(run)
-    if a is None or a.activation_bytes is None:
-        return 0
+    why = sweep_excluded(run)
+    if why:
+        raise NotRun(why)
+    a = _analysis(run)
+    if a.activation_bytes is None:
+        raise NotRun("symbolic sizes: the run's saved activation bytes are not concrete")
     seen = []
     for b in BUDGET_SWEEP:
-        other = a if b == axes.budget else baselines.figures(run.cell.case, dataclasses.replace(axes, budget=b), True,
-                                                             from_run=run)
-        if other is None or other.activation_bytes is None:
-            return 0
+        other = a if b == run.cell.axes.budget else run.sweep.get(b)
+        if other is None:
+            raise _missing(run, "sweep", f"the run carries no figures at budget {b} (Needs.sweep)")
+        if other.activation_bytes is None:
+            raise NotRun(f"symbolic sizes: the saved activation bytes at budget {b} are not concrete")
         seen.append((b, other.activation_bytes, other))
     for (b0, s0, a0), (b1, s1, a1) in zip(seen, seen[1:]):
         if s1 > s0:
@@ -192,6 +229,19 @@ def budget_monotone(run) -> int:
                 f"{run.cell.id}: expected saved activation bytes not to increase as activation_memory_budget goes "
                 f"{b0} -> {b1}, saw {s0} -> {s1} (budget {b0}: {_saved_list(a0)}; budget {b1}: {_saved_list(a1)})")
     return len(seen) - 1
+
+
+def sweep_excluded(run) -> str | None:
+    """Why ``run``'s cell is no point of a budget sweep (None: it is one): budget_monotone's precondition, which
+    run_cell reads too, so it makes no sweep for a cell that has none."""
+    axes = run.cell.axes
+    if axes.budget is None:
+        return "no activation_memory_budget on this cell"
+    if axes.partitioner != "min_cut":
+        return f"the {axes.partitioner} partitioner does not read activation_memory_budget"
+    if axes.budget not in BUDGET_SWEEP:
+        return f"budget {axes.budget} is not a point of the sweep {BUDGET_SWEEP}"
+    return None
 
 
 def _is_random(node) -> bool:
@@ -239,24 +289,38 @@ def random_ops_replayed(run) -> int:
                 if not _replay_state_ok(state):
                     raise AssertionError(f"{run.cell.id}: RNG replay {node.name} in the backward takes its state from "
                                          f"{state}, expected a state the forward saved:\n{_bw_text(g)}")
+    if not n:
+        raise NotRun("no random op is redone in the backward")
     return n
 
 
 INVARIANTS = (must_save_not_recomputed, recompute_tagged_not_saved, ac_backward_does_no_less_work,
               ac_saves_within_eager_bound, budget_monotone, random_ops_replayed)
-# Invariants that compile the program again (without AC, along a budget sweep).
-RECOMPILING = frozenset({"ac_backward_does_no_less_work", "ac_saves_within_eager_bound", "budget_monotone"})
+# What the invariants read besides the run: run_cell produces it (every invariant that declares no need needs nothing).
+NEEDS = functools.reduce(lambda a, b: a | b, (getattr(inv, "needs", Needs()) for inv in INVARIANTS))
+# Invariants that need the program compiled again (without AC, along a budget sweep): the fuzzer's fast mode skips them.
+RECOMPILING = frozenset(inv.__name__ for inv in INVARIANTS if getattr(inv, "needs", Needs()) != Needs())
 
 
-def violations(run, cheap: bool = False) -> tuple[int, list[tuple[str, str]]]:
-    """Every invariant on ``run``: (checks made, [(invariant name, message) of each that failed]).  ``cheap`` leaves
-    out the RECOMPILING ones (the fuzzer's fast mode)."""
-    n, failed = 0, []
+@dataclasses.dataclass
+class Violations:
+    """Every invariant on one run: the checks made, each failure (name, message), each not run (name, reason)."""
+
+    checks: int = 0
+    failed: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    not_run: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+
+def violations(run, cheap: bool = False) -> Violations:
+    """Every invariant on ``run``.  ``cheap`` leaves out the RECOMPILING ones (the fuzzer's fast mode)."""
+    out = Violations()
     for inv in INVARIANTS:
         if cheap and inv.__name__ in RECOMPILING:
             continue
         try:
-            n += inv(run)
+            out.checks += inv(run)
+        except NotRun as e:
+            out.not_run.append((inv.__name__, str(e)))
         except AssertionError as e:
-            failed.append((inv.__name__, str(e)))
-    return n, failed
+            out.failed.append((inv.__name__, str(e)))
+    return out

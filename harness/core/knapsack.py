@@ -85,6 +85,11 @@ def _dynamic_available() -> bool:
     return importlib.util.find_spec("networkx") is not None
 
 
+# Solvers whose answer is an optimum of the instance they solve (dp and hirschberg of the quantized one, ilp up to
+# HiGHS' tolerances); greedy and dynamic_memory_budget_dp promise no optimum.
+EXACT = ("dp", "ilp", "dp_knapsack_sliding_hirschberg")
+
+
 def available_solvers() -> dict[str, Solver]:
     """Config name (``torch._functorch.config.activation_memory_budget_solver``) -> pure solver, for those this torch
     has and whose dependencies are installed ("ilp" needs scipy, "dynamic_memory_budget_dp" networkx)."""

@@ -42,16 +42,14 @@ class Selector:
     areas: tuple[str, ...] = ()
     axes: tuple[tuple[str, tuple], ...] = ()  # (axis, allowed values)
     features: tuple[str, ...] = ()
-    # Contract cells (harness/rows/contract.py, not case cells): (cell-id glob, the check it breaks there).
-    contract: tuple[tuple[str, str], ...] = ()
     # Plain pytest tests (not cells): node-id globs; the test is a strict xfail whose AssertionError must match
     # ``message`` (stage "test"): harness/tools/plugin.py applies it.
     tests: tuple[str, ...] = ()
 
     def selects(self, cell: Cell) -> bool:
         """The static part: case, area and axes (features need the run: :meth:`KnownFailure.applies`)."""
-        if (self.contract or self.tests) and not (self.cases or self.areas or self.axes or self.features):
-            return False  # an entry about contract cells or plain tests only
+        if self.tests and not (self.cases or self.areas or self.axes or self.features):
+            return False  # an entry about plain tests only
         if self.cases and cell.case.name not in self.cases:
             return False
         if self.areas and cell.case.area not in self.areas:
@@ -65,7 +63,9 @@ class KnownFailure:
     reason: str
     upstream: str  # a pytorch/pytorch issue or PR link, or "none: <why>"
     repro: str  # a script under findings/ that exits 1 while the defect reproduces, or ""
-    stage: str  # the check it breaks: run, numerics, expectations, case_check, invariant:<name>, error_check
+    # the check it breaks: run, numerics, expectations, case_check, case_check:<part> (a contract clause's named
+    # check), invariant:<name>, error_check
+    stage: str
     message: str  # regex the failing check's message must match
     torch: SpecifierSet
     select: Selector
@@ -113,7 +113,7 @@ def _entry(raw: dict, where: str) -> KnownFailure:
     if extra:
         raise ValueError(f"{where} ({raw['id']}): unknown keys {sorted(extra)}")
     sel = dict(raw["select"])
-    unknown = set(sel) - {"cases", "areas", "features", "contract", "tests", *AXES}
+    unknown = set(sel) - {"cases", "areas", "features", "tests", *AXES}
     if unknown:
         raise ValueError(f"{where} ({raw['id']}): unknown selector keys {sorted(unknown)}")
     for f in sel.get("features", ()):
@@ -128,8 +128,7 @@ def _entry(raw: dict, where: str) -> KnownFailure:
     return KnownFailure(raw["id"], raw["reason"], raw["upstream"], raw.get("repro", ""), raw["stage"], raw["message"],
                         SpecifierSet(raw["torch"]),
                         Selector(tuple(sel.get("cases", ())), tuple(sel.get("areas", ())), axes,
-                                 tuple(sel.get("features", ())), tuple(dict(sel.get("contract", {})).items()),
-                                 tuple(sel.get("tests", ()))), also)
+                                 tuple(sel.get("features", ())), tuple(sel.get("tests", ()))), also)
 
 
 def load(path: Path = paths.KNOWN_FAILURES) -> list[KnownFailure]:
@@ -149,22 +148,9 @@ def matching(entries: Iterable[KnownFailure], cell: Cell, run=None, version: str
 
 
 def unmatched(entries: list[KnownFailure], cells: list[Cell]) -> list[KnownFailure]:
-    """Entries whose selector matches no cell of the case database: they have rotted (contract-only entries are
-    checked against the contract's cells by tests/test_contract_meta.py, test entries against the collected tests by
-    tests/test_known_failures.py)."""
-    return [e for e in entries if not (e.select.contract or e.select.tests) and not any(e.select.selects(c) for c in cells)]
-
-
-def contract_known(entries: Iterable[KnownFailure], cell_id: str, version: str) -> tuple[KnownFailure, str] | None:
-    """The entry covering contract cell ``cell_id`` on torch ``version`` and the check it breaks there."""
-    import fnmatch
-
-    for e in entries:
-        if e.holds_on(version):
-            for pattern, check in e.select.contract:
-                if fnmatch.fnmatchcase(cell_id, pattern):
-                    return e, check
-    return None
+    """Entries whose selector matches no cell of the case database: they have rotted (test entries are checked
+    against the collected tests by tests/test_known_failures.py)."""
+    return [e for e in entries if not e.select.tests and not any(e.select.selects(c) for c in cells)]
 
 
 def known_test(entries: Iterable[KnownFailure], nodeid: str, version: str) -> KnownFailure | None:

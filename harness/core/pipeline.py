@@ -1,13 +1,14 @@
-"""The pipeline runner: one cell (case x axes) through eager and torch.compile, recording every graph.
+"""The pipeline: one program through eager and torch.compile, recording every graph.
 
-For a cell it runs
+The standard runner (harness/core/runners.py) runs a cell's program
   (a) eager without checkpointing (the builder's program with ``ctx.checkpoint`` a pass-through),
   (b) eager with checkpointing,
   (c) ``torch.compile`` with checkpointing through a recording backend that keeps the Dynamo graph(s), the AOT
       joint graph as the partitioner received it (with each node's ``recompute`` policy and ``ac_graph_id``),
       and the partitioned forward and backward graphs,
-and returns a :class:`Run` holding the outcomes, the graphs, their canonical texts and the compile counters.
-Each cell is isolated: Dynamo is reset, counters cleared, config patches are context managers, seeds are fixed.
+into a :class:`Run` holding the outcomes, the graphs, their canonical texts and the compile counters; the same
+:func:`compile_and_record` makes the baselines verdicts compare with (:func:`baseline`, :func:`repartition`).
+Each compile is isolated: Dynamo is reset, counters cleared, config patches are context managers, seeds are fixed.
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ import dataclasses
 import functools
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.fx as fx
 import torch.utils._pytree as pytree
 
-from harness.core.case import DTYPES, Axes, BuildContext, Case, Cell, CompileSpec
+from harness.core.case import DTYPES, Axes, BuildContext, Case, Cell, CompileSpec, Composition
 from harness.core.normalize import graph_text, graphs_text
 
 BUILD_SEED = 0
@@ -47,6 +48,7 @@ class Outcome:
     grads: dict[str, torch.Tensor | None]
     raw: Any = None
     seconds: float = 0.0
+    state: Any = None  # Program.state() after the run (None: the program declares none)
 
 
 NOT_ANALYSED = object()  # Run.analysis before harness.core.analysis.of(run) computed it
@@ -61,7 +63,8 @@ class Run:
     graphs: dict[str, list[fx.GraphModule]] = dataclasses.field(default_factory=dict)
     texts: dict[str, str] = dataclasses.field(default_factory=dict)  # canonical text per graph kind
     counters: dict[str, Any] = dataclasses.field(default_factory=dict)
-    # custom pipelines: (name, actual, expected) or (name, actual, expected, (rtol, atol))
+    # Further tensor pairs a runner compares besides the outcomes: (name, actual, expected) or
+    # (name, actual, expected, (rtol, atol)) (export: with AC against the same path without AC; remat: on against off)
     comparisons: list[tuple] = dataclasses.field(default_factory=list)
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
     compile_seconds: float = 0.0
@@ -72,18 +75,20 @@ class Run:
     # Per joint graph (graphs["joint"]): the (joint inputs, keyword arguments) the partitioner was called with, or
     # None where the joint could not be kept as received; what repartition() calls the partitioner with again.
     partition_args: list[tuple | None] = dataclasses.field(default_factory=list)
-    # The same program recorded without AC, where the pipeline cannot rebuild it (a distributed rank's own no-AC
-    # step, harness/tools/training.py); None: invariants compile the no-AC baseline themselves (pipeline.baseline).
+    # The same program recorded without AC where the runner makes it itself (export) or the pipeline cannot rebuild
+    # it (a distributed rank's own no-AC step, harness/tools/training.py); None: run_cell compiles the no-AC baseline
+    # when a verdict needs it (harness/core/run.py).
     no_ac: Run | None = None
-
-
-@dataclasses.dataclass
-class CustomRun:
-    """What a case's ``custom`` pipeline returns: graphs to check and snapshot, tensors to compare."""
-
-    graphs: Mapping[str, list[fx.GraphModule] | str] = dataclasses.field(default_factory=dict)
-    comparisons: list[tuple] = dataclasses.field(default_factory=list)  # as Run.comparisons
-    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Case.variants: each variant's own run (this run holds their graphs and texts as <kind>_<variant>).
+    parts: dict[str, Run] = dataclasses.field(default_factory=dict)
+    # What verdicts read besides the recording (case.Needs), produced by harness/core/run.py: the figures of the
+    # program compiled without AC, the cell's figures along the budget sweep, whole runs at other budgets and of
+    # related cases; and, per need that could not be produced, why.
+    no_ac_figures: Any = None
+    sweep: dict[float, Any] = dataclasses.field(default_factory=dict)
+    at_budget: dict[float, Run] = dataclasses.field(default_factory=dict)
+    related: dict[str, Run] = dataclasses.field(default_factory=dict)
+    unavailable: dict[str, str | Exception] = dataclasses.field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -285,29 +290,54 @@ def cotangent_loss(outputs: list[torch.Tensor]) -> torch.Tensor | None:
     return functools.reduce(torch.add, terms) if terms else None
 
 
-def execute(case: Case, axes: Axes, *, ac: bool, backend=None) -> Outcome:
-    """Build the program (seeded), optionally compile it, run forward and (if the case has one) backward."""
-    ctx = BuildContext(device=axes.device, dtype=DTYPES[axes.dtype], ac=ac)
-    torch.manual_seed(BUILD_SEED)
-    prog = case.build(ctx)
-    fn = prog.fn
-    if backend is not None:
-        fn = torch.compile(fn, backend=backend, fullgraph=case.compile.fullgraph)
-    start = time.perf_counter()
-    torch.manual_seed(RUN_SEED)
-    raw = fn(*prog.inputs, **prog.kwargs)
-    outputs = flat_tensors(raw)
-    grads: dict[str, torch.Tensor | None] = {}
-    if case.compile.backward:
-        loss = cotangent_loss(outputs)
-        if loss is not None:
-            loss.backward()
-        for i, t in enumerate(flat_tensors(prog.inputs)):
-            if t.requires_grad:
-                grads[f"input[{i}]"] = t.grad
-        for name, p in prog.named_params().items():
-            grads[f"param {name}"] = p.grad
-    return Outcome([o.detach() for o in outputs], grads, raw, time.perf_counter() - start)
+def execute(case: Case, axes: Axes, *, ac: bool, backend=None, variant: str = "") -> Outcome:
+    """Build the program (seeded), optionally compile it, run forward and (if the case has one) backward, once per
+    call (``Program.calls``), under the case's ambient state and, where it asks, compiled autograd."""
+    spec = case.compile
+    inside = backend is not None and spec.composition is Composition.COMPILE_INSIDE
+    ctx = BuildContext(device=axes.device, dtype=DTYPES[axes.dtype], ac=ac, variant=variant,
+                       compiler=backend if inside else None, fullgraph=spec.fullgraph)
+    with case.ambient.context(axes.device), _compiled_autograd(spec, axes, backend is not None):
+        torch.manual_seed(BUILD_SEED)
+        prog = case.build(ctx)
+        fn = prog.fn
+        if backend is not None and not inside:
+            fn = torch.compile(fn, backend=backend, fullgraph=spec.fullgraph)
+        start = time.perf_counter()
+        outputs: list[torch.Tensor] = []
+        grads: dict[str, torch.Tensor | None] = {}
+        raw = None
+        for call, inputs in enumerate((prog.inputs, *prog.calls)):
+            torch.manual_seed(RUN_SEED)
+            out = fn(*inputs, **prog.kwargs)
+            raw = out if call == 0 else raw
+            flat = flat_tensors(out)
+            outputs += flat
+            if spec.backward:
+                loss = cotangent_loss(flat)
+                if loss is not None:
+                    loss.backward()
+                label = f"call{call} " if call else ""
+                for i, t in enumerate(flat_tensors(inputs)):
+                    if t.requires_grad:
+                        grads[f"{label}input[{i}]"] = t.grad
+        if spec.backward:
+            for name, p in prog.named_params().items():
+                grads[f"param {name}"] = p.grad
+        state = prog.state() if prog.state is not None else None
+    return Outcome([o.detach() for o in outputs], grads, raw, time.perf_counter() - start, state)
+
+
+@contextlib.contextmanager
+def _compiled_autograd(spec: CompileSpec, axes: Axes, compiled: bool):
+    """Compiled autograd around a compiled run whose case asks for it (``CompileSpec.compiled_autograd``): the
+    backward graph is compiled by Dynamo with the cell's backend, fullgraph."""
+    if not (compiled and spec.compiled_autograd):
+        yield
+        return
+    compiler = functools.partial(torch.compile, fullgraph=True, backend=str(axes.backend))
+    with torch._dynamo.compiled_autograd._enable(compiler):
+        yield
 
 
 def input_tensors(cell: Cell) -> list[torch.Tensor]:
@@ -318,57 +348,30 @@ def input_tensors(cell: Cell) -> list[torch.Tensor]:
 
 
 @functools.lru_cache(maxsize=128)
-def eager(case: Case, device: str, dtype: str, ac: bool) -> Outcome:
+def eager(case: Case, device: str, dtype: str, ac: bool, variant: str = "") -> Outcome:
     """Eager with or without AC does not depend on partitioner, backend or budget: computed once per case."""
     axes = Axes(device=device, dtype=dtype)
     with config_patches(case, axes):
-        return execute(case, axes, ac=ac)
+        return execute(case, axes, ac=ac, variant=variant)
 
 
-def eager_pair(case: Case, device: str, dtype: str) -> tuple[Outcome, Outcome]:
+def eager_pair(case: Case, device: str, dtype: str, variant: str = "") -> tuple[Outcome, Outcome]:
     """(eager without AC, eager with AC), each computed once per case."""
-    return eager(case, device, dtype, False), eager(case, device, dtype, True)
+    return eager(case, device, dtype, False, variant), eager(case, device, dtype, True, variant)
 
 
-def run_cell(cell: Cell) -> Run:
-    case, axes = cell.case, cell.axes
-    run = Run(cell)
-    fresh_state()
-    if case.custom is not None:
-        start = time.perf_counter()
-        with config_patches(case, axes):
-            ctx = BuildContext(device=axes.device, dtype=DTYPES[axes.dtype], ac=True)
-            torch.manual_seed(BUILD_SEED)
-            custom: CustomRun = case.custom(ctx, axes)
-        run.timings["custom"] = time.perf_counter() - start
-        start = time.perf_counter()
-        for kind, value in custom.graphs.items():
-            if isinstance(value, str):
-                run.texts[kind] = value if value.endswith("\n") else value + "\n"
-            else:
-                run.graphs[kind] = list(value)
-                run.texts[kind] = graphs_text(value, annotate=kind != "dynamo")
-        run.comparisons = list(custom.comparisons)
-        run.info = dict(custom.info)
-        run.timings["normalize"] = time.perf_counter() - start
-        return run
-    if case.expect.raises is None:
-        start = time.perf_counter()
-        run.reference, run.eager = eager_pair(case, axes.device, axes.dtype)
-        run.timings["eager"] = time.perf_counter() - start  # ~0 when another axis of the case computed it
-    return compile_and_record(case, axes, ac=True, run=run)
-
-
-def compile_and_record(case: Case, axes: Axes, *, ac: bool, run: Run | None = None, codegen: bool = True) -> Run:
+def compile_and_record(case: Case, axes: Axes, *, ac: bool, run: Run | None = None, codegen: bool = True,
+                       variant: str = "") -> Run:
     """Compile the case's program (with or without AC) through the recording backend, run it forward and backward,
-    and return the run with its graphs, texts, counters and timings.  Every compile of a case goes through here:
-    the cell's own and the baselines its invariants compare with (:func:`baseline`; ``codegen``: see Recorder)."""
+    and return the run with its graphs, texts, counters and timings.  Every compile of the standard runner goes
+    through here: the cell's own and the baselines its verdicts compare with (:func:`baseline`; ``codegen``: see
+    Recorder)."""
     run = run if run is not None else Run(Cell(case, axes))
     recorder = Recorder(case.compile, axes, codegen=codegen)
     fresh_state()
     with config_patches(case, axes), knapsack_spy() as instances:
         start = time.perf_counter()
-        outcome = execute(case, axes, ac=ac, backend=recorder)
+        outcome = execute(case, axes, ac=ac, backend=recorder, variant=variant)
         run.compile_seconds = time.perf_counter() - start
     if ac:
         run.compiled = outcome

@@ -20,7 +20,8 @@ class Difference:
     # A failure or skip message matching this pattern means the cell cannot run on the release (not an error).
     pattern: str | None = None
     # A behaviour (not a name one can probe) that exists from this release on, "2.13"; the cells observing it declare
-    # requires torch>=since (case rows) or a contract Gate (harness/rows/contract.py), and are skipped before it.
+    # requires torch>=since (case rows; a contract Gate, harness/rows/contract.py, is that requirement of the cells it
+    # covers), and are skipped before it.
     since: str | None = None
 
 

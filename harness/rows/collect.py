@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 
-from harness.core.case import Axes, Backend, Case, Cell, Partitioner
+from harness.core.case import BUDGET_SWEEP, Ambient, Axes, Backend, Case, Cell, Composition, Partitioner, Runner
 from harness.rows.cases import all_cases
-
-SWEEP_BUDGETS = (1.0, 0.5, 0.0)
 
 # Cases left out of the inductor matrix cells, with the reason.
 NO_INDUCTOR = {
@@ -51,10 +50,15 @@ class Collected:
 
 
 def eligible(case: Case) -> bool:
-    """Whether the matrix expands ``case`` (a plain compile-and-backprop case with no budget of its own)."""
-    return (case.area not in NOT_IN_MATRIX and case.compile.backward and case.custom is None
+    """Whether the matrix expands ``case``: a plain compile-and-backprop case of the standard runner (the composition
+    compile(checkpoint(f)), no ambient state, no variants, no compiled autograd) with no budget of its own, that its
+    area and its row do not leave out (NOT_IN_MATRIX, ``Selection.matrix``)."""
+    spec = case.compile
+    return (case.area not in NOT_IN_MATRIX and not case.selection.matrix and spec.backward
+            and case.runner is Runner.STANDARD and case.ambient == Ambient() and not case.variants
+            and spec.composition is Composition.COMPILE_OUTSIDE and not spec.compiled_autograd
             and case.expect.raises is None and case.axes.budgets == (None,)
-            and "activation_memory_budget" not in case.compile.config.get("functorch", {}))
+            and "activation_memory_budget" not in spec.config.get("functorch", {}))
 
 
 @functools.cache
@@ -67,13 +71,29 @@ def matrix_case(case: Case) -> Case:
                                goldens=(), compile=dataclasses.replace(case.compile, config=config))
 
 
+def declared_axes(case: Case, device: str) -> list[Axes]:
+    """The axes of the cells ``case`` declares on ``device``: the product of its AxesSpec (inductor only with min-cut:
+    inductor always partitions with min-cut)."""
+    spec = case.axes
+    if device not in spec.devices:
+        return []
+    return [Axes(part, backend, device, dtype, budget)
+            for backend, part, dtype, budget in itertools.product(spec.backends, spec.partitioners, spec.dtypes,
+                                                                  spec.budgets)
+            if backend is not Backend.INDUCTOR or part is Partitioner.MIN_CUT]
+
+
+def declared_cells(case: Case, device: str) -> list[Cell]:
+    return [Cell(case, a) for a in declared_axes(case, device)]
+
+
 def matrix_axes(case: Case, device: str) -> list[Axes]:
     if not eligible(case) or device not in case.axes.devices:
         return []
-    declared = set(case.cell_axes(device))
+    declared = set(declared_axes(case, device))
     out = []
     for dtype in case.axes.dtypes:
-        candidates = [Axes(Partitioner.MIN_CUT, Backend.AOT_EAGER, device, dtype, b) for b in SWEEP_BUDGETS]
+        candidates = [Axes(Partitioner.MIN_CUT, Backend.AOT_EAGER, device, dtype, b) for b in BUDGET_SWEEP]
         candidates.append(Axes(Partitioner.DEFAULT, Backend.AOT_EAGER, device, dtype))
         if case.name not in NO_INDUCTOR:
             candidates.append(Axes(Partitioner.MIN_CUT, Backend.INDUCTOR, device, dtype))
@@ -83,7 +103,7 @@ def matrix_axes(case: Case, device: str) -> list[Axes]:
 
 def case_cells(case: Case, device: str) -> list[Cell]:
     """The declared cells of ``case`` on ``device``, then its matrix cells."""
-    return [Cell(case, a) for a in case.cell_axes(device)] + [Cell(matrix_case(case), a) for a in matrix_axes(case, device)]
+    return declared_cells(case, device) + [Cell(matrix_case(case), a) for a in matrix_axes(case, device)]
 
 
 def collect(area: str, device: str) -> list[Collected]:
@@ -96,10 +116,11 @@ def collect(area: str, device: str) -> list[Collected]:
         cells = case_cells(case, device)
         if unmet or not cells:
             reason = unmet or f"not run on {device}: case declares devices {case.axes.devices}"
-            out.append(Collected(Cell(case, Axes(device=device)), skip=reason))
+            out.append(Collected(Cell(case, Axes(device=device)), slow=case.selection.slow, skip=reason))
             continue
         fast = set(case.selection.fast)
-        out += [Collected(c, slow=c.case is not case or (c.axes.budget is not None and c.axes.budget not in fast),
+        out += [Collected(c, slow=c.case is not case or case.selection.slow
+                          or (c.axes.budget is not None and c.axes.budget not in fast),
                           marker=case.selection.marker) for c in cells]
     return out
 
@@ -118,5 +139,28 @@ def all_cell_ids(devices=("cpu", "cuda")) -> list[str]:
 
 
 def skipped_cell_id(case: Case, device: str) -> str:
-    """The id of the one entry a case that cannot run on ``device`` collects as."""
-    return f"{case.name}-{device}"
+    """The id of the one entry a case that cannot run on ``device`` collects as (a one-cell contract case: its cell's)."""
+    return Cell(case, Axes(device=device)).id if case.runner is Runner.CONTRACT else f"{case.name}-{device}"
+
+
+# --- the suites whose tests are not case cells -----------------------------------------------------------------------
+
+# suites/test_ac_policies.py: every AC policy of harness/core/policies.py but "none", on each model block; these
+# pairs run in make test, the others nightly (slow).
+POLICY_MODELS = ("llama", "moe")
+POLICY_FAST = frozenset({("llama", "every_other_mm"), ("moe", "full")})
+
+
+def policy_cells() -> list[tuple[str, str, bool]]:
+    """(model, policy, slow) of each policy test."""
+    from harness.core import policies
+
+    return [(m, p, (m, p) not in POLICY_FAST) for m in POLICY_MODELS for p in policies.ALL if p != "none"]
+
+
+def knapsack_solvers(exact: bool = False) -> list[str]:
+    """The knapsack solvers this torch has (harness/core/knapsack.py), sorted; ``exact``: those whose answer is an
+    optimum of the instance they solve (knapsack.EXACT): what suites/test_knapsack_solvers.py holds to optimality."""
+    from harness.core import knapsack
+
+    return sorted(s for s in knapsack.available_solvers() if not exact or s in knapsack.EXACT)

@@ -1,9 +1,11 @@
 """The checkpoint contract (issue 13): each promise of torch/utils/checkpoint.py's docstrings as a clause with an
-oracle of its own, checked in eager and under torch.compile.
+oracle of its own, checked in eager and under torch.compile; its cells are rows of the case database.
 
 A *clause* (docs/contract.md) is one promise, quoted from the docstring (or, where the issue requires behaviour the
 docstring does not spell out, from the code that implements it; the quote says so).  Its *cells* are
-clause x program x mode (use_reentrant=True/False, where it applies) x variant:
+clause x program x mode (use_reentrant=True/False, where it applies) x variant, each one case of area ``contract``
+(:func:`cases`; harness/rows/cases/contract.py) run by ``Runner.CONTRACT`` and named ``<clause>[-<program>]-<mode>-
+<variant>``:
 
 - ``eager``: plain torch.utils.checkpoint; the oracle checks the promise itself (call counts of a counted custom op
   in forward and backward, the autocast dtype each recomputed op saw, the policy's calls and ``is_recompute``
@@ -11,20 +13,22 @@ clause x program x mode (use_reentrant=True/False, where it applies) x variant:
 - ``aot_eager_min_cut`` / ``aot_eager_default``: ``torch.compile(fullgraph=True)`` through
   ``aot_autograd(partition_fn=min_cut_rematerialization_partition | default_partition)``;
 - ``inductor``: ``torch.compile(backend="inductor", fullgraph=True)``.
+The compiles are the runner's (harness/core/runners.py ``contract``: ``ctx.compile``, the oracle's ``obs.compile``).
 
 Compiled cells check either the same observable behaviour or a documented difference (``Clause.compiled``, shown
-in docs/contract-coverage.md) that the oracle asserts.  Cells that disagree with the contract on the pinned torch
-are listed in ``KNOWN`` with the single check that fails, the repro under findings/ and the upstream reference.
+in docs/contract-coverage.md) that the oracle asserts.  Each named check of an oracle is a verdict of its own
+(``case_check:<check>``, harness/core/suite.py), so cells that disagree with the contract on the pinned torch are
+ordinary known_failures.toml entries selecting their cases by name and pinned to the one check that fails, with the
+repro under findings/ and the upstream reference.
 
 The observables work the same in every variant: custom ops (``ac_contract::*``) are opaque to the compiler and
 count their executions in Python, so "recomputed in backward" is "executed while backward runs", whatever graph
 the partitioner produced.
 
-This module uses torch directly (no harness core), and always reaches torch's checkpoint API through the module
-object ``cp`` so that the meta tests (tests/test_contract_meta.py) can break torch with monkeypatch and see the
-oracles fail.
+The oracles always reach torch's checkpoint API through the module object ``cp`` so that the meta tests
+(tests/test_contract_meta.py) can break torch with monkeypatch and see the oracles fail.
 
-``python -m harness.rows.contract`` writes docs/contract-coverage.md.
+``python -m harness.tools.contract_coverage`` writes docs/contract-coverage.md.
 """
 
 from __future__ import annotations
@@ -32,8 +36,8 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import enum
 import functools
-import sys
 import warnings
 from typing import Callable
 
@@ -41,13 +45,13 @@ import torch
 import torch.utils.checkpoint as cp
 
 from harness.core import torch_api
+from harness.core.case import (AxesSpec, Backend, BuildContext, Case, Checkpoint, CompileSpec, Expect, Partitioner,
+                               Requirement, Requires, Runner, Selection)
+from harness.core.checks import NamedChecks
 from harness.core.paths import ROOT
 
 CLAUSES_DOC = ROOT / "docs" / "contract.md"
-TABLE = ROOT / "docs" / "contract-coverage.md"
 
-VARIANTS = ("eager", "aot_eager_min_cut", "aot_eager_default", "inductor")
-COMPILED = VARIANTS[1:]
 MODES = {True: "reentrant", False: "nonreentrant"}
 
 
@@ -159,22 +163,26 @@ def fw_count(op: str) -> int:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _backend(variant: str):
-    if variant == "inductor":
-        return "inductor"
-    from torch._dynamo.backends.common import aot_autograd
-    from torch._functorch.partitioners import default_partition, min_cut_rematerialization_partition
+class Variant(enum.StrEnum):
+    """Where a clause's program runs: eagerly, or ``torch.compile(fullgraph=True)``d through the cell's runner
+    (harness/core/runners.py ``contract``) with one backend and partitioner."""
 
-    part = {"aot_eager_min_cut": min_cut_rematerialization_partition, "aot_eager_default": default_partition}[variant]
-    return aot_autograd(fw_compiler=lambda gm, _: gm, bw_compiler=lambda gm, _: gm, partition_fn=part)
+    EAGER = "eager"
+    AOT_EAGER_MIN_CUT = "aot_eager_min_cut"
+    AOT_EAGER_DEFAULT = "aot_eager_default"
+    INDUCTOR = "inductor"
+
+    @property
+    def axes(self) -> AxesSpec:
+        """The one cell's axes (an eager cell is not compiled: its axes are the defaults and mean nothing)."""
+        part, backend = {Variant.AOT_EAGER_DEFAULT: (Partitioner.DEFAULT, Backend.AOT_EAGER),
+                         Variant.INDUCTOR: (Partitioner.MIN_CUT, Backend.INDUCTOR)}.get(
+            self, (Partitioner.MIN_CUT, Backend.AOT_EAGER))
+        return AxesSpec(partitioners=part, backends=backend, devices=("cpu", "cuda"))
 
 
-def prepare(fn: Callable, variant: str, fullgraph: bool = True) -> Callable:
-    """fn itself (eager) or a fresh (by default fullgraph) compile of it."""
-    if variant == "eager":
-        return fn
-    torch._dynamo.reset()
-    return torch.compile(fn, backend=_backend(variant), fullgraph=fullgraph)
+VARIANTS = tuple(Variant)
+COMPILED = VARIANTS[1:]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -182,36 +190,25 @@ def prepare(fn: Callable, variant: str, fullgraph: bool = True) -> Callable:
 # --------------------------------------------------------------------------------------------------------------
 
 
-class ContractViolation(AssertionError):
-    def __init__(self, clause: str, failures: list[tuple[str, str]]):
-        self.clause = clause
-        self.failures = failures
-        self.checks = [c for c, _ in failures]
-        super().__init__("\n".join(f"[{clause}] check {c!r}: {m}" for c, m in failures))
-
-
-class KnownCheckFailed(AssertionError):
-    """The one check pinned by a known failure failed (strict xfail raises=this)."""
-
-
 @dataclasses.dataclass
 class Obs:
+    """What a clause's oracle sees and records: one (check, failure message or None) per check, in the order made."""
+
     clause: str
-    variant: str
+    variant: Variant
     reentrant: bool | None
     program: str
-    failures: list = dataclasses.field(default_factory=list)
-    checks: list = dataclasses.field(default_factory=list)
+    # compile(fn, fullgraph=True): fn itself (eager), or the runner's fresh torch.compile of it
+    compile: Callable[..., Callable] = lambda fn, fullgraph=True: fn
+    observations: list[tuple[str, str | None]] = dataclasses.field(default_factory=list)
 
     @property
     def compiled(self) -> bool:
-        return self.variant != "eager"
+        return self.variant is not Variant.EAGER
 
     def expect(self, check: str, ok: bool, expected, seen) -> None:
-        self.checks.append(check)
-        if not ok:
-            where = f"{self.variant}, {MODES.get(self.reentrant, 'n/a')}" + (f", {self.program}" if self.program else "")
-            self.failures.append((check, f"expected {expected}; saw {seen} ({where})"))
+        where = f"{self.variant}, {MODES.get(self.reentrant, 'n/a')}" + (f", {self.program}" if self.program else "")
+        self.observations.append((check, None if ok else f"expected {expected}; saw {seen} ({where})"))
 
     def equal(self, check: str, seen, expected) -> None:
         self.expect(check, seen == expected, expected, seen)
@@ -270,33 +267,41 @@ class Clause:
     from_code: bool = False  # quote comes from code/messages rather than a docstring
     requires_cuda: tuple = ()  # programs that need a CUDA device
     gates: tuple = ()  # Gate: cells that cannot run before a torch release
+    # (program, mode) whose aot_eager_min_cut cell runs in make test besides the clause's representative compiled cell:
+    # those where compiling departs from eager on the pinned torch (a known failure), so every change sees it
+    fast: tuple = ()
 
 
 @dataclasses.dataclass(frozen=True)
 class Gate:
     """Some cells of a clause observe a behaviour that older torch releases do not have: a named difference of
     harness/core/torch_api.py (RELEASE_DIFFERENCES) with the release it exists from.  Before it, those cells are
-    skipped as "cannot run on this release" (suites/test_contract.py), not failed.  Empty ``programs``/``modes``: all
-    of the clause's."""
+    skipped as "cannot run on this release" (their cases require torch>=the release), not failed.  Empty
+    ``programs``/``modes``: all of the clause's."""
 
     difference: torch_api.Difference
     variants: tuple = VARIANTS
     programs: tuple = ()
     modes: tuple = ()
 
-    def covers(self, cell) -> bool:
-        return (cell.variant in self.variants and (not self.programs or cell.program in self.programs)
-                and (not self.modes or cell.reentrant in self.modes))
+    def covers(self, program: str, mode: bool | None, variant: Variant) -> bool:
+        return (variant in self.variants and (not self.programs or program in self.programs)
+                and (not self.modes or mode in self.modes))
+
+    @property
+    def requirement(self) -> Requirement:
+        """What the covered cases require."""
+        return Requires.release_of(self.difference)
 
 
 CLAUSES: list[Clause] = []
 
 
 def clause(id, source, quote, modes=(True, False), programs=("",), compiled="same", from_code=False,
-           requires_cuda=(), gates=()):
+           requires_cuda=(), gates=(), fast=()):
     def deco(fn):
         CLAUSES.append(Clause(id, source, " ".join(quote.split()), fn, modes, programs, compiled, from_code,
-                              requires_cuda, tuple(gates)))
+                              requires_cuda, tuple(gates), tuple(fast)))
         return fn
 
     return deco
@@ -347,7 +352,7 @@ def _rng_run(obs: Obs, preserve: bool):
     def fn(x):
         return ckpt(_dropout_body, x, reentrant=obs.reentrant, preserve_rng_state=preserve)
 
-    f = prepare(fn, obs.variant)
+    f = obs.compile(fn)
     torch.manual_seed(1234)
     out = f(x)
     after_forward = torch.get_rng_state()
@@ -421,8 +426,8 @@ def _autocast(obs: Obs):
             out.sum().backward()
         return [x.grad.clone(), w.grad.clone()]
 
-    ref = run(prepare(body, obs.variant))  # no-AC reference (same variant)
-    f = prepare(lambda x, w: ckpt(body, x, w, reentrant=obs.reentrant), obs.variant)
+    ref = run(obs.compile(body))  # no-AC reference (same variant)
+    f = obs.compile(lambda x, w: ckpt(body, x, w, reentrant=obs.reentrant))
     got = obs.no_error("recompute_succeeds", lambda: run(f))
     dtypes = [(p, d) for (op, p, d) in DTYPES if op == "csin"]
     obs.equal("forward_op_in_autocast_dtype", sorted({d for p, d in dtypes if p == "forward"}, key=str),
@@ -446,7 +451,7 @@ def _det_body(x):
 
 def _det_run(obs: Obs, **kw):
     x = _leaf(6)
-    f = prepare(lambda x: ckpt(_det_body, x, reentrant=obs.reentrant, **kw), obs.variant)
+    f = obs.compile(lambda x: ckpt(_det_body, x, reentrant=obs.reentrant, **kw))
     _WIDTH["k"] = 1
     try:
         out = f(x)
@@ -494,7 +499,7 @@ def _determinism(obs: Obs):
         gates=(Gate(torch_api.COMPILED_AC_THROUGH_CHECKPOINT, variants=COMPILED),))
 def _determinism_invalid(obs: Obs):
     x = _leaf(4)
-    f = prepare(lambda x: ckpt(torch.sin, x, reentrant=False, determinism_check="bogus"), obs.variant)
+    f = obs.compile(lambda x: ckpt(torch.sin, x, reentrant=False, determinism_check="bogus"))
     obs.raises("invalid_value_rejected", lambda: f(x), Exception, "determinism_check should be one of")
 
 
@@ -544,7 +549,8 @@ def _debug_observe(obs: Obs, ctx, **kw):
 @clause("ckpt.debug", "checkpoint(debug=True)",
         "debug(bool, optional): If ``True``, error messages will also include a trace of the operators ran during "
         "the original forward computation as well as the recomputation. This argument is only supported if "
-        "``use_reentrant=False``.", modes=(False,), programs=("debug-true", "debug-false"), compiled=_NO_REPLAY)
+        "``use_reentrant=False``.", modes=(False,), programs=("debug-true", "debug-false"), compiled=_NO_REPLAY,
+        fast=(("debug-true", False),))
 def _debug(obs: Obs):
     text = _debug_observe(obs, contextlib.nullcontext(), debug=obs.program == "debug-true")
     if text is None:
@@ -559,7 +565,8 @@ def _debug(obs: Obs):
 @clause("ckpt.debug.global", "set_checkpoint_debug_enabled",
         "Note that when set, this context manager overrides the value of ``debug`` passed to checkpoint. To defer "
         "to the local setting, pass ``None`` to this context.", modes=(False,),
-        programs=("on-overrides-false", "off-overrides-true", "none-defers"), compiled=_NO_REPLAY)
+        programs=("on-overrides-false", "off-overrides-true", "none-defers"), compiled=_NO_REPLAY,
+        fast=(("on-overrides-false", False), ("none-defers", False)))
 def _debug_global(obs: Obs):
     enabled, local, want = {"on-overrides-false": (True, False, True), "off-overrides-true": (False, True, False),
                             "none-defers": (None, True, True)}[obs.program]
@@ -576,7 +583,7 @@ def _early_body(x):
 
 def _early_run(obs: Obs, ctx=contextlib.nullcontext(), **kw):
     x = _leaf(4)
-    f = prepare(lambda x: ckpt(_early_body, x, reentrant=obs.reentrant, **kw), obs.variant)
+    f = obs.compile(lambda x: ckpt(_early_body, x, reentrant=obs.reentrant, **kw))
     reset_counts()
     with ctx, phase("forward"):
         out = f(x)
@@ -637,16 +644,16 @@ def _sequential(obs: Obs):
     model = torch.nn.Sequential(*[_CSin() for _ in range(6)])
     x = _leaf(4)
     if obs.compiled:  # Dynamo marks checkpoint_sequential as skipped: fullgraph is a clear error, else a graph break
-        f = prepare(lambda x: cp.checkpoint_sequential(model, 3, x, use_reentrant=obs.reentrant), obs.variant)
+        f = obs.compile(lambda x: cp.checkpoint_sequential(model, 3, x, use_reentrant=obs.reentrant))
         obs.raises("fullgraph_refuses_checkpoint_sequential", lambda: f(x), torch._dynamo.exc.Unsupported,
                    "checkpoint_sequential")
     if obs.program == "bad-kwarg":
-        f = prepare(lambda x: cp.checkpoint_sequential(model, 3, x, use_reentrant=obs.reentrant, bogus=1), obs.variant,
-                    fullgraph=False)
+        f = obs.compile(lambda x: cp.checkpoint_sequential(model, 3, x, use_reentrant=obs.reentrant, bogus=1),
+                        fullgraph=False)
         obs.raises("unexpected_kwarg_rejected", lambda: f(x), Exception, "Unexpected keyword arguments: bogus")
         return
-    f = prepare(lambda x: cp.checkpoint_sequential(model, 3, x, use_reentrant=obs.reentrant), obs.variant,
-                fullgraph=False)
+    f = obs.compile(lambda x: cp.checkpoint_sequential(model, 3, x, use_reentrant=obs.reentrant),
+                    fullgraph=False)
     reset_counts()
     out, (g,) = _grads(f, x)
     expect = x.detach()
@@ -674,10 +681,10 @@ def _kw_body(x, *, scale=1.0):
         "If ``use_reentrant=False``, ``checkpoint`` will use an implementation that does not require reentrant "
         "autograd. This allows ``checkpoint`` to support additional functionality, such as working as expected "
         "with ``torch.autograd.grad`` and support for keyword arguments input into the checkpointed function.",
-        compiled="same (the reentrant ValueError surfaces through torch.compile)")
+        compiled="same (the reentrant ValueError surfaces through torch.compile)", fast=(("", True),))
 def _kwargs(obs: Obs):
     x = _leaf(4)
-    f = prepare(lambda x: ckpt(_kw_body, x, reentrant=obs.reentrant, scale=3.0), obs.variant)
+    f = obs.compile(lambda x: ckpt(_kw_body, x, reentrant=obs.reentrant, scale=3.0))
     if obs.reentrant:
         obs.raises("reentrant_rejects_kwargs", lambda: f(x), Exception, "Unexpected keyword arguments: scale")
         return
@@ -691,12 +698,12 @@ def _kwargs(obs: Obs):
 @clause("ckpt.requires_grad_inputs", "checkpoint",
         "At least one input and output must have ``requires_grad=True`` for the reentrant variant. If this "
         "condition is unmet, the checkpointed part of the model will not have gradients. The non-reentrant "
-        "version does not have this requirement.")
+        "version does not have this requirement.", fast=(("", True),))
 def _requires_grad(obs: Obs):
     torch.manual_seed(0)
     lin = torch.nn.Linear(4, 4)
     x = _leaf(2, 4, requires_grad=False)
-    f = prepare(lambda x: ckpt(lin, x, reentrant=obs.reentrant), obs.variant)
+    f = obs.compile(lambda x: ckpt(lin, x, reentrant=obs.reentrant))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         out = f(x)
@@ -731,7 +738,7 @@ def _nested(obs: Obs):
         return csin(ckpt(inner, x, reentrant=r))
 
     x = _leaf(4)
-    f = prepare(lambda x: ckpt(outer, x, reentrant=r), obs.variant)
+    f = obs.compile(lambda x: ckpt(outer, x, reentrant=r))
     reset_counts()
     out, (g,) = _grads(f, x)
     xd = x.detach()
@@ -765,7 +772,7 @@ def _saved_hooks(obs: Obs):
     def body(x):
         return csin(csin(x))  # the intermediate csin(x) is saved by the second csin
 
-    f = prepare(lambda x: ckpt(body, x, reentrant=obs.reentrant), obs.variant)
+    f = obs.compile(lambda x: ckpt(body, x, reentrant=obs.reentrant))
     hooks = (torch.autograd.graph.save_on_cpu(pin_memory=False) if obs.program == "save_on_cpu"
              else torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t))
 
@@ -794,7 +801,7 @@ def _saved_hooks(obs: Obs):
 def _backward_twice(obs: Obs):
     x = _leaf(4)
     xd = x.detach()
-    f = prepare(lambda x: ckpt(lambda t: csin(csin(t)), x, reentrant=obs.reentrant), obs.variant)
+    f = obs.compile(lambda x: ckpt(lambda t: csin(csin(t)), x, reentrant=obs.reentrant))
     reset_counts()
     out = f(x)
     want = torch.cos(torch.sin(xd)) * torch.cos(xd)
@@ -817,11 +824,12 @@ def _backward_twice(obs: Obs):
         "The reentrant checkpoint only supports the :func:`torch.autograd.backward` API for the backward pass "
         "without its `inputs` argument, while the non-reentrant version supports all ways of performing the "
         "backward pass.", programs=("autograd.grad", "backward-inputs"),
-        compiled="same for use_reentrant=False; use_reentrant=True: known failure (compile ignores use_reentrant)")
+        compiled="same for use_reentrant=False; use_reentrant=True: known failure (compile ignores use_reentrant)",
+        fast=(("autograd.grad", True), ("backward-inputs", True)))
 def _grad_api(obs: Obs):
     x = _leaf(4)
     xd = x.detach()
-    f = prepare(lambda x: ckpt(lambda t: csin(t).exp(), x, reentrant=obs.reentrant), obs.variant)
+    f = obs.compile(lambda x: ckpt(lambda t: csin(t).exp(), x, reentrant=obs.reentrant))
     out = f(x)
     want = torch.exp(torch.sin(xd)) * torch.cos(xd)
     if obs.program == "autograd.grad":
@@ -840,12 +848,12 @@ def _grad_api(obs: Obs):
         "context_fn(Callable, optional): A callable returning a tuple of two context managers. The function and "
         "its recomputation will be run under the first and second context managers respectively. This argument "
         "is only supported if ``use_reentrant=False``.", modes=(True,), programs=("context_fn", "debug"),
-        compiled="same: the ValueError surfaces through torch.compile")
+        compiled="same: the ValueError surfaces through torch.compile", fast=(("context_fn", True), ("debug", True)))
 def _reentrant_rejects(obs: Obs):
     x = _leaf(4)
     kw = ({"context_fn": functools.partial(cp.create_selective_checkpoint_contexts, [torch.ops.aten.sin.default])}
           if obs.program == "context_fn" else {"debug": True})
-    f = prepare(lambda x: ckpt(torch.sin, x, reentrant=True, **kw), obs.variant)
+    f = obs.compile(lambda x: ckpt(torch.sin, x, reentrant=True, **kw))
     # torch 2.14 lists a third argument ("Passing `context_fn`, `debug`, or `respect_saved_tensors_hooks` is only
     # supported when use_reentrant=False."): the rule's words are what every release shares
     obs.raises("rejected", lambda: f(x), Exception, "is only supported when use_reentrant=False.")
@@ -861,7 +869,7 @@ def _context_fn(obs: Obs):
     x = _leaf(4)
     if obs.program == "debug-conflict":
         ctx = functools.partial(cp.create_selective_checkpoint_contexts, [CSIN])
-        f = prepare(lambda x: ckpt(csin, x, reentrant=False, context_fn=ctx, debug=True), obs.variant)
+        f = obs.compile(lambda x: ckpt(csin, x, reentrant=False, context_fn=ctx, debug=True))
         obs.raises("debug_with_context_fn_rejected", lambda: f(x), Exception,
                    "debug=True is incompatible with non-default context_fn")
         return
@@ -879,7 +887,7 @@ def _context_fn(obs: Obs):
     def context_fn():  # defined outside the compiled function (Dynamo cannot take a context_fn created inside it)
         return Mode("fw"), Mode("re")
 
-    f = prepare(lambda x: ckpt(csin, x, reentrant=False, context_fn=context_fn), obs.variant)
+    f = obs.compile(lambda x: ckpt(csin, x, reentrant=False, context_fn=context_fn))
     out = f(x)
     seen_fw = [n for n, fn in entered if fn is CSIN]
     out.sum().backward()
@@ -904,7 +912,7 @@ def _sac_body(x):
 
 def _sac_run(obs: Obs, policy, body=_sac_body, x=None, **kw):
     x = _leaf(4) if x is None else x
-    f = prepare(lambda x: ckpt(body, x, reentrant=False, context_fn=_sac_context(policy, **kw)), obs.variant)
+    f = obs.compile(lambda x: ckpt(body, x, reentrant=False, context_fn=_sac_context(policy, **kw)))
     reset_counts()
     out, (g,) = _grads(f, x)
     xd = x.detach()
@@ -958,7 +966,7 @@ def _sac_offload(obs: Obs):
 def _sac_vanilla(obs: Obs):
     n_sac = _sac_run(obs, lambda ctx, func, *a, **k: cp.CheckpointPolicy.PREFER_RECOMPUTE)
     x = _leaf(4)
-    f = prepare(lambda x: ckpt(_sac_body, x, reentrant=False), obs.variant)
+    f = obs.compile(lambda x: ckpt(_sac_body, x, reentrant=False))
     reset_counts()
     _grads(f, x)
     obs.equal("same_recompute_as_vanilla", n_sac, bw_count("csin"))
@@ -996,7 +1004,7 @@ def _sac_forward_only(obs: Obs):
     def context_fn():  # a plain function: Dynamo does not accept a callable object as context_fn
         return rec()
 
-    f = prepare(lambda x: ckpt(_sac_body, x, reentrant=False, context_fn=context_fn), obs.variant)
+    f = obs.compile(lambda x: ckpt(_sac_body, x, reentrant=False, context_fn=context_fn))
     _grads(f, x)
     first = len(rec.contexts)
     _grads(f, x)
@@ -1043,7 +1051,7 @@ def _titan_body(x, w):
 def _sac_counting(obs: Obs):
     x = _leaf(3, 3)
     w = (_leaf(3, 3, seed=1).detach() * 0.5).requires_grad_()
-    f = prepare(lambda x, w: ckpt(_titan_body, x, w, reentrant=False, context_fn=_titan_context_fn), obs.variant)
+    f = obs.compile(lambda x, w: ckpt(_titan_body, x, w, reentrant=False, context_fn=_titan_context_fn))
     reset_counts()
     out, (gx, gw) = _grads(f, x, w)
     xr, wr = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
@@ -1079,8 +1087,7 @@ class _Mutating:
                  "(compile accepts what eager rejects; findings/sac_inplace_op_body_invalid.py)")
 def _sac_mutation(obs: Obs):
     x = _leaf(4)
-    f = prepare(lambda x: ckpt(_Mutating.body, x, reentrant=False, context_fn=_sac_context(_Mutating.policy)),
-                obs.variant)
+    f = obs.compile(lambda x: ckpt(_Mutating.body, x, reentrant=False, context_fn=_sac_context(_Mutating.policy)))
     out = f(x)
     if obs.compiled:
         obs.no_error("compiled_accepts", lambda: out.sum().backward())
@@ -1098,9 +1105,8 @@ def _sac_mutation(obs: Obs):
                  "entry (the hazard the flag opts into): a documented difference")
 def _sac_allow_mutation(obs: Obs):
     x = _leaf(4)
-    f = prepare(lambda x: ckpt(_Mutating.body, x, reentrant=False,
-                               context_fn=_sac_context(_Mutating.policy, allow_cache_entry_mutation=True)),
-                obs.variant)
+    f = obs.compile(lambda x: ckpt(_Mutating.body, x, reentrant=False,
+                                   context_fn=_sac_context(_Mutating.policy, allow_cache_entry_mutation=True)))
     out = f(x)
     obs.no_error("mutation_allowed", lambda: out.sum().backward())
     xd = x.detach()
@@ -1130,12 +1136,22 @@ def _sac_list(obs: Obs):
         obs.equal("listed_op_saved", _sac_run(obs, [CSIN]), 0)
     elif obs.program == "packet-rejected":
         x = _leaf(4)
-        f = prepare(lambda x: ckpt(_sac_body, x, reentrant=False,
-                                   context_fn=_sac_context([torch.ops.ac_contract.csin])), obs.variant)
+        f = obs.compile(lambda x: ckpt(_sac_body, x, reentrant=False,
+                                       context_fn=_sac_context([torch.ops.ac_contract.csin])))
         obs.raises("packet_rejected", lambda: f(x), Exception, "Please update the OpOverloadPacket to a specific")
     else:
         obs.raises("not_callable_rejected", lambda: cp.create_selective_checkpoint_contexts(3), TypeError,
                    "policy_fn_or_list must be either a function or a list of ops.")
+
+
+@contextlib.contextmanager
+def _compile_caches(enabled: bool):
+    """The FX graph and AOTAutograd caches on or off (contract cells run with them off: NO_COMPILE_CACHES)."""
+    import torch._functorch.config as fconfig
+    import torch._inductor.config as iconfig
+
+    with fconfig.patch(enable_autograd_cache=enabled), iconfig.patch(fx_graph_cache=enabled):
+        yield
 
 
 @clause("sac.backward_twice", "create_selective_checkpoint_contexts",
@@ -1161,9 +1177,9 @@ def _sac_twice(obs: Obs):
                    "Trying to backward an extra time")
         return
     with _compile_caches(True):
-        prepare(fn, obs.variant)(x).sum().backward()  # a first run: compiles, fills the caches
+        obs.compile(fn)(x).sum().backward()  # a first run: compiles, fills the caches
         x.grad = None
-        out = prepare(fn, obs.variant)(x)  # recompiled after torch._dynamo.reset(): a cache hit where caches exist
+        out = obs.compile(fn)(x)  # recompiled after torch._dynamo.reset(): a cache hit where caches exist
         try:
             out.sum().backward(retain_graph=True)
         except RuntimeError as e:  # a compiled backward with donated buffers refuses retain_graph: a clear error
@@ -1176,125 +1192,103 @@ def _sac_twice(obs: Obs):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# cells, known failures
+# the rows: one case per clause x program x mode x variant
 # --------------------------------------------------------------------------------------------------------------
 
-BY_ID = {c.id: c for c in CLAUSES}
+# a cell's outcome must not depend on what an earlier cell (or run) left in the FX graph and AOTAutograd caches
+# (sac.backward_twice turns them on itself, to pin a cache-hit defect)
+NO_COMPILE_CACHES = CompileSpec(config={"functorch": {"enable_autograd_cache": False},
+                                        "inductor": {"fx_graph_cache": False}})
+
+
+def _eager(fn: Callable, fullgraph: bool = True) -> Callable:
+    return fn
+
+
+def _compiler(ctx: BuildContext) -> Callable[..., Callable]:
+    """``compile(fn, fullgraph=True)``: a fresh compile of ``fn`` (Dynamo reset first, so no graph of an earlier call is
+    reused) with the cell's backend, which the runner put in ``ctx``."""
+    def compile(fn: Callable, fullgraph: bool = True) -> Callable:
+        torch._dynamo.reset()
+        return dataclasses.replace(ctx, fullgraph=fullgraph).compile(fn)
+
+    return compile
 
 
 @dataclasses.dataclass(frozen=True)
-class Cell:
-    clause: str
+class Observe:
+    """A contract case's program (its ``build``, run by ``Runner.CONTRACT``): the clause's oracle on one program, mode
+    and variant, compiling through the runner's ``ctx.compile`` unless the variant is eager.  Returns the observations
+    (check, failure message or None); an exception the oracle did not expect is the failed check ``runs``."""
+
+    clause: Clause
     program: str
     reentrant: bool | None
-    variant: str
+    variant: Variant
 
     @property
-    def id(self) -> str:
-        parts = [self.clause] + ([self.program] if self.program else []) + [MODES.get(self.reentrant, "na"),
-                                                                             self.variant]
-        return "-".join(parts)
+    def name(self) -> str:
+        """The cell's id: ``<clause>[-<program>]-<mode>-<variant>``."""
+        return "-".join([self.clause.id] + ([self.program] if self.program else [])
+                        + [MODES.get(self.reentrant, "na"), self.variant])
+
+    def __call__(self, ctx: BuildContext) -> list[tuple[str, str | None]]:
+        obs = Obs(self.clause.id, self.variant, self.reentrant, self.program,
+                  compile=_eager if self.variant is Variant.EAGER else _compiler(ctx))
+        reset_counts()
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*context_fn is passed to torch.utils.checkpoint.*")
+                self.clause.oracle(obs)
+        except Exception as e:  # noqa: BLE001 - an unexpected exception is an observation of the clause
+            obs.expect("runs", False, "the program to run", f"{type(e).__name__}: {str(e)[:500]}")
+        return obs.observations
+
+    @property
+    def fast(self) -> bool:
+        """In make test (kept to ~40 s serially on 2 cores): every eager cell; per clause one aot_eager cell (its first
+        program, its non-reentrant mode where it has one; partitioners alternate by clause so both are exercised); and
+        the aot_eager_min_cut cells the clause lists as ``fast``.  All other compiled cells, inductor included, are
+        slow: each costs ~0.5 s (aot_eager) to seconds (inductor compiles C++ kernels, ~25 s cold)."""
+        c = self.clause
+        if self.variant is Variant.EAGER:
+            return True
+        if self.variant is Variant.AOT_EAGER_MIN_CUT and (self.program, self.reentrant) in c.fast:
+            return True
+        rep_mode = False if False in c.modes else c.modes[0]
+        rep_variant = (Variant.AOT_EAGER_MIN_CUT, Variant.AOT_EAGER_DEFAULT)[CLAUSES.index(c) % 2]
+        return self.program == c.programs[0] and self.reentrant == rep_mode and self.variant is rep_variant
 
 
-def cells() -> list[Cell]:
-    out = []
-    for c in CLAUSES:
-        for prog in c.programs:
-            for mode in c.modes:
-                for v in VARIANTS:
-                    out.append(Cell(c.id, prog, mode, v))
-    return out
+def judge(run) -> NamedChecks:
+    """A contract row's check: every named check its clause's oracle made is a verdict of its own (failed if any of
+    its observations failed), so a known failure pins one of them and all the others must pass."""
+    observations = run.info["observations"]
+    if not observations:
+        return NamedChecks(failed=(("no_checks", "expected the oracle to make at least one check; saw none"),))
+    failed: dict[str, str] = {}
+    for check, message in observations:
+        if message is not None:
+            failed.setdefault(check, message)
+    return NamedChecks(tuple(dict.fromkeys(c for c, _ in observations if c not in failed)), tuple(failed.items()))
 
 
-@dataclasses.dataclass(frozen=True)
-class Known:
-    id: str  # the known_failures.toml entry
-    check: str
-    reason: str
-    repro: str
-    upstream: str
+def _case(c: Clause, program: str, mode: bool | None, variant: Variant) -> Case:
+    requires = tuple(g.requirement for g in c.gates if g.covers(program, mode, variant))
+    if program in c.requires_cuda:
+        requires += (Requires.cuda(f"the {program} autocast program needs a CUDA device"),)
+    build = Observe(c, program, mode, variant)
+    checkpoint = {True: Checkpoint.REENTRANT, False: Checkpoint.NON_REENTRANT}.get(mode, Checkpoint.NONE)
+    return Case(build.name, build, checkpoint=checkpoint, runner=Runner.CONTRACT, axes=variant.axes,
+                compile=NO_COMPILE_CACHES, expect=Expect(check=judge), goldens=(), requires=requires,
+                selection=Selection(slow=not build.fast), notes=c.source, area="contract")
 
 
-def _known() -> dict[str, Known]:
-    """Contract cells that disagree with the contract on this torch, from known_failures.toml (the one place known
-    failures live): cell id -> the one check it breaks, the reason, the repro and the upstream reference."""
-    from harness.core import known_failures
-
-    entries = known_failures.load()
-    out = {}
-    for cell in cells():
-        hit = known_failures.contract_known(entries, cell.id, torch.__version__)
-        if hit is not None:
-            entry, check = hit
-            out[cell.id] = Known(entry.id, check, entry.reason, entry.repro, entry.upstream)
-    return out
-
-
-KNOWN: dict[str, Known] = _known()
-
-
-# --------------------------------------------------------------------------------------------------------------
-# running a cell
-# --------------------------------------------------------------------------------------------------------------
-
-
-def observe(cell: Cell) -> Obs:
-    c = BY_ID[cell.clause]
-    obs = Obs(c.id, cell.variant, cell.reentrant, cell.program)
-    reset_counts()
-    try:
-        # compile caches off: a cell's outcome must not depend on what an earlier cell (or run) left in the FX graph
-        # and AOTAutograd caches (sac.backward_twice turns them on itself, to pin a cache-hit defect)
-        with warnings.catch_warnings(), _no_compile_caches():
-            warnings.filterwarnings("ignore", message=".*context_fn is passed to torch.utils.checkpoint.*")
-            c.oracle(obs)
-    except ContractViolation:
-        raise
-    except Exception as e:  # an unexpected exception is an observation, named after the clause
-        obs.expect("runs", False, "the program to run", f"{type(e).__name__}: {str(e)[:500]}")
-    finally:
-        torch._dynamo.reset()
-    return obs
-
-
-def _no_compile_caches():
-    return _compile_caches(False)
-
-
-@contextlib.contextmanager
-def _compile_caches(enabled: bool):
-    import torch._functorch.config as fconfig
-    import torch._inductor.config as iconfig
-
-    with fconfig.patch(enable_autograd_cache=enabled), iconfig.patch(fx_graph_cache=enabled):
-        yield
-
-
-def check(cell: Cell, ignore: tuple = ()) -> Obs:
-    """Observe the cell; raise ContractViolation for failed checks except those in ignore."""
-    obs = observe(cell)
-    failures = [(c, m) for c, m in obs.failures if c not in ignore]
-    if failures:
-        raise ContractViolation(obs.clause, failures)
-    if not obs.checks:
-        raise ContractViolation(obs.clause, [("no_checks", "expected the oracle to make at least one check; saw none")])
-    return obs
-
-
-def in_default_selection(cell: Cell) -> bool:
-    """`make test` budget (<= 40 s serially on 2 cores): every eager cell; per clause one aot_eager cell (its first
-    program, its non-reentrant mode where it has one; partitioners alternate by clause so both are exercised);
-    and the aot_eager_min_cut cell of every known failure.  All other compiled cells, inductor included, are slow."""
-    if cell.variant == "eager":
-        return True
-    if cell.variant == "inductor":
-        return False
-    c = BY_ID[cell.clause]
-    if cell.id in KNOWN and cell.variant == "aot_eager_min_cut":
-        return True
-    rep_mode = False if False in c.modes else c.modes[0]
-    rep_variant = ("aot_eager_min_cut", "aot_eager_default")[CLAUSES.index(c) % 2]
-    return cell.program == c.programs[0] and cell.reentrant == rep_mode and cell.variant == rep_variant
+def cases() -> list[Case]:
+    """The contract's rows, in the clauses' order: one case (one cell, named as the case) per clause x program x mode
+    x variant.  harness/rows/cases/contract.py puts them in the case database; collect expands them like any case."""
+    return [_case(c, program, mode, variant) for c in CLAUSES for program in c.programs for mode in c.modes
+            for variant in VARIANTS]
 
 
 QUOTE_GAP = " [...] "
@@ -1302,74 +1296,3 @@ QUOTE_GAP = " [...] "
 
 def quote_fragments(c: Clause) -> list[str]:
     return c.quote.split(QUOTE_GAP)
-
-
-def requires_cuda(cell: Cell) -> bool:
-    return cell.program in BY_ID[cell.clause].requires_cuda
-
-
-def unmet_gate(cell: Cell) -> str | None:
-    """Why ``cell`` cannot run on the installed torch (a Gate of its clause covers it and the release predates the
-    behaviour), in the words harness.core.torch_api.cannot_run_reason recognises; None when it can run."""
-    return next(filter(None, (torch_api.unmet_release(g.difference) for g in BY_ID[cell.clause].gates
-                              if g.covers(cell))), None)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# the coverage table
-# --------------------------------------------------------------------------------------------------------------
-
-
-def _md(s: str) -> str:
-    return s.replace("|", "\\|").replace("\n", " ")
-
-
-def build_table() -> str:
-    lines = [
-        "# Checkpoint contract coverage",
-        "",
-        "Generated by `python -m harness.rows.contract` from `harness/rows/contract.py`; `tests/test_contract_meta.py` fails",
-        "when this file is stale. Do not edit by hand. Clauses and their quotes: `docs/contract.md`.",
-        "",
-        "Cells are `<clause>[-<program>]-<mode>-<variant>`, run by `suites/test_contract.py`; variants: `eager`,",
-        "`aot_eager_min_cut`, `aot_eager_default` (default selection) and `inductor` (`slow`). CUDA programs skip",
-        "without a CUDA device.",
-        "",
-        "| clause | source | programs x modes | cells | eager verdict | compiled verdict |",
-        "|---|---|---|---|---|---|",
-    ]
-    all_cells = cells()
-    for c in CLAUSES:
-        mine = [x for x in all_cells if x.clause == c.id]
-        eager_known = sorted({k.check for x in mine if x.variant == "eager" and (k := KNOWN.get(x.id))})
-        comp_known = sorted({f"{x.variant}:{k.check}" for x in mine if x.variant != "eager" and (k := KNOWN.get(x.id))})
-        eager = "pass" if not eager_known else "known failure: " + ", ".join(f"`{k}`" for k in eager_known)
-        comp = c.compiled if c.compiled.startswith("same") else f"documented difference: {c.compiled}"
-        if comp_known:
-            comp += "; known failure: " + ", ".join(f"`{k}`" for k in comp_known)
-        progs = ", ".join(p or "-" for p in c.programs) + " x " + ", ".join(MODES.get(m, "na") for m in c.modes)
-        cuda = f" (CUDA: {', '.join(c.requires_cuda)})" if c.requires_cuda else ""
-        lines.append(f"| `{c.id}` | {_md(c.source)} | {_md(progs)}{cuda} | {len(mine)} | {_md(eager)} | {_md(comp)} |")
-    lines += ["", f"{len(CLAUSES)} clauses, {len(all_cells)} cells "
-                  f"({sum(1 for x in all_cells if x.variant != 'inductor')} in the default selection).", "",
-              "## Known failures (strict xfail, pinned to one check)", ""]
-    for cid, k in sorted(KNOWN.items()):
-        lines.append(f"- `{cid}`: check `{k.check}`. {k.reason}. Repro: `{k.repro}`. Upstream: {k.upstream}")
-    lines += ["", "## Release gates (skipped as cannot run before the release)", ""]
-    for c in CLAUSES:
-        for g in c.gates:
-            gated = [x.id for x in all_cells if x.clause == c.id and g.covers(x)]
-            lines.append(f"- `{c.id}`: {len(gated)} cells ({', '.join(f'`{x}`' for x in gated)}) need torch>="
-                         f"{g.difference.since}: `{g.difference.name}` (harness/core/torch_api.py)")
-    return "\n".join(lines) + "\n"
-
-
-def main() -> int:
-    TABLE.parent.mkdir(exist_ok=True)
-    TABLE.write_text(build_table())
-    print(f"wrote {TABLE.relative_to(ROOT)}: {len(CLAUSES)} clauses, {len(cells())} cells")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

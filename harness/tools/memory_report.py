@@ -16,14 +16,14 @@ import warnings
 from pathlib import Path
 
 from harness.core import analysis
-from harness.core.case import Axes, Backend, Partitioner
+from harness.core.case import BUDGET_SWEEP, Axes, Backend, Partitioner
 from harness.rows.cases import all_cases
-from harness.rows.collect import SWEEP_BUDGETS, eligible
+from harness.rows.collect import eligible
 from harness.core.pipeline import baseline
 
 MIN_CUT, DEFAULT = Partitioner.MIN_CUT, Partitioner.DEFAULT
 CONFIGS = [("no AC", MIN_CUT, None, False), ("AC", MIN_CUT, None, True), ("AC", DEFAULT, None, True)]
-CONFIGS += [(f"AC budget {b}", MIN_CUT, b, True) for b in SWEEP_BUDGETS]
+CONFIGS += [(f"AC budget {b}", MIN_CUT, b, True) for b in BUDGET_SWEEP]
 
 
 def collect(substring: str = "") -> list[dict]:

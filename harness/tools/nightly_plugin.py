@@ -55,7 +55,7 @@ def pytest_configure(config):
 
 def pytest_ac_run_recorded(run, item) -> None:
     """Each graph kind against its golden, and the figures of both (before any check can stop the cell)."""
-    from harness.core import analysis
+    from harness.core import figures
     from harness.core.golden import split_golden, texts_for
 
     goldens = getattr(item, "funcargs", {}).get("goldens")
@@ -70,9 +70,9 @@ def pytest_ac_run_recorded(run, item) -> None:
         graphs[kind] = {"status": status}
         if status != "same":
             graphs[kind].update(golden=old, recorded=new)
-    golden = analysis.parse_summary(golden_texts["summary"]) if "summary" in golden_texts else None
+    golden = figures.parse_summary(golden_texts["summary"]) if "summary" in golden_texts else None
     item.user_properties.append(("nightly_graphs", {
-        "graphs": graphs, "recorded": analysis.figures(run), "golden": golden,
+        "graphs": graphs, "recorded": figures.of(run), "golden": golden,
         "compile_seconds": round(run.compile_seconds, 3)}))
 
 

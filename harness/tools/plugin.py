@@ -119,7 +119,8 @@ def pytest_collection_modifyitems(config, items):
         if entry is not None:
             item._ac_known_test = entry
             item.user_properties.append(("known_failure", entry.id))  # the nightly record's known_failure field
-            item.add_marker(pytest.mark.xfail(strict=True, raises=AssertionError,
+            # AssertionError, or pytest.fail's (the ac_conformance fixture reports a failing cell with it)
+            item.add_marker(pytest.mark.xfail(strict=True, raises=(AssertionError, pytest.fail.Exception),
                                               reason=f"known failure {entry.id} ({entry.upstream}); repro {entry.repro}"))
 
 
@@ -167,7 +168,8 @@ def pytest_generate_tests(metafunc):
     params = []
     for c in collect(area, device):
         if c.skip:
-            params.append(pytest.param(c.cell, id=c.id, marks=pytest.mark.skip(reason=c.skip)))
+            params.append(pytest.param(c.cell, id=c.id, marks=[pytest.mark.skip(reason=c.skip)]
+                                       + ([pytest.mark.slow] if c.slow else [])))
             continue
         marks = [pytest.mark.xdist_group(c.cell.case.name)]
         if c.slow:
@@ -232,6 +234,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     totals: Counter = Counter()
     cases: set[str] = set()
     cells = 0
+    without_invariants: list[str] = []
     for key in ("passed", "failed", "xfailed", "xpassed"):
         for rep in terminalreporter.stats.get(key, []):
             if getattr(rep, "when", "call") != "call":
@@ -242,14 +245,21 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                     cases.add(v)
                 elif isinstance(v, (int, float)) and not k.endswith("_seconds"):
                     totals[k] += v
+                if k == "cells_without_invariants":
+                    without_invariants.append(rep.nodeid.rpartition("[")[2].rstrip("]"))
     if cells:
         terminalreporter.write_sep("-", "conformance summary")
         terminalreporter.write_line(
             f"cases: {len(cases)}; cells run: {cells}; graphs compared with goldens: {totals['graphs_compared']}; "
             f"numerics comparisons: {totals['numerics_checks']}; op-count checks: {totals['op_count_checks']}; "
             f"invariant checks: {totals['invariant_checks']}; error-message checks: {totals['error_checks']}; "
-            f"known-failure cells: {totals['known_failure_cells']} ({totals['known_failure_other_checks']} other "
-            f"checks passed in them)")
+            f"contract checks: {totals['contract_checks']}; known-failure cells: {totals['known_failure_cells']} ({totals['known_failure_other_checks']} other "
+            f"checks passed in them); checks not run: {totals['checks_not_run']}")
+        if without_invariants:
+            shown = ", ".join(sorted(without_invariants)[:8]) + (f", +{len(without_invariants) - 8} more"
+                                                                 if len(without_invariants) > 8 else "")
+            terminalreporter.write_line(f"cells where no invariant ran ({len(without_invariants)}; the reasons are "
+                                        f"each cell's 'not_run' property): {shown}")
     _report_unmatched_known_failures(terminalreporter, config)
     before = getattr(config, "_ac_golden_before", None)
     if before is not None:

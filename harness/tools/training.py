@@ -17,7 +17,7 @@ from collections import Counter
 import torch
 import torch.nn as nn
 
-from harness.core import analysis, checks, invariants, pipeline, policies
+from harness.core import analysis, checks, figures, invariants, pipeline, policies
 from harness.rows import models
 from harness.core.case import Axes, Case, Cell, CompileSpec
 from harness.rows.scenarios import Scenario
@@ -69,11 +69,12 @@ def saved_producers(run: pipeline.Run) -> dict[str, int]:
 
 
 def verdicts(run: pipeline.Run) -> dict:
-    """The invariants of a recorded step and its summary golden text (None: nothing analysable was recorded)."""
-    n, failed = invariants.violations(run)
+    """The invariants of a recorded step (checks made, failures, those that did not run and why) and its summary
+    golden text (None: nothing analysable was recorded)."""
+    found = invariants.violations(run)
     a = analysis.of(run)
-    return {"invariant_checks": n, "invariant_failures": failed,
-            "summary": analysis.summary_text(a) if a is not None else None}
+    return {"invariant_checks": found.checks, "invariant_failures": found.failed, "invariant_not_run": found.not_run,
+            "summary": figures.summary_text(a) if a is not None else None}
 
 
 def loss_of(out: torch.Tensor, numel_total: int) -> torch.Tensor:

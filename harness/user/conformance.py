@@ -39,11 +39,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-from harness.core import analysis, policies
-from harness.core.case import (DTYPES, AxesSpec, Case, Cell, Checkpoint, CompileSpec, Numerics, Program)
+from harness.core import analysis, figures, policies
+from harness.core.case import (DTYPES, AxesSpec, Case, Cell, Checkpoint, CompileSpec, Numerics, Program, Runner)
 from harness.core.golden import GoldenDrift, GoldenGraphExtension, Goldens, golden_text, split_golden, updating
 from harness.core.pipeline import baseline
 from harness.core.suite import check_cell
+from harness.rows.collect import declared_cells
 
 BACKENDS = ("aot_eager", "inductor")
 PARTITIONERS = ("min_cut", "default")
@@ -379,12 +380,7 @@ class Report:
 
 
 def fmt_bytes(b) -> str:
-    if b is None:
-        return "?"
-    for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if b >= size:
-            return f"{b / size:.1f} {unit}"
-    return f"{b} B"
+    return figures.fmt_bytes(b, human=True)
 
 
 def figures_of(run) -> dict:
@@ -397,7 +393,7 @@ def figures_of(run) -> dict:
     except Exception:  # noqa: BLE001 - a figure that cannot be computed is absent, not a verdict
         a = None
     if a is not None:
-        out.update({k: getattr(a, k) for k in analysis.SUMMARY_FIGURES})
+        out.update({k: getattr(a, k) for k in figures.SUMMARY_FIGURES})
         out["recomputed_ops"] = len(a.recomputed)
         out["recomputed"] = [op for _, op in a.recomputed]
         out["saved"] = [dataclasses.asdict(s) for s in a.saved]
@@ -448,7 +444,7 @@ def check_cell_of(cell: Cell, goldens) -> CellResult:
         message += known_defects(cell, record.run, failures)
     result = CellResult(cell, verdict, failures, message, record.run, figures_of(record.run),
                         checks=sum(v for k, v in record.props.items() if k.endswith("_checks")))
-    if record.run is not None and cell.case.custom is None:
+    if record.run is not None and cell.case.runner is Runner.STANDARD:
         with contextlib.suppress(Exception):
             result.no_ac = figures_of(baseline(cell.case, dataclasses.replace(cell.axes, budget=None), False))
     return result
@@ -470,8 +466,7 @@ def known_defects(cell: Cell, run, failures: list[tuple[str, str]]) -> str:
 
 def run_case(case: Case, goldens_for: Callable[[Cell], Any] | None = None) -> list[CellResult]:
     device = case.axes.devices[0]
-    return [check_cell_of(Cell(case, axes), goldens_for(Cell(case, axes)) if goldens_for else NoGoldens())
-            for axes in case.cell_axes(device)]
+    return [check_cell_of(cell, goldens_for(cell) if goldens_for else NoGoldens()) for cell in declared_cells(case, device)]
 
 
 # --------------------------------------------------------------------------------------------- the pytest plugin

@@ -7,7 +7,12 @@ import functools
 import importlib
 import pkgutil
 
-from harness.core.case import Case
+from harness.core.case import Case, Selection
+
+# Rows that had a pipeline of their own before the typed runners (issue 25) and now run on the standard one: the slow
+# matrix would expand them, which changes the collection; kept to their declared cells until someone reviews theirs.
+FORMER_CUSTOM = Selection(matrix="kept to its declared cells when it left its own pipeline for the standard runner "
+                                 "(issue 25): its matrix cells are yet to be reviewed")
 
 
 @functools.cache

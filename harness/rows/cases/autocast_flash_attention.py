@@ -20,11 +20,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from harness.core.case import (Axes, AxesSpec, Backend, BuildContext, Case, Cell, Checkpoint, CompileSpec,
+from harness.core.case import (DTYPES, Ambient, AxesSpec, Backend, BuildContext, Case, Checkpoint, CompileSpec,
                               Decompositions, Expect, Numerics, Partitioner, Program, Requires)
-from harness.rows.cases import find_case
-from harness.core.checks import count_of, expect_equal
-from harness.core.pipeline import CustomRun, run_cell
+from harness.core.checks import AUTOCAST_TOLERANCE, count_of, expect_equal
 
 aten = torch.ops.aten
 SIN = "aten.sin.default"
@@ -35,12 +33,6 @@ FLASH_CPU_BW = "aten._scaled_dot_product_flash_attention_for_cpu_backward.defaul
 BMM = "aten.bmm.default"
 SCALE = 0.17677669529663687  # 1/sqrt(32), the head dim
 SHAPE = (4, 2, 16, 32)  # batch, heads, sequence, head dim
-# Compiled vs eager under bf16/fp16 autocast: torch's bf16 defaults (torch/testing/_comparison.py) for the relative
-# part; the absolute part is bf16's own resolution at the outputs' scale (eps 7.8e-3 x |values| ~ 1): inductor
-# fuses the softmax and keeps fp32 intermediates where eager rounds each op's result to bf16, and torch's 1e-5
-# default atol would judge near-zero outputs by an absolute precision no bf16 computation has.
-AUTOCAST_TOLERANCE = (1.6e-2, 1e-2)
-STRICT = (1.3e-6, 1e-5)  # torch's float32 defaults: eager with and without AC (same kernels, same values)
 
 
 def expected_fused_sdpa(device: str) -> str:
@@ -94,7 +86,7 @@ def sdpa(ctx: BuildContext) -> Program:
     return Program(fn, _qkv(ctx))
 
 
-# --- the autocast pipeline ---------------------------------------------------------------------------------------
+# --- under autocast -----------------------------------------------------------------------------------------
 
 def autocast_output_dtype(op: str, device: str, low: torch.dtype, inputs: torch.dtype) -> torch.dtype:
     """The dtype autocast gives ``op``'s output: its lower-precision dtype when the op has an Autocast<Device> kernel
@@ -105,36 +97,22 @@ def autocast_output_dtype(op: str, device: str, low: torch.dtype, inputs: torch.
     return low if torch._C._dispatch_has_kernel_for_dispatch_key(op, key) else inputs
 
 
-def under_autocast(name: str, dtype: torch.dtype | None = None, out_op: str = "aten::matmul"):
-    """Custom pipeline: case ``name``'s standard pipeline (eager with and without AC, compiled with AC, recorded)
-    run inside ``torch.autocast(<cell device>, dtype)``, entered outside the compiled function as upstream does.
-    ``out_op`` is the op that produces the output, whose autocast kernel decides the output's dtype."""
-
-    def custom(ctx: BuildContext, axes: Axes) -> CustomRun:
-        plain = dataclasses.replace(find_case(name), custom=None)
-        with torch.autocast(device_type=axes.device, dtype=dtype):
-            run = run_cell(Cell(plain, axes))
-        low = dtype or torch.get_autocast_dtype(axes.device)
-        want = autocast_output_dtype(out_op, axes.device, low, torch.float32)
-        expect_equal(f"{name}: dtype of the attention output ({out_op} under autocast)", run.compiled.outputs[0].dtype,
-                     want)
-        comparisons = []
-        for label, actual, ref in (("compiled vs eager with AC", run.compiled, run.eager),
-                                   ("compiled vs eager without AC", run.compiled, run.reference),
-                                   ("eager with AC vs eager without AC", run.eager, run.reference)):
-            expect_equal(f"{name}: number of outputs, {label}", len(actual.outputs), len(ref.outputs))
-            expect_equal(f"{name}: gradient names, {label}", sorted(actual.grads), sorted(ref.grads))
-            own = (STRICT,) if label.startswith("eager") else ()  # the recompute replays the same bf16 kernels
-            comparisons += [(f"{label}: output[{i}]", a, e, *own) for i, (a, e) in enumerate(zip(actual.outputs, ref.outputs))]
-            comparisons += [(f"{label}: grad of {n}", actual.grads[n], ref.grads[n], *own) for n in sorted(ref.grads)]
-        return CustomRun(graphs=run.graphs, comparisons=comparisons, info={"counters": run.counters})
-
-    return custom
+def output_dtype_check(dtype: str, out_op: str):
+    """Check: the compiled output has the dtype autocast gives ``out_op`` (the op that produces it)."""
+    def check(run) -> None:
+        axes = run.cell.axes
+        want = autocast_output_dtype(out_op, axes.device, DTYPES[dtype], torch.float32)
+        expect_equal(f"{run.cell.case.name}: dtype of the attention output ({out_op} under autocast)",
+                     run.compiled.outputs[0].dtype, want)
+    return check
 
 
-def autocast_case(name: str, build, dtype: torch.dtype | None = None, out_op: str = "aten::matmul", **kwargs) -> Case:
-    return Case(name, build, custom=under_autocast(name, dtype, out_op), numerics=Numerics(tolerance=AUTOCAST_TOLERANCE),
-                **kwargs)
+def autocast_case(name: str, build, dtype: str, out_op: str = "aten::matmul", **kwargs) -> Case:
+    """A case whose every run (eager with and without AC, the compile, its baselines) is under
+    ``torch.autocast(<cell device>, dtype)`` entered outside the compiled function, as upstream does."""
+    expect = kwargs.pop("expect", Expect())
+    return Case(name, build, ambient=Ambient(autocast=dtype), numerics=Numerics(tolerance=AUTOCAST_TOLERANCE),
+                expect=dataclasses.replace(expect, check=output_dtype_check(dtype, out_op)), **kwargs)
 
 
 # --- checks ------------------------------------------------------------------------------------------------------
@@ -160,24 +138,25 @@ EFFICIENT_KERNEL = Requires.cuda("aten._scaled_dot_product_efficient_attention h
 CPU_BOTH_BACKENDS = AxesSpec(backends=tuple(Backend), devices="cpu")
 
 CASES = [
-    autocast_case("autocast_efficient_attention", efficient_attention, catalogue=(33,), checkpoint=Checkpoint.REENTRANT,
+    autocast_case("autocast_efficient_attention", efficient_attention, "float16", catalogue=(33,),
+                  checkpoint=Checkpoint.REENTRANT,
                   out_op="aten::_scaled_dot_product_efficient_attention",
                   axes=EFFICIENT_ONLY_CUDA, requires=EFFICIENT_KERNEL,
                   compile=CompileSpec(decompositions=Decompositions.INDUCTOR, fullgraph=False, backward=False),
                   expect=Expect({"fw": {EFFICIENT: 1}})),
-    autocast_case("autocast_efficient_attention_backward", efficient_attention, catalogue=(33,),
+    autocast_case("autocast_efficient_attention_backward", efficient_attention, "float16", catalogue=(33,),
                   out_op="aten::_scaled_dot_product_efficient_attention",
                   checkpoint=Checkpoint.REENTRANT, axes=EFFICIENT_ONLY_CUDA, requires=EFFICIENT_KERNEL,
                   compile=CompileSpec(decompositions=Decompositions.INDUCTOR, fullgraph=False),
                   expect=Expect({"fw": {EFFICIENT: 1}, "bw": {EFFICIENT: 1, EFFICIENT_BW: 1}}),
                   notes="beyond upstream (forward only): the backward recomputes the attention"),
-    autocast_case("autocast_bf16_attention_dropout_cpu", hand_written_attention(dropout_p=0.2), torch.bfloat16,
+    autocast_case("autocast_bf16_attention_dropout_cpu", hand_written_attention(dropout_p=0.2), "bfloat16",
                   catalogue=(33,), checkpoint=Checkpoint.REENTRANT, axes=CPU_BOTH_BACKENDS,
                   compile=CompileSpec(config={"inductor": {"fallback_random": True}}),
                   expect=Expect({"fw": {BMM: 2}, "bw": {BMM: 5}}),
                   notes="CPU analogue of item 33: bf16 autocast around a checkpointed hand-written attention with "
                         "dropout; fallback_random keeps inductor's dropout on eager's stream, so numerics are exact"),
-    autocast_case("autocast_bf16_sdpa_cpu", sdpa, torch.bfloat16, catalogue=(33,), checkpoint=Checkpoint.REENTRANT,
+    autocast_case("autocast_bf16_sdpa_cpu", sdpa, "bfloat16", catalogue=(33,), checkpoint=Checkpoint.REENTRANT,
                   out_op="aten::scaled_dot_product_attention",
                   axes=CPU_BOTH_BACKENDS,
                   expect=Expect({"fw": {FLASH_CPU: 1}, "bw": {FLASH_CPU: 1, FLASH_CPU_BW: 1}}),

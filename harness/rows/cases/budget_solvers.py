@@ -52,13 +52,13 @@ from fractions import Fraction
 import torch
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
-from harness.core import analysis, knapsack, peak
-from harness.core.case import AxesSpec, BuildContext, Case, Checkpoint, CompileSpec, Expect, Partitioner, Program, Selection
+from harness.core import analysis, figures, knapsack, peak
+from harness.core.case import (AxesSpec, BuildContext, Case, Checkpoint, CompileSpec, Expect, Needs, Partitioner, Program,
+                               Selection)
 
 BUDGETS = (0.0, 0.1, 0.3, 0.5, 0.8, 1.0)
 ESTIMATORS = ("flops", "testing")  # "profile" benchmarks each op on the device: not reproducible on a shared CPU
 SOLVERS = tuple(knapsack.available_solvers())
-EXACT = ("dp", "ilp", "dp_knapsack_sliding_hirschberg")  # solvers whose answer is an optimum of what they solve
 MARKER = "budget_matrix"
 
 
@@ -148,29 +148,22 @@ class Figures:
 def figures_of(run) -> Figures:
     fw, bw, joint = run.graphs["fw"][-1], run.graphs["bw"][-1], run.graphs["joint"][-1]
     est = peak.estimate(fw, bw)
-    from torch._functorch.partitioners import _size_of
-
-    must = {n.name for n in joint.graph.nodes if analysis.policy_name(n) == "MUST_SAVE"} | set(analysis.boundaries(joint))
-    must_b = sum(_size_of(n) for n in joint.graph.nodes if n.name in must and "val" in n.meta)
     calls = run.info.get("knapsack", [])
     a = analysis.of(run)
-    return Figures(run.cell.axes.budget, peak.partitioner_saved_bytes(fw, bw), est.saved_bytes, est.peak_bytes, must_b,
+    return Figures(run.cell.axes.budget, peak.partitioner_saved_bytes(fw, bw), est.saved_bytes, est.peak_bytes, figures.must_save_bytes(joint),
                    None if a is None else a.recompute_flops, len(calls[-1].memory) if calls else 0,
                    calls[-1] if calls else None)
 
 
-_SEEN: dict[tuple[str, float], Figures] = {}  # this process's cells (cells of a case run in budget order)
+def _needed_budgets(axes) -> tuple[float, ...]:
+    """What budget_check reads besides the cell: the same case at the sweep's ends and at the budget below."""
+    below = [b for b in BUDGETS if b < axes.budget]
+    return (0.0, 1.0, *below[-1:])
 
 
 def figures_at(run, budget: float) -> Figures:
-    """The same case's figures at another budget: a cell this process ran, else the shared baseline compile."""
-    from harness.core.pipeline import baseline
-
-    case = run.cell.case
-    key = (case.name, budget)
-    if key not in _SEEN:
-        _SEEN[key] = figures_of(baseline(case, dataclasses.replace(run.cell.axes, budget=budget), True))
-    return _SEEN[key]
+    """The same case's figures at another budget (run_cell adds those runs: Needs.budgets)."""
+    return figures_of(run.at_budget[budget])
 
 
 # --- the oracles ------------------------------------------------------------------------------------------------
@@ -208,7 +201,6 @@ def budget_check(run) -> None:
     case, axes = run.cell.case, run.cell.axes
     solver = solver_of(case)
     f = figures_of(run)
-    _SEEN[(case.name, axes.budget)] = f
     lo, hi = figures_at(run, 0.0), figures_at(run, 1.0)
     ok, ratio, slack = feasibility(f, lo, hi, solver)
     below = [b for b in BUDGETS if b < axes.budget]
@@ -224,7 +216,7 @@ def budget_check(run) -> None:
                         f"{lo.saved_B} + ({axes.budget} + {slack:.6f}) * ({hi.saved_B} - {lo.saved_B}) = "
                         f"{lo.saved_B + (axes.budget + slack) * (hi.saved_B - lo.saved_B):.1f} B (budget used: "
                         f"{ratio}) and above the MUST_SAVE floor {lo.saved_B} + {f.must_save_B} (n = {f.n})")
-    if solver in EXACT and prev is not None and prev.call is not None and f.call is not None:
+    if solver in knapsack.EXACT and prev is not None and prev.call is not None and f.call is not None:
         if (prev.call.memory, prev.call.runtimes) == (f.call.memory, f.call.runtimes):
             mine = sum(Fraction(f.call.runtimes[i]) for i in f.call.saved)
             theirs = sum(Fraction(prev.call.runtimes[i]) for i in prev.call.saved)
@@ -259,7 +251,7 @@ def _case(model: str, solver: str, estimator: str, knob: str | None = None) -> C
     return Case(name, build, checkpoint=checkpoint,
                 axes=AxesSpec(partitioners=(Partitioner.MIN_CUT,), devices=("cpu",), budgets=BUDGETS),
                 compile=CompileSpec(config={"functorch": functorch}),
-                expect=Expect(check=budget_check), goldens=(),
+                expect=Expect(check=budget_check, needs=Needs(budgets=_needed_budgets)), goldens=(),
                 selection=Selection(marker=MARKER, fast=(0.5,) if name in FAST else ()),
                 notes="oracles: feasibility, exact-solver monotonicity and dp/ilp agreement (module docstring); "
                       "no goldens: the matrix is judged by its oracles")

@@ -1,10 +1,10 @@
 """Area "errors": the documented error messages of activation checkpointing under torch.compile, each checked for
 its exception type and message (CATALOGUE.md items 31, 34, 50-53, 55, 68, 69).
 
-Errors raised while compiling or running a compiled program go through the standard pipeline with
+Errors raised while compiling or running a compiled program go through the standard runner with
 ``raises=(type, regex)``.  Errors raised in eager code (argument validation, misuse outside a compile or tracing
-context) use a ``custom`` pipeline that does the eager call; the raised exception is then checked the same way.
-Error cells have no goldens: nothing is recorded when the documented error is raised."""
+context) run on ``Runner.EAGER``: the program's eager call, nothing compiled; the raised exception is then checked the
+same way.  Error cells have no goldens: nothing is recorded when the documented error is raised."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ import torch
 from torch._dynamo.exc import BackendCompilerFailed
 
 from harness.core.case import (AxesSpec, Backend, BuildContext, Case, Checkpoint, CompileSpec, Decompositions, Expect,
-                          Partitioner, Program, Requires)
-from harness.core.pipeline import CustomRun
+                               Partitioner, Program, Requires, Runner)
 
 ERROR_CELL = AxesSpec(partitioners=Partitioner.MIN_CUT, backends=Backend.AOT_EAGER)  # the error does not depend on them
 # Newer than the torch 2.11 some machines run: looked up at call time, and its cases declare the API they need.
@@ -76,14 +75,13 @@ def user_graph_break(ctx: BuildContext) -> Program:
 # --- 50, 51: region_activation_memory_budget misuse in eager ----------------------------------------------------------
 
 def eager_budget(value):
-    """Custom pipeline: enter ``region_activation_memory_budget(value)`` in eager (expected to raise)."""
+    """Builder: a program that enters ``region_activation_memory_budget(value)`` in eager (expected to raise)."""
 
-    def custom(ctx: BuildContext, axes) -> CustomRun:
+    def enter():
         with region_activation_memory_budget(value):
             pass
-        return CustomRun()
 
-    return custom
+    return lambda ctx: Program(enter, ())
 
 
 # --- 52, 53, 55: budgets the partitioner rejects -----------------------------------------------------------------------
@@ -129,26 +127,24 @@ def budgets_per_invoke_subgraph(ctx: BuildContext) -> Program:
 
 # --- 68, 69: the autograd patches of non-strict tracing used without its context --------------------------------------
 
-def patched_grad_outside_non_strict(ctx: BuildContext, axes) -> CustomRun:
-    x = ctx.randn(4)
-    with torch.compiler._patch_autograd_grad():
-        torch.autograd.grad(torch.sin(x).sum(), x)
-    return CustomRun()
+def patched_grad_outside_non_strict(ctx: BuildContext) -> Program:
+    def fn(x):
+        with torch.compiler._patch_autograd_grad():
+            torch.autograd.grad(torch.sin(x).sum(), x)
+
+    return Program(fn, (ctx.randn(4),))
 
 
-def patched_backward_outside_non_strict(ctx: BuildContext, axes) -> CustomRun:
-    x = ctx.randn(4)
-    with torch.compiler._patch_engine_backward():
-        torch.sin(x).sum().backward()
-    return CustomRun()
+def patched_backward_outside_non_strict(ctx: BuildContext) -> Program:
+    def fn(x):
+        with torch.compiler._patch_engine_backward():
+            torch.sin(x).sum().backward()
+
+    return Program(fn, (ctx.randn(4),))
 
 
-def _unused_build(ctx: BuildContext) -> Program:
-    raise AssertionError("an eager error case runs its custom pipeline, never the standard build")
-
-
-def eager_error_case(name: str, custom, catalogue: tuple[int, ...], raises, requires) -> Case:
-    return Case(name, _unused_build, catalogue=catalogue, checkpoint=Checkpoint.NONE, custom=custom,
+def eager_error_case(name: str, build, catalogue: tuple[int, ...], raises, requires) -> Case:
+    return Case(name, build, catalogue=catalogue, checkpoint=Checkpoint.NONE, runner=Runner.EAGER,
                 expect=Expect(raises=raises), compile=CompileSpec(backward=False), axes=ERROR_CELL, requires=requires)
 
 

@@ -1,12 +1,13 @@
 """Area "export": the export path of upstream's ``_compare_orig_and_checkpointed_fns`` (CATALOGUE.md "Class-level setup",
 items 21, 22, 24-28, 30).
 
-The checkpointed function, wrapped in a module, is traced with ``torch.export._trace._export_to_torch_ir`` (the Dynamo-level
-torch IR, where the checkpoint is a ``tag_activation_checkpoint`` HOP and the SAC ``context_fn`` rides on the body's meta).
-That GraphModule is then compiled like upstream's ``aot_eager_decomp_partition`` (inductor's decomposition table plus the
-cell's partitioner) and run forward and backward.  The uncheckpointed function goes through the same path, and both must
-give equal outputs and input gradients (upstream's fact); ours also compares with plain eager without AC, and holds the
-export-path graphs to the item's forward/backward op counts, so a SAC policy lost on the way through export shows.
+Every row runs on ``Runner.EXPORT`` (harness/core/runners.py): the checkpointed function, wrapped in a module, is
+traced with ``torch.export._trace._export_to_torch_ir`` (the Dynamo-level torch IR, where the checkpoint is a
+``tag_activation_checkpoint`` HOP and the SAC ``context_fn`` rides on the body's meta), then compiled like upstream's
+``aot_eager_decomp_partition`` (inductor's decomposition table plus the cell's partitioner) and run forward and backward.
+The uncheckpointed function goes through the same path, and both must give equal outputs and input gradients
+(upstream's fact); ours also compares with plain eager without AC, and holds the export-path graphs to the item's
+forward/backward op counts, so a SAC policy lost on the way through export shows.
 """
 
 from __future__ import annotations
@@ -15,15 +16,11 @@ import dataclasses
 import functools
 
 import torch
-import torch.nn as nn
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
-from harness.core.case import BuildContext, Case, Checkpoint, CompileSpec, Decompositions, Expect, Program
-from harness.rows.cases import find_case
-from harness.rows.cases.sac_policy import counting_bool_policy_context, custom_rule_body
+from harness.core.case import BuildContext, Case, Checkpoint, CompileSpec, Decompositions, Expect, Program, Runner
 from harness.core.checks import count_of, expect_equal
-from harness.core.pipeline import (BUILD_SEED, RUN_SEED, CustomRun, Recorder, cotangent_loss, flat_tensors,
-                              fresh_state)
+from harness.rows.cases.sac_policy import counting_bool_policy_context, custom_rule_body
 
 MM, SIGMOID, CAT, DROPOUT = "aten.mm.default", "aten.sigmoid.default", "aten.cat.default", "aten.native_dropout.default"
 
@@ -82,86 +79,6 @@ def _random_body(x):
     return torch.sigmoid(torch.dropout(torch.sigmoid(x), p=0.5, train=True))
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# The pipeline
-
-
-def _clone(t: torch.Tensor) -> torch.Tensor:
-    return t.detach().clone().requires_grad_(t.requires_grad)
-
-
-def export_to_torch_ir(fn, args) -> torch.fx.GraphModule:
-    """Upstream's export compiler, first half: ``fn`` wrapped in a module and traced to torch IR."""
-    from torch.export import _trace
-
-    class WrapAsModule(nn.Module):
-        def forward(self, *a):
-            return fn(*a)
-
-    return _trace._export_to_torch_ir(
-        f=WrapAsModule(), args=tuple(_clone(a) for a in args), kwargs={}, dynamic_shapes=None,
-        preserve_module_call_signature=(), restore_fqn=False, prefer_deferred_runtime_asserts_over_guards=False,
-        _log_export_usage=False)
-
-
-def _run_program(prog: Program, fn, label: str) -> dict:
-    inputs = tuple(_clone(a) for a in prog.inputs)
-    torch.manual_seed(RUN_SEED)
-    outputs = flat_tensors(fn(*inputs))
-    loss = cotangent_loss(outputs)
-    if loss is None:
-        raise AssertionError(f"{label}: no differentiable output to backpropagate")
-    loss.backward()
-    return {"outputs": [o.detach() for o in outputs], "grads": [a.grad for a in inputs], "label": label}
-
-
-@functools.lru_cache(maxsize=64)
-def _exported(case: Case, device: str, dtype, ac: bool) -> tuple[Program, torch.fx.GraphModule]:
-    """The case's program and its torch-IR export, once per case: the export comes before any partitioner, so the
-    cells of a case (one per partitioner) share it and compile it each with their own (``--dist loadgroup`` keeps a
-    case's cells on one worker).  The program's inputs are cloned for every run, never consumed."""
-    torch.manual_seed(BUILD_SEED)
-    prog = case.build(BuildContext(device, dtype, ac=ac))
-    fresh_state()
-    return prog, export_to_torch_ir(prog.fn, prog.inputs)
-
-
-def _exported_and_compiled(case: Case, axes, ctx: BuildContext, ac: bool):
-    prog, gm = _exported(case, ctx.device, ctx.dtype, ac)
-    fresh_state()
-    recorder = Recorder(case.compile, axes)  # inductor decompositions + the cell's partitioner, graphs recorded
-    compiled = torch.compile(gm, backend=recorder, fullgraph=False)
-    label = "export+compile " + ("with AC" if ac else "without AC")
-    return prog, gm, recorder, _run_program(prog, compiled, label)
-
-
-def _comparisons(actual: dict, expected: dict) -> list:
-    pairs = [(f"{actual['label']} vs {expected['label']}: output[{i}]", a, e)
-             for i, (a, e) in enumerate(zip(actual["outputs"], expected["outputs"]))]
-    pairs += [(f"{actual['label']} vs {expected['label']}: grad of input[{i}]", a, e)
-              for i, (a, e) in enumerate(zip(actual["grads"], expected["grads"]))]
-    if len(actual["outputs"]) != len(expected["outputs"]):
-        raise AssertionError(f"{actual['label']} gave {len(actual['outputs'])} outputs, "
-                             f"{expected['label']} gave {len(expected['outputs'])}")
-    return pairs
-
-
-def export_pipeline(name: str):
-    """The ``custom`` pipeline of an export case (looked up by name, so the row carries its own options)."""
-
-    def custom(ctx: BuildContext, axes) -> CustomRun:
-        case = find_case(name)
-        orig_prog, _, _, orig = _exported_and_compiled(case, axes, ctx, ac=False)
-        prog, gm, recorder, ckpt = _exported_and_compiled(case, axes, ctx, ac=True)
-        eager = _run_program(orig_prog, orig_prog.fn, "eager without AC")
-        if not any(n.target is torch.ops.higher_order.tag_activation_checkpoint for n in gm.graph.nodes):
-            raise AssertionError(f"{name}: expected a tag_activation_checkpoint node in the exported graph, saw:\n{gm.code}")
-        graphs = {"export": [gm], **{k: v for k, v in recorder.graphs.items() if k in ("joint", "fw", "bw")}}
-        return CustomRun(graphs=graphs, comparisons=_comparisons(ckpt, orig) + _comparisons(ckpt, eager))
-
-    return custom
-
-
 def _region_survived_export(run) -> None:
     """Every forward aten op of the exported region reaches the partitioner tagged with a policy and an ac_graph_id."""
     forward_ops = [n for gm in run.graphs.get("joint", []) for n in gm.graph.nodes
@@ -189,9 +106,8 @@ def _mm_must_save(run) -> None:
 def export_case(name: str, build, catalogue: tuple[int, ...], expect: Expect = Expect(),
                 compile: CompileSpec = CompileSpec(), notes: str = "") -> Case:
     """A SAC case run through export (inductor decompositions); its check defaults to the region surviving export."""
-    return Case(name, build, catalogue=catalogue, checkpoint=Checkpoint.SAC,
+    return Case(name, build, catalogue=catalogue, checkpoint=Checkpoint.SAC, runner=Runner.EXPORT,
                 compile=dataclasses.replace(compile, decompositions=Decompositions.INDUCTOR),
-                custom=export_pipeline(name),
                 expect=expect if expect.check else dataclasses.replace(expect, check=_region_survived_export),
                 notes=notes)
 

@@ -7,10 +7,9 @@ import torch
 import torch.fx as fx
 from torch._higher_order_ops.wrap import tag_activation_checkpoint
 
-from harness.core.case import MIN_CUT_ONLY, BuildContext, Case, Checkpoint, CompileSpec, Expect, Program
-from harness.rows.cases import find_case
+from harness.core.case import MIN_CUT_ONLY, BuildContext, Case, Checkpoint, CompileSpec, Expect, Numerics, Program
 from harness.core.checks import expect_equal
-from harness.core.pipeline import RUN_SEED, CustomRun, Recorder, compile_counters
+from harness.rows.cases import FORMER_CUSTOM
 
 
 def _mm_maybe_z(x, y, z=None):
@@ -50,36 +49,21 @@ def _dropout_mm(x, y):
     return torch.matmul(x, torch.nn.functional.dropout(y, 0.5))
 
 
-def symints_location(ctx: BuildContext, axes) -> CustomRun:
+def symints_location(ctx: BuildContext) -> Program:
     """One compiled function called on 4x4 then 5x5 inputs: the second call recompiles with symbolic sizes."""
-    recorder = Recorder(find_case("kwargs_symints_location").compile, axes)
-
     def fn(x, y):
         return ctx.checkpoint(_dropout_mm, x, y, use_reentrant=True)
 
-    compiled = torch.compile(fn, backend=recorder)
-    comparisons, shapes = [], []
-    for n in (4, 5):
-        x, y = ctx.randn(n, n), ctx.randn(n, n)
-        torch.manual_seed(RUN_SEED)
-        expected = fn(x, y)
-        torch.manual_seed(RUN_SEED)
-        result = compiled(x, y)
-        result.sum().backward()
-        shapes.append(tuple(result.shape))
-        comparisons.append((f"output shape ({n}x{n} call)", torch.tensor(result.shape), torch.tensor(expected.shape)))
-    graphs = {k: v for k, v in recorder.graphs.items() if k != "joint"}
-    graphs["joint"] = recorder.texts()["joint"]
-    return CustomRun(graphs=graphs, comparisons=comparisons,
-                     info={"counters": compile_counters(recorder), "shapes": shapes})
+    return Program(fn, (ctx.randn(4, 4), ctx.randn(4, 4)), calls=((ctx.randn(5, 5), ctx.randn(5, 5)),))
 
 
 def _recompiled_with_symints(run) -> None:
-    counters = run.info["counters"]
+    counters = run.counters
     expect_equal(f"{run.cell.id}: Dynamo graphs compiled for the 4x4 and 5x5 calls", counters["graphs"], 2)
     expect_equal(f"{run.cell.id}: recompiles of the one frame (the 5x5 call)", counters.get("recompiles"), 1)
     expect_equal(f"{run.cell.id}: frames Dynamo converted successfully (its frames['ok'])", counters["frames_ok"], 2)
-    expect_equal(f"{run.cell.id}: output shapes of the two calls", run.info["shapes"], [(4, 4), (5, 5)])
+    expect_equal(f"{run.cell.id}: output shapes of the two calls", [tuple(o.shape) for o in run.compiled.outputs],
+                 [(4, 4), (5, 5)])
     node = first_tag_node(run.graphs["dynamo"][0])
     expect_equal(f"{run.cell.id}: arguments of the first graph's tag_activation_checkpoint (body, x, y)", len(node.args), 3)
     second = first_tag_node(run.graphs["dynamo"][1])
@@ -95,7 +79,9 @@ CASES = [
          compile=CompileSpec(fullgraph=False),  # as upstream; Dynamo counts frames["ok"] only outside fullgraph mode
          expect=Expect(counters={"graphs": 1, "frames": 1, "frames_ok": 1, "graph_breaks": 0, "recompiles": 0},
                        check=_kwarg_reaches_the_hop)),
-    Case("kwargs_symints_location", lambda ctx: None, custom=symints_location, catalogue=(18,),
-         checkpoint=Checkpoint.REENTRANT, axes=MIN_CUT_ONLY, expect=Expect(check=_recompiled_with_symints),
-         notes="dropout makes values stream-dependent; upstream asserts only shapes and counters"),
+    Case("kwargs_symints_location", symints_location, catalogue=(18,), checkpoint=Checkpoint.REENTRANT,
+         axes=MIN_CUT_ONLY, expect=Expect(check=_recompiled_with_symints), goldens=("dynamo", "joint", "fw", "bw"),
+         compile=CompileSpec(fullgraph=False),
+         numerics=Numerics.shape_only("dropout makes values stream-dependent; upstream asserts only shapes and counters"),
+         selection=FORMER_CUSTOM),
 ]

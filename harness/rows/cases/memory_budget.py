@@ -11,14 +11,14 @@ a budget around a nested_compile_region call reaches into the invoke_subgraph bo
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from harness.core import analysis
-from harness.core.case import (AxesSpec, BuildContext, Case, Checkpoint, CompileSpec, Expect, Partitioner, Program,
-                              Requires)
-from harness.rows.cases import find_case
+from harness.core.case import (AxesSpec, BuildContext, Case, Checkpoint, CompileSpec, Expect, Needs, Numerics,
+                               Partitioner, Program, Requires, Runner)
 from harness.core.checks import expect_equal
-from harness.core.pipeline import CustomRun, baseline
 
 BUDGET_API = "torch.autograd.graph.region_activation_memory_budget"
 CPU_WIDTH, CUDA_WIDTH = 64, 1000  # upstream: Linear(1000, 1000); the CPU cells read bytes off graphs, so any width
@@ -109,16 +109,15 @@ def activation_bytes(expect_zero: bool):
 PER_REGION = {(1.0, 1.0): "both_save", (0.0, 1.0): "a_recompute", (1.0, 0.0): "b_recompute", (0.0, 0.0): "both_recompute"}
 
 
-def _region_bytes(run_or_case, axes, kind: str = "activation_bytes") -> list[int]:
-    a = analysis.of(run_or_case if not isinstance(run_or_case, Case) else baseline(run_or_case, axes, True))
-    return [getattr(g, kind) for g in a.graphs]
+def _region_bytes(run, kind: str = "activation_bytes") -> list[int]:
+    return [getattr(g, kind) for g in analysis.of(run).graphs]
 
 
 def per_region_check(a_budget, b_budget):
     def check(run) -> None:
         __tracebackhide__ = True
-        regions = _region_bytes(run, run.cell.axes)
-        made = _region_bytes(run, run.cell.axes, "intermediate_bytes")  # region b's input is region a's output:
+        regions = _region_bytes(run)
+        made = _region_bytes(run, "intermediate_bytes")  # region b's input is region a's output:
         # saved under any budget (a graph input cannot be recomputed inside the graph), so budget 0.0 promises no
         # activation the region itself produced
         expect_equal(f"{run.cell.id}: number of partitioned regions (one per side of the graph break)", len(regions), 2)
@@ -129,9 +128,8 @@ def per_region_check(a_budget, b_budget):
                 raise AssertionError(f"{run.cell.id}: expected {label} activation bytes > 0 under budget {budget}, saw {seen}")
         if (a_budget, b_budget) != (0.0, 0.0):
             return
-        # Item 49's ordering, over the four cells of the case family (compiled once each, cached).
-        total = {name: sum(_region_bytes(find_case(f"budget_per_region_{name}"), run.cell.axes))
-                 for name in PER_REGION.values()}
+        # Item 49's ordering, over the four cells of the case family (run_cell adds them: Needs.related).
+        total = {name: sum(_region_bytes(run.related[f"budget_per_region_{name}"])) for name in PER_REGION.values()}
         for bigger, smaller in (("both_save", "a_recompute"), ("both_save", "b_recompute"),
                                 ("a_recompute", "both_recompute"), ("b_recompute", "both_recompute")):
             if not total[bigger] > total[smaller]:
@@ -142,29 +140,10 @@ def per_region_check(a_budget, b_budget):
 
 # --- CUDA: the allocator's view, as upstream measures it ---------------------------------------------------------
 
-def cuda_activation_memory(builder, budgets):
-    """Custom pipeline: compile the program under each budget (aot_eager, Dynamo reset before each) and measure the
-    allocator's requested bytes across a forward after a warm-up forward+backward, less the forward's output."""
-    def custom(ctx: BuildContext, axes) -> CustomRun:
-        measured = {}
-        for budget in budgets:
-            torch._dynamo.reset()
-            torch.manual_seed(0)
-            prog = builder(budget, CUDA_WIDTH)(ctx)
-            fn = torch.compile(prog.fn, backend="aot_eager", fullgraph=False)
-            fn(*prog.inputs).backward()  # warm-up: compile and allocate everything once
-            torch.cuda.synchronize()
-            before = torch.cuda.memory_stats()["requested_bytes.all.current"]
-            out = fn(*prog.inputs)
-            torch.cuda.synchronize()
-            # What the forward left allocated, less its own output (the live scalar loss: requested_bytes counts the
-            # bytes asked of the caching allocator, 4 for a float32 scalar): what it keeps for the backward.
-            measured[budget] = (torch.cuda.memory_stats()["requested_bytes.all.current"] - before
-                                - out.untyped_storage().nbytes())
-            out.backward()
-            del out
-        return CustomRun(info={"activation_memory": measured})
-    return custom
+def cuda_variants(builder, budgets: dict):
+    """Builder for ``Runner.MEMORY``: the program at the budget its variant names (``budgets``: variant -> budget),
+    upstream's width."""
+    return lambda ctx: builder(budgets[ctx.variant], CUDA_WIDTH)(ctx)
 
 
 def cuda_check(relations):
@@ -182,53 +161,60 @@ def _rel(doc, f):
     return f
 
 
-def _whole_model_cuda(budget, width):
-    return whole_model(budget, width)
+ZERO_OR_NONE = {"none": None, "0.0": 0.0}
+PER_REGION_VARIANTS = {f"{a},{b}": (a, b) for a, b in PER_REGION}
 
 
-def _subgraph_cuda(budget, width):
-    return subgraph(budget, width)
-
-
-def _per_region_cuda(pair, width):
-    return per_region(*pair, width=width)
-
-
-CUDA_BASELINE_AND_ZERO = [_rel("activation memory > 0 without a budget", lambda m: m[None] > 0),
-                          _rel("activation memory == 0 under budget 0.0", lambda m: m[0.0] == 0)]
+CUDA_BASELINE_AND_ZERO = [_rel("activation memory > 0 without a budget", lambda m: m["none"] > 0),
+                          _rel("activation memory == 0 under budget 0.0", lambda m: m["0.0"] == 0)]
 CUDA_PER_REGION = [_rel(f"{a} > {b}", lambda m, a=a, b=b: m[a] > m[b])
-                   for a, b in (((1.0, 1.0), (0.0, 1.0)), ((1.0, 1.0), (1.0, 0.0)),
-                                ((0.0, 1.0), (0.0, 0.0)), ((1.0, 0.0), (0.0, 0.0)))]
+                   for a, b in (("1.0,1.0", "0.0,1.0"), ("1.0,1.0", "1.0,0.0"), ("0.0,1.0", "0.0,0.0"),
+                                ("1.0,0.0", "0.0,0.0"))]
 
 NEEDS_BUDGET = Requires.api(BUDGET_API, "region activation memory budgets (torch 2.13 has them)")
 CPU = AxesSpec(partitioners=Partitioner.MIN_CUT, devices="cpu")
 CUDA = AxesSpec(partitioners=Partitioner.MIN_CUT, devices="cuda")
 NEEDS_CUDA = Requires.cuda("measures torch.cuda.memory_stats (the CPU cells check the same idea on saved bytes)")
+MEASURED = Numerics.none("a measurement of allocator bytes per budget, judged by its check")
+
+
+def _per_region_cases() -> list[Case]:
+    """The four budget pairs of item 49; the (0.0, 0.0) cell also checks the ordering over all four (Needs.related)."""
+    family = {name: Case(f"budget_per_region_{name}", per_region(a, b), catalogue=(49,), checkpoint=Checkpoint.NONE,
+                         axes=CPU, requires=NEEDS_BUDGET, compile=CompileSpec(fullgraph=False),
+                         expect=Expect(check=per_region_check(a, b)))
+              for (a, b), name in PER_REGION.items()}
+    last = family["both_recompute"]
+    family["both_recompute"] = dataclasses.replace(last, expect=dataclasses.replace(
+        last.expect, needs=Needs(related=tuple(family.values()))))
+    return list(family.values())
+
+
+PER_REGION_CASES = _per_region_cases()
 
 CASES = [
     Case("budget_whole_model_none", whole_model(None), catalogue=(48,), checkpoint=Checkpoint.NONE, axes=CPU,
          requires=NEEDS_BUDGET, expect=Expect(check=activation_bytes(False))),
     Case("budget_whole_model_zero", whole_model(0.0), catalogue=(48,), checkpoint=Checkpoint.NONE, axes=CPU,
          requires=NEEDS_BUDGET, expect=Expect(check=activation_bytes(True))),
-    *[Case(f"budget_per_region_{name}", per_region(a, b), catalogue=(49,), checkpoint=Checkpoint.NONE, axes=CPU,
-           requires=NEEDS_BUDGET, compile=CompileSpec(fullgraph=False), expect=Expect(check=per_region_check(a, b)))
-      for (a, b), name in PER_REGION.items()],
+    *PER_REGION_CASES,
     Case("budget_invoke_subgraph_none", subgraph(None), catalogue=(54,), checkpoint=Checkpoint.NONE, axes=CPU,
          requires=NEEDS_BUDGET, compile=CompileSpec(config=NO_SUBGRAPH_INLINE),
          expect=Expect(check=activation_bytes(False))),
     Case("budget_invoke_subgraph_zero", subgraph(0.0), catalogue=(54,), checkpoint=Checkpoint.NONE, axes=CPU,
          requires=NEEDS_BUDGET, compile=CompileSpec(config=NO_SUBGRAPH_INLINE),
          expect=Expect(check=activation_bytes(True))),
-    Case("budget_whole_model_cuda_memory", whole_model(None), catalogue=(48,), checkpoint=Checkpoint.NONE, axes=CUDA,
-         requires=(NEEDS_CUDA, NEEDS_BUDGET), compile=CompileSpec(backward=False),
-         custom=cuda_activation_memory(_whole_model_cuda, (None, 0.0)),
+    Case("budget_whole_model_cuda_memory", cuda_variants(whole_model, ZERO_OR_NONE), catalogue=(48,),
+         checkpoint=Checkpoint.NONE, axes=CUDA, runner=Runner.MEMORY, variants=tuple(ZERO_OR_NONE),
+         requires=(NEEDS_CUDA, NEEDS_BUDGET), compile=CompileSpec(backward=False), numerics=MEASURED,
          expect=Expect(check=cuda_check(CUDA_BASELINE_AND_ZERO))),
-    Case("budget_per_region_cuda_memory", per_region(1.0, 1.0), catalogue=(49,), checkpoint=Checkpoint.NONE, axes=CUDA,
-         requires=(NEEDS_CUDA, NEEDS_BUDGET), compile=CompileSpec(backward=False),
-         custom=cuda_activation_memory(_per_region_cuda, tuple(PER_REGION)),
-         expect=Expect(check=cuda_check(CUDA_PER_REGION))),
-    Case("budget_invoke_subgraph_cuda_memory", subgraph(None), catalogue=(54,), checkpoint=Checkpoint.NONE, axes=CUDA,
+    Case("budget_per_region_cuda_memory", cuda_variants(lambda pair, width: per_region(*pair, width=width),
+                                                        PER_REGION_VARIANTS),
+         catalogue=(49,), checkpoint=Checkpoint.NONE, axes=CUDA, runner=Runner.MEMORY,
+         variants=tuple(PER_REGION_VARIANTS), requires=(NEEDS_CUDA, NEEDS_BUDGET), compile=CompileSpec(backward=False),
+         numerics=MEASURED, expect=Expect(check=cuda_check(CUDA_PER_REGION))),
+    Case("budget_invoke_subgraph_cuda_memory", cuda_variants(subgraph, ZERO_OR_NONE), catalogue=(54,),
+         checkpoint=Checkpoint.NONE, axes=CUDA, runner=Runner.MEMORY, variants=tuple(ZERO_OR_NONE),
          requires=(NEEDS_CUDA, NEEDS_BUDGET), compile=CompileSpec(backward=False, config=NO_SUBGRAPH_INLINE),
-         custom=cuda_activation_memory(_subgraph_cuda, (None, 0.0)),
-         expect=Expect(check=cuda_check(CUDA_BASELINE_AND_ZERO))),
+         numerics=MEASURED, expect=Expect(check=cuda_check(CUDA_BASELINE_AND_ZERO))),
 ]

@@ -7,8 +7,6 @@ under an eager checkpoint wrapper, which must not run into the recompile limit (
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import dataclasses
 from collections import Counter
 
@@ -16,12 +14,10 @@ import torch
 import torch.nn as nn
 import torch.utils._pytree as pytree
 
-from harness.core.case import (MIN_CUT_ONLY, Axes, AxesSpec, BuildContext, Case, Cell, Checkpoint, CompileSpec,
+from harness.core.case import (MIN_CUT_ONLY, AxesSpec, BuildContext, Case, Checkpoint, CompileSpec, Composition,
                               Decompositions, Expect, Partitioner, Program)
-from harness.rows.cases import find_case
 from harness.core.checks import expect_equal, op_counts
-from harness.core.pipeline import (BUILD_SEED, RUN_SEED, CustomRun, Outcome, cotangent_loss, fresh_state,
-                              run_cell)
+from harness.rows.cases import FORMER_CUSTOM
 
 TAG = "higher_order.tag_activation_checkpoint"
 
@@ -129,43 +125,16 @@ def dataclass_io(ctx: BuildContext) -> Program:
     return Program(fn, (DataIn(x=ctx.randn(2, 4)),), module=mod)
 
 
-@contextlib.contextmanager
-def registered_dataclasses(*classes):
-    """pytree registration for the duration of one cell, undone in ``finally`` (the registry is process-global)."""
-    try:
-        for cls in classes:
-            pytree.register_dataclass(cls)
-        yield
-    finally:
-        for cls in classes:
-            pytree.SUPPORTED_NODES.pop(cls, None)
-            pytree.SUPPORTED_SERIALIZED_TYPES.pop(cls, None)
-            pytree.CONSTANT_NODES.discard(cls)
+# Registered once, for the process: every run of the case (eager, compiled, its baselines) needs DataIn and DataOut as
+# pytree nodes, and nothing else uses these two classes.
+pytree.register_dataclass(DataIn)
+pytree.register_dataclass(DataOut)
 
 
-def _outcome_comparisons(run) -> list:
-    pairs = []
-    for label, ref in (("eager with AC", run.eager), ("eager without AC", run.reference)):
-        if len(run.compiled.outputs) != len(ref.outputs):
-            raise AssertionError(f"{run.cell.id}: compiled gave {len(run.compiled.outputs)} outputs, {label} {len(ref.outputs)}")
-        pairs += [(f"compiled vs {label}: output[{i}]", a, e) for i, (a, e) in enumerate(zip(run.compiled.outputs, ref.outputs))]
-        expect_equal(f"{run.cell.id}: gradient names, compiled vs {label}", sorted(run.compiled.grads), sorted(ref.grads))
-        pairs += [(f"compiled vs {label}: grad of {n}", run.compiled.grads[n], ref.grads[n]) for n in sorted(ref.grads)]
-    return pairs
-
-
-def within(context_factory, name: str):
-    """A custom pipeline that runs the standard one inside ``context_factory()`` and hands back its results."""
-
-    def custom(ctx: BuildContext, axes: Axes) -> CustomRun:
-        with context_factory():
-            run = run_cell(Cell(dataclasses.replace(find_case(name), custom=None), axes))
-            if not isinstance(run.compiled.raw, DataOut):
-                raise AssertionError(f"{name}: expected the compiled function to return a DataOut, "
-                                     f"saw {type(run.compiled.raw).__name__}")
-            return CustomRun(graphs=run.graphs, comparisons=_outcome_comparisons(run), info={"counters": run.counters})
-
-    return custom
+def _returns_dataout(run) -> None:
+    if not isinstance(run.compiled.raw, DataOut):
+        raise AssertionError(f"{run.cell.id}: expected the compiled function to return a DataOut, "
+                             f"saw {type(run.compiled.raw).__name__}")
 
 
 # --- 44: record_function inside the region -------------------------------------------------------------------------
@@ -210,12 +179,12 @@ class Block(nn.Module):
 
 
 class EagerCheckpointWrapper(nn.Module):
-    def __init__(self, block: nn.Module):
+    def __init__(self, block: nn.Module, checkpoint):
         super().__init__()
-        self.block = block
+        self.block, self.checkpoint = block, checkpoint
 
     def forward(self, x):
-        return torch.utils.checkpoint.checkpoint(self.block, x, use_reentrant=False)
+        return self.checkpoint(self.block, x, use_reentrant=False)
 
 
 RECOMPILE_LIMIT = 2
@@ -227,47 +196,31 @@ def _compiled_class(gm: torch.fx.GraphModule) -> str:
     return "RMSNorm" if "rsqrt" in names else "Linear" if "linear" in names else f"other {sorted(names)}"
 
 
-def compiled_submodules_in_eager_checkpoint(ctx: BuildContext, axes: Axes) -> CustomRun:
-    from torch._dynamo.testing import CompileCounterWithBackend
-
-    torch.manual_seed(BUILD_SEED)
-    reference = ctx.module(Block())
-    block = copy.deepcopy(reference)
-    backend = CompileCounterWithBackend("aot_eager")  # aot_eager, counting every (re)compile
+def compiled_submodules_in_eager_checkpoint(ctx: BuildContext) -> Program:
+    """The block's children each compiled (``module.compile()``, through ``ctx.compile``) under an eager checkpoint
+    of the whole block: compiled blocks in an eager, checkpointed model."""
+    block = ctx.module(Block())
     for child in block.children():
-        child.compile(backend=backend)
-    model = EagerCheckpointWrapper(block)
-    x = ctx.randn(4, 32)
-    outcomes = {}
-    fresh_state()
-    # A hit of the limit would silently fall back to eager (numerics would still match): make it an error instead.
-    with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT, fail_on_recompile_limit_hit=True):
-        for label, mod, params in (("compiled submodules, checkpointed", model, block), ("eager, no checkpoint",
-                                                                                        reference, reference)):
-            inp = x.detach().clone().requires_grad_()
-            torch.manual_seed(RUN_SEED)
-            out = mod(inp)
-            cotangent_loss([out]).backward()
-            grads = {"input[0]": inp.grad, **{f"param {n}": p.grad for n, p in params.named_parameters()}}
-            outcomes[label] = Outcome([out.detach()], grads)
-    got, want = outcomes["compiled submodules, checkpointed"], outcomes["eager, no checkpoint"]
-    comparisons = [("output[0]", got.outputs[0], want.outputs[0])]
-    comparisons += [(f"grad of {n}", got.grads[n], want.grads[n]) for n in sorted(want.grads)]
-    compiles = dict(sorted(Counter(_compiled_class(g) for g in backend.graphs).items()))
-    return CustomRun(graphs={"dynamo": backend.graphs}, comparisons=comparisons, info={"compiles": compiles})
+        ctx.compile(child)
+    model = EagerCheckpointWrapper(block, ctx.checkpoint)
+    return Program(model, (ctx.randn(4, 32),), module=model)
+
+
+def _compiles(run) -> dict[str, int]:
+    return dict(sorted(Counter(_compiled_class(g) for g in run.graphs.get("dynamo", [])).items()))
 
 
 def _no_recompile(run) -> None:
     # Forward and the recompute in backward (and the three instances of a class) share one compile per class:
     # any recompile here is what drives real models into the recompile limit.
-    compiles = run.info["compiles"]
+    compiles = _compiles(run)
     if compiles.get("RMSNorm") != 1 or any(v != 1 for v in compiles.values()):
         raise AssertionError(f"{run.cell.id}: expected each compiled child class to compile exactly once "
                              f"(RMSNorm at least), saw compiles per class {compiles}")
 
 
 def _every_child_class_compiled(run) -> None:
-    expect_equal(f"{run.cell.id}: compiles per child class of the block", run.info["compiles"],
+    expect_equal(f"{run.cell.id}: compiles per child class of the block", _compiles(run),
                  {"Linear": 1, "RMSNorm": 1})
 
 
@@ -282,15 +235,17 @@ CASES = [
          expect=Expect({"dynamo": {TAG: 1, "operator.getitem": 1, "torch.sin": 1}}, check=_one_hop_output)),
     Case("frozen_dataclass_pytree_output", dataclass_io, catalogue=(43,),
          compile=CompileSpec(decompositions=Decompositions.INDUCTOR),
-         custom=within(lambda: registered_dataclasses(DataIn, DataOut), "frozen_dataclass_pytree_output"),
-         expect=Expect({"dynamo": {TAG: 1}})),
+         expect=Expect({"dynamo": {TAG: 1}}, check=_returns_dataout), selection=FORMER_CUSTOM),
     Case("checkpoint_with_record_function", record_function_inside, catalogue=(44,),
          axes=AxesSpec(partitioners=Partitioner.DEFAULT),
          compile=CompileSpec(config={"dynamo": {"capture_profiler_record_function": True}}),
          expect=Expect({"fw": {"profiler._record_function_enter_new.default": 1}})),
-    *[Case(name, lambda ctx: None, catalogue=(62,), checkpoint=Checkpoint.EAGER_WRAPPER, axes=MIN_CUT_ONLY,
-           custom=compiled_submodules_in_eager_checkpoint, expect=Expect(check=check),
-           compile=CompileSpec(config={"dynamo": {"skip_fwd_side_effects_in_bwd_under_checkpoint": True}}))
+    *[Case(name, compiled_submodules_in_eager_checkpoint, catalogue=(62,), checkpoint=Checkpoint.EAGER_WRAPPER,
+           axes=MIN_CUT_ONLY, expect=Expect(check=check), goldens=("dynamo",),
+           # A hit of the recompile limit would silently fall back to eager (numerics would still match): an error.
+           compile=CompileSpec(fullgraph=False, composition=Composition.COMPILE_INSIDE, config={"dynamo": {
+               "skip_fwd_side_effects_in_bwd_under_checkpoint": True, "recompile_limit": RECOMPILE_LIMIT,
+               "fail_on_recompile_limit_hit": True}}))
       for name, check in (("compile_submodules_in_checkpoint_wrapper", _no_recompile),
                           # nn.Linear.compile() compiles nothing on torch 2.13 (known failure, see findings/).
                           ("compile_submodules_in_checkpoint_wrapper_every_child", _every_child_class_compiled))],

@@ -1,25 +1,19 @@
 """Area "nested_compile": a ``torch.compile``d function called inside an eagerly checkpointed region, traced with
-``make_fx`` in a ``FakeTensorMode`` under the non-strict tracing context with ``error_on_nested_fx_trace=False``:
-the nested compiled call must be inlined as plain aten ops both in the forward and in the recomputation
-(CATALOGUE.md item 76).
+``make_fx`` in a ``FakeTensorMode`` under the non-strict tracing context with ``error_on_nested_fx_trace=False``
+(``Runner.TRACE`` with a fake ``Trace``): the nested compiled call must be inlined as plain aten ops both in the
+forward and in the recomputation (CATALOGUE.md item 76).  The traced graph, run on a real input, is compared with the
+eager step (checkpointed, the nested call compiled) and the plain step (neither).
 
 Upstream hard-codes ``.cuda()``; here the module and input live on the cell's device."""
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import torch.fx as fx
-from torch._guards import TracingContext
-from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.fx.experimental.proxy_tensor import make_fx
-from torch.fx.experimental.symbolic_shapes import ShapeEnv
-from torch.fx.traceback import preserve_node_meta
 
-from harness.core.case import AxesSpec, Backend, BuildContext, Case, Expect, Partitioner, Requires
+from harness.core.case import (AxesSpec, Backend, BuildContext, Case, CompileSpec, Expect, Partitioner, Program,
+                               Requires, Runner, Trace)
 from harness.core.checks import expect_equal
-from harness.core.pipeline import CustomRun
 from harness.core.torch_api import traced_detach
 
 aten = torch.ops.aten
@@ -50,29 +44,11 @@ def _step(mod: torch.nn.Module):
     return step
 
 
-def nested_compile_trace(ctx: BuildContext, axes) -> CustomRun:
-    """Trace the step with make_fx in FakeTensorMode, then run the traced graph on a real input and compare it with
-    the eager step (checkpointed, the nested call compiled) and the plain step (neither)."""
-    mod = ctx.module(_Checkpointed(ctx.checkpoint, torch.compile(_sin_cos, fullgraph=True)))
-    x = ctx.randn(8)
-    fake_mode = FakeTensorMode(allow_non_fake_inputs=True, shape_env=ShapeEnv())
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(fake_mode)
-        stack.enter_context(torch._guards.tracing(TracingContext(fake_mode)))
-        fake_x = fake_mode.from_tensor(x.detach(), static_shapes=True).requires_grad_()
-        stack.enter_context(preserve_node_meta())
-        stack.enter_context(torch._dynamo.config.patch(error_on_nested_fx_trace=False))
-        stack.enter_context(torch.compiler._non_strict_tracing_context())
-        gm = make_fx(_step(mod))(fake_x)
-    traced = gm(x.detach().clone().requires_grad_())
-    eager = _step(mod)(x.detach().clone().requires_grad_())
-    plain = _step(_Checkpointed(BuildContext(ctx.device, ctx.dtype, ac=False).checkpoint, _sin_cos))(
-        x.detach().clone().requires_grad_())
-    names = ("y", "grad of x")
-    comparisons = [(f"traced graph vs {label}: {n}", a.detach(), e.detach())
-                   for label, ref in (("eager with AC (nested call compiled)", eager), ("eager without AC", plain))
-                   for n, a, e in zip(names, traced, ref)]
-    return CustomRun(graphs={"traced": [gm]}, comparisons=comparisons)
+def nested_compile_step(ctx: BuildContext) -> Program:
+    """The step of a checkpointed module whose region calls a ``torch.compile``d function; without AC, the plain
+    function (neither checkpointed nor compiled)."""
+    inner = torch.compile(_sin_cos, fullgraph=True) if ctx.ac else _sin_cos
+    return Program(_step(ctx.module(_Checkpointed(ctx.checkpoint, inner))), (ctx.randn(8),))
 
 
 def _nested_call_inlined_in_forward_and_recompute(run) -> None:
@@ -108,8 +84,10 @@ def _nested_call_inlined_in_forward_and_recompute(run) -> None:
 
 
 CASES = [
-    Case("nested_compile_checkpoint_recompute_preserves_nested_fx_trace_policy", lambda ctx: None, catalogue=(76,),
-         custom=nested_compile_trace, expect=Expect(check=_nested_call_inlined_in_forward_and_recompute),
+    Case("nested_compile_checkpoint_recompute_preserves_nested_fx_trace_policy", nested_compile_step, catalogue=(76,),
+         runner=Runner.TRACE, trace=Trace(patch=None, fake=True),
+         compile=CompileSpec(config={"dynamo": {"error_on_nested_fx_trace": False}}),
+         expect=Expect(check=_nested_call_inlined_in_forward_and_recompute),
          axes=AxesSpec(partitioners=Partitioner.MIN_CUT, backends=Backend.AOT_EAGER),
          # torch 2.11.0 has no torch.compiler._non_strict_tracing_context (NON_STRICT_PATCH_APIS in
          # harness/core/torch_api.py): declared, so it skips there as "cannot run" instead of an AttributeError

@@ -3,23 +3,20 @@
 ``preserve_node_meta``): the traced graph holds the forward, the recomputation and the backward, and backward nodes
 carry ``autograd_backward`` meta that must not leak onto later forward ops (CATALOGUE.md items 67, 70-75).
 
-The traced graph is snapshotted ("traced") and, where the program is deterministic, run on the inputs and compared
-with the eager train step with and without checkpointing."""
+Every row runs on ``Runner.TRACE`` (harness/core/runners.py) with its ``Trace`` spec.  The traced graph is snapshotted
+("traced") and, where the program is deterministic, run on the inputs and compared with the eager train step with and
+without checkpointing."""
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import torch.fx as fx
-from torch.fx.experimental.proxy_tensor import make_fx
-from torch.fx.traceback import preserve_node_meta
 from torch.nn.utils import stateless
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
-from harness.core.case import AxesSpec, Backend, BuildContext, Case, Checkpoint, Expect, Partitioner, Program, Requires
+from harness.core.case import (AxesSpec, Backend, BuildContext, Case, Checkpoint, Expect, Numerics, Partitioner, Patch,
+                               Program, Requires, Runner, Trace)
 from harness.core.checks import count_of, expect_equal, first_missing_in_order
-from harness.core.pipeline import BUILD_SEED, CustomRun, flat_tensors
 from harness.core.torch_api import NON_STRICT_PATCH_APIS, traced_detach
 
 
@@ -55,49 +52,6 @@ def module_step(make_module, *x_shape):
         return Program(train_step(mod), (*params, ctx.randn(*x_shape, requires_grad=False)))
 
     return build
-
-
-def _tracing_contexts(patch: str | None, meta: bool):
-    stack = contextlib.ExitStack()
-    stack.enter_context(torch.compiler._non_strict_tracing_context())
-    if patch == "grad":
-        stack.enter_context(torch.compiler._patch_autograd_grad())
-    elif patch == "engine":
-        stack.enter_context(torch.compiler._patch_engine_backward())
-    if meta:
-        stack.enter_context(preserve_node_meta())
-    return stack
-
-
-def _fresh(inputs: tuple) -> tuple:
-    return tuple(t.detach().clone().requires_grad_(t.requires_grad) if isinstance(t, torch.Tensor) else t for t in inputs)
-
-
-def non_strict_trace(build, *, patch: str | None = "grad", meta: bool = True, compare: bool = True, seed: int | None = None):
-    """Custom pipeline: ``make_fx`` of the built program under the non-strict tracing context (plus the
-    ``patch`` of autograd.grad / the engine's backward and ``preserve_node_meta`` when asked).  With ``compare``
-    the traced graph is run on the inputs and compared with eager with and without checkpointing."""
-    def custom(ctx: BuildContext, axes) -> CustomRun:
-        torch.manual_seed(BUILD_SEED)
-        prog = build(ctx)
-        if seed is not None:
-            torch.manual_seed(seed)
-        with _tracing_contexts(patch, meta):
-            gm = make_fx(prog.fn)(*_fresh(prog.inputs))
-        comparisons = []
-        if compare:
-            torch.manual_seed(BUILD_SEED)
-            plain = build(BuildContext(ctx.device, ctx.dtype, ac=False))
-            traced = flat_tensors(gm(*_fresh(prog.inputs)))
-            for label, p in (("eager with AC", prog), ("eager without AC", plain)):
-                expected = flat_tensors(p.fn(*_fresh(p.inputs)))
-                if len(traced) != len(expected):
-                    raise AssertionError(f"traced graph returned {len(traced)} tensors, {label} {len(expected)}")
-                comparisons += [(f"traced graph vs {label}: output[{i}]", a.detach(), e.detach())
-                                for i, (a, e) in enumerate(zip(traced, expected))]
-        return CustomRun(graphs={"traced": [gm]}, comparisons=comparisons)
-
-    return custom
 
 
 # --- graph facts --------------------------------------------------------------------------------------------------
@@ -290,10 +244,13 @@ NON_STRICT_APIS = tuple(Requires.api(name, "non-strict tracing and its autograd 
                         for name in NON_STRICT_PATCH_APIS.name.split(","))
 
 
-def non_strict_case(name: str, build, catalogue: tuple[int, ...], *, trace=None, **kwargs) -> Case:
+def non_strict_case(name: str, build, catalogue: tuple[int, ...], **kwargs) -> Case:
     kwargs.setdefault("requires", NON_STRICT_APIS)
-    return Case(name, build, catalogue=catalogue, custom=trace or non_strict_trace(build),
+    return Case(name, build, catalogue=catalogue, runner=Runner.TRACE,
                 axes=AxesSpec(partitioners=Partitioner.MIN_CUT, backends=Backend.AOT_EAGER), **kwargs)
+
+
+TRACED_ONLY = Numerics.none("the case reads the traced graph's meta only (as upstream's test does)")
 
 
 CASES = [
@@ -307,10 +264,9 @@ CASES = [
                     notes="as upstream reads it: meta['custom']['autograd_backward'], newer than torch 2.13 "
                           "(see known_failures.toml)"),
     non_strict_case("non_strict_patch_autograd_grad_does_not_leak_backward_tag", _grad_then_neg("grad"), (70,),
-                    trace=non_strict_trace(_grad_then_neg("grad"), compare=False),
-                    expect=Expect({"traced": {NEG: 1}}, check=_neg_has_no_backward_tag)),
+                    numerics=TRACED_ONLY, expect=Expect({"traced": {NEG: 1}}, check=_neg_has_no_backward_tag)),
     non_strict_case("non_strict_patch_engine_backward_does_not_leak_backward_tag", _grad_then_neg("backward"), (71,),
-                    trace=non_strict_trace(_grad_then_neg("backward"), patch="engine", compare=False),
+                    trace=Trace(patch=Patch.ENGINE_BACKWARD), numerics=TRACED_ONLY,
                     expect=Expect({"traced": {NEG: 1}}, check=_neg_has_no_backward_tag)),
     non_strict_case("non_strict_mlp_single_contiguous_backward_region",
                     module_step(lambda ctx: _ResidualMLP(), 4, 16, 32), (72,),
@@ -320,8 +276,8 @@ CASES = [
     non_strict_case("non_strict_sac_traces_through_eager_ac", sac_sin_mm, (74,), checkpoint=Checkpoint.SAC,
                     expect=Expect(check=_sin_saved_mm_recomputed)),
     non_strict_case("non_strict_checkpoint_with_rng_op", dropout_sin_mm, (75,),
-                    trace=non_strict_trace(dropout_sin_mm, patch=None, meta=False, compare=False, seed=42),
-                    expect=Expect(check=_two_independent_dropout_masks),
-                    notes="no numerics: make_fx drops get/set_rng_state, so the recompute draws a second, different "
-                          "mask and the traced graph is not equivalent to eager (a known limitation upstream records)"),
+                    trace=Trace(patch=None, node_meta=False, seed=42), expect=Expect(check=_two_independent_dropout_masks),
+                    numerics=Numerics.none("make_fx drops get/set_rng_state, so the recompute draws a second, different "
+                                           "mask and the traced graph is not equivalent to eager (a known limitation "
+                                           "upstream records)")),
 ]

@@ -8,18 +8,14 @@ import torch
 import torch.fx as fx
 
 from harness.core.case import MIN_CUT_ONLY, Case, Checkpoint, CompileSpec, Decompositions, Expect, Program
-from harness.rows.cases import find_case
 from harness.core.checks import expect_equal
-from harness.core.pipeline import CustomRun, Recorder, execute, fresh_state
+from harness.rows.cases import FORMER_CUSTOM
 
 SKIP_SIDE_EFFECTS = {"dynamo": {"skip_fwd_side_effects_in_bwd_under_checkpoint": True}}
 
-_counters: list[list[int]] = []  # one counter per build; the custom pipeline reads the newest
-
-
 def counter_program(ctx) -> Program:
+    """A checkpointed body that counts its calls in a closure; the count after forward+backward is the run's state."""
     counter = [0]
-    _counters.append(counter)
 
     def body(x):
         counter[0] += 1
@@ -28,32 +24,15 @@ def counter_program(ctx) -> Program:
     def fn(x):
         return ctx.checkpoint(body, x, use_reentrant=True)
 
-    return Program(fn, (ctx.randn(4, 4),))
-
-
-def counted_runs(ctx, axes) -> CustomRun:
-    """Forward+backward eagerly without and with AC, then compiled: how often the body's side effect ran."""
-    case = find_case("nonlocal_counter_mutation")
-    recorder = Recorder(case.compile, axes)
-    seen, outcomes = {}, {}
-    for label, ac, backend in (("eager without AC", False, None), ("eager with AC", True, None),
-                               ("compiled with AC", True, recorder)):
-        fresh_state()
-        outcomes[label] = execute(case, axes, ac=ac, backend=backend)
-        seen[label] = _counters[-1][0]
-    comparisons = []
-    compiled, eager = outcomes["compiled with AC"], outcomes["eager with AC"]
-    comparisons += [(f"output[{i}]", a, e) for i, (a, e) in enumerate(zip(compiled.outputs, eager.outputs))]
-    comparisons += [(f"grad of {k}", compiled.grads[k], eager.grads[k]) for k in eager.grads]
-    graphs = {k: v for k, v in recorder.graphs.items() if k != "joint"}
-    graphs["joint"] = recorder.texts()["joint"]
-    return CustomRun(graphs=graphs, comparisons=comparisons, info={"side effects": seen})
+    return Program(fn, (ctx.randn(4, 4),), state=lambda: counter[0])
 
 
 def _side_effect_counts(run) -> None:
     expect_equal(f"{run.cell.id}: times the checkpointed body's counter increment ran over forward+backward "
                  "(reentrant eager recompute replays it; compile with the flag does not)",
-                 run.info["side effects"], {"eager without AC": 1, "eager with AC": 2, "compiled with AC": 1})
+                 {"eager without AC": run.reference.state, "eager with AC": run.eager.state,
+                  "compiled with AC": run.compiled.state},
+                 {"eager without AC": 1, "eager with AC": 2, "compiled with AC": 1})
 
 
 def _list_body(x, z):
@@ -116,8 +95,8 @@ def _hidden_output_graphs(run) -> None:
 
 
 CASES = [
-    Case("nonlocal_counter_mutation", counter_program, custom=counted_runs, catalogue=(40,),
-         checkpoint=Checkpoint.REENTRANT, axes=MIN_CUT_ONLY,
+    Case("nonlocal_counter_mutation", counter_program, catalogue=(40,), checkpoint=Checkpoint.REENTRANT,
+         axes=MIN_CUT_ONLY, goldens=("dynamo", "joint", "fw", "bw"), selection=FORMER_CUSTOM,
          compile=CompileSpec(decompositions=Decompositions.INDUCTOR, config=SKIP_SIDE_EFFECTS),
          expect=Expect(check=_side_effect_counts), notes="upstream compiles with aot_eager_decomp_partition"),
     Case("nonlocal_list_mutation", list_mutation, catalogue=(41,), axes=MIN_CUT_ONLY,

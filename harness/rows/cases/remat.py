@@ -3,14 +3,13 @@
 (``torch._functorch.config.remat_using_tags_for_fwd_loss_bwd_graph``), plus inductor's joint-graph passes on such
 a graph (CATALOGUE.md items 56-61, 63-66).
 
-Each cell compiles the program twice, with the remat pass on and off, through an ``aot_autograd`` backend whose
-forward compiler captures the single graph (there is no partition: the graph already holds the backward), and
-snapshots both graphs.  Both compiled runs are compared with eager with and without checkpointing."""
+Each cell compiles the program twice, with the remat pass on and off (``Runner.REMAT``), through an ``aot_autograd``
+backend whose forward compiler captures the single graph (there is no partition: the graph already holds the
+backward), and snapshots both graphs.  Both compiled runs are compared with eager with and without checkpointing.
+The joint-graph-pass rows (``Runner.JOINT_PASSES``) snapshot the graph before and after inductor's passes."""
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import functools
 import re
 
@@ -18,9 +17,9 @@ import torch
 import torch.fx as fx
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
-from harness.core.case import AxesSpec, Backend, BuildContext, Case, Checkpoint, Expect, Partitioner, Program, Requires
+from harness.core.case import (AxesSpec, Backend, BuildContext, Case, Checkpoint, Expect, Partitioner, Program, Requires,
+                               Runner)
 from harness.core.checks import count_of, expect_equal, first_missing_in_order
-from harness.core.pipeline import BUILD_SEED, RUN_SEED, CustomRun, flat_tensors
 from harness.core.torch_api import REMAT_FINDS_BACKWARD_REGION, REMAT_SEVERAL_BACKWARD_REGIONS
 
 aten = torch.ops.aten
@@ -31,106 +30,6 @@ VIEW, PERMUTE = "aten.view.default", "aten.permute.default"
 
 def _grad(outputs, inputs):
     return torch.autograd.grad(outputs, inputs)
-
-
-# --- the capture pipeline -------------------------------------------------------------------------------------
-
-def _capturing_backend(graphs: list[fx.GraphModule], joint_graph_passes: bool):
-    """``aot_autograd`` whose forward compiler keeps the graph (bw_compiler and partition_fn left to defaults).
-
-    With ``joint_graph_passes`` it keeps a deep copy as received, then runs inductor's joint-graph passes on the
-    graph in place and keeps that too."""
-    from functorch.compile import make_boxed_func
-    from torch._dynamo.backends.common import aot_autograd
-
-    def fw_compiler(gm: fx.GraphModule, example_inputs):
-        if joint_graph_passes:
-            from torch._inductor.fx_passes.joint_graph import joint_graph_passes as passes
-
-            graphs.append(copy.deepcopy(gm))
-            passes(gm)
-        graphs.append(gm)
-        return make_boxed_func(gm.forward)
-
-    return aot_autograd(fw_compiler=fw_compiler, bw_compiler=None, partition_fn=None)
-
-
-def _execute(build, ctx: BuildContext, *, remat: bool | None = None, joint_graph_passes: bool = False):
-    """Build (seeded) and run the program, compiled when ``remat`` is not None (True/False: the remat flag; with
-    ``joint_graph_passes`` the flag keeps its default).  Returns (tensors to compare, captured graphs)."""
-    torch.manual_seed(BUILD_SEED)
-    prog: Program = build(ctx)
-    fn = prog.fn
-    graphs: list[fx.GraphModule] = []
-    patches = []
-    if remat is not None or joint_graph_passes:
-        fn = torch.compile(fn, backend=_capturing_backend(graphs, joint_graph_passes), fullgraph=True)
-        patches.append(torch._dynamo.config.patch(trace_autograd_ops=True))
-        if not joint_graph_passes:
-            patches.append(torch._functorch.config.patch(remat_using_tags_for_fwd_loss_bwd_graph=remat))
-    torch._dynamo.reset()
-    with contextlib.ExitStack() as stack:
-        for patch in patches:
-            stack.enter_context(patch)
-        torch.manual_seed(RUN_SEED)
-        raw = fn(*prog.inputs)
-    tensors = {f"output[{i}]": t.detach() for i, t in enumerate(flat_tensors(raw))}
-    for i, t in enumerate(flat_tensors(prog.inputs)):
-        if t.grad is not None:
-            tensors[f"input[{i}].grad"] = t.grad
-    for name, p in prog.named_params().items():
-        tensors[f"param {name}.grad"] = p.grad
-    return tensors, graphs
-
-
-def _compare(label: str, actual: dict, expected: dict) -> list:
-    if set(actual) != set(expected):
-        raise AssertionError(f"{label}: compared tensors differ: {sorted(actual)} vs expected {sorted(expected)}")
-    return [(f"{label}: {k}", actual[k], expected[k]) for k in sorted(expected)]
-
-
-def remat_on_and_off(build):
-    """Custom pipeline: the program compiled with the remat pass on ("with_remat") and off ("without_remat"),
-    each compared with eager with and without checkpointing, and the two compiled runs with each other."""
-    def custom(ctx: BuildContext, axes) -> CustomRun:
-        plain = BuildContext(ctx.device, ctx.dtype, ac=False)
-        eager_ac, _ = _execute(build, ctx)
-        eager_plain, _ = _execute(build, plain)
-        with_remat, g_with = _execute(build, ctx, remat=True)
-        without_remat, g_without = _execute(build, ctx, remat=False)
-        comparisons = (_compare("remat on vs remat off", with_remat, without_remat)
-                       + _compare("remat on vs eager with AC", with_remat, eager_ac)
-                       + _compare("remat on vs eager without AC", with_remat, eager_plain)
-                       + _compare("remat off vs eager with AC", without_remat, eager_ac)
-                       + _compare("eager with AC vs eager without AC", eager_ac, eager_plain))
-        return CustomRun(graphs={"with_remat": g_with, "without_remat": g_without}, comparisons=comparisons)
-
-    return custom
-
-
-def remat_raises(build):
-    """Custom pipeline for an error case: compile and run the program with the remat pass on."""
-    def custom(ctx: BuildContext, axes) -> CustomRun:
-        _execute(build, ctx, remat=True)
-        return CustomRun()
-
-    return custom
-
-
-def joint_graph_passes(build, reference):
-    """Custom pipeline: the graph before and after inductor's joint-graph passes; the result against eager
-    ``reference(x)`` (a program without the view/permute round trip) and against eager with the same program."""
-    def custom(ctx: BuildContext, axes) -> CustomRun:
-        compiled, graphs = _execute(build, ctx, joint_graph_passes=True)
-        eager_ac, _ = _execute(build, ctx)
-        eager_ref, _ = _execute(reference, BuildContext(ctx.device, ctx.dtype, ac=False))
-        if len(graphs) != 2:
-            raise AssertionError(f"expected one captured graph before and one after the joint-graph passes, saw {len(graphs)} graphs")
-        return CustomRun(graphs={"before_passes": [graphs[0]], "after_passes": [graphs[1]]},
-                         comparisons=_compare("compiled vs eager with AC", compiled, eager_ac)
-                         + _compare("compiled vs eager grad of sigmoid(x).sum()", compiled, eager_ref))
-
-    return custom
 
 
 # --- graph facts -----------------------------------------------------------------------------------------------
@@ -278,13 +177,6 @@ def _round_trip(kind: str):
     return build
 
 
-def _sigmoid_grad_reference(ctx: BuildContext) -> Program:
-    def fn(x):
-        return _grad(torch.sigmoid(x).sum(), (x,))[0].detach()
-
-    return Program(fn, (ctx.randn(4, 4),))
-
-
 def _joint_passes_golden_facts(run) -> None:
     expect_nodes_in_order(run, "after_passes", ["sigmoid", "sum_1", "ones_like", "expand", "sigmoid_recomputed",
                                                 "detach_3_recomputed", "detach_5", "sigmoid_backward", "detach_6"])
@@ -391,7 +283,7 @@ def _gelu_recomputed(run) -> None:
 
 
 def _since(d) -> Requires:
-    return Requires.torch_at_least(d.since, f"{d.name} (harness/core/torch_api.py)")
+    return Requires.release_of(d)
 
 
 # Every remat case needs the pass to find the traced backward region itself (torch 2.11.0's pass only knows the
@@ -401,10 +293,9 @@ REMAT_REQUIRES = (_since(REMAT_FINDS_BACKWARD_REGION),)
 SEVERAL_REGIONS_REQUIRES = REMAT_REQUIRES + (_since(REMAT_SEVERAL_BACKWARD_REGIONS),)
 
 
-def remat_case(name: str, build, catalogue: tuple[int, ...], **kwargs) -> Case:
-    custom = kwargs.pop("custom", None) or remat_on_and_off(build)
+def remat_case(name: str, build, catalogue: tuple[int, ...], runner: Runner = Runner.REMAT, **kwargs) -> Case:
     kwargs.setdefault("requires", REMAT_REQUIRES)
-    return Case(name, build, catalogue=catalogue, custom=custom,
+    return Case(name, build, catalogue=catalogue, runner=runner,
                 axes=AxesSpec(partitioners=Partitioner.MIN_CUT, backends=Backend.AOT_EAGER), **kwargs)
 
 
@@ -416,7 +307,7 @@ CASES = [
                expect=Expect({"with_remat": {MM: 4, SIGMOID: 2}, "without_remat": {MM: 3, SIGMOID: 1}},
                              check=_simple_golden_facts),
                notes=_NOTE_FLAG + "; upstream gates it on a GPU but uses CPU tensors"),
-    remat_case("remat_rng_op_in_region_raises", _rand_in_region, (57,), custom=remat_raises(_rand_in_region),
+    remat_case("remat_rng_op_in_region_raises", _rand_in_region, (57,),
                expect=Expect(raises=(_BCF, re.escape("Activation checkpoint rematerialization in "
                                                      "`forward-loss-backward` graph does not support RNG ops in "
                                                      "recompute regions.")))),
@@ -425,16 +316,13 @@ CASES = [
                notes="autograd_backward tagging of traced torch.autograd.grad is automatic: no phase annotation"),
     remat_case("remat_selective_checkpoint_policy", _sac_linear_relu, (59,), checkpoint=Checkpoint.SAC,
                expect=Expect(check=_addmm_saved_relu_recomputed)),
-    remat_case("joint_graph_passes_view_optimization", _round_trip("view"), (60,),
-               custom=joint_graph_passes(_round_trip("view"), _sigmoid_grad_reference),
+    remat_case("joint_graph_passes_view_optimization", _round_trip("view"), (60,), runner=Runner.JOINT_PASSES,
                expect=Expect({"before_passes": {VIEW: 6}, "after_passes": {VIEW: 0}},
                              check=_joint_passes_golden_facts)),
-    remat_case("joint_graph_passes_permute_optimization", _round_trip("permute"), (61,),
-               custom=joint_graph_passes(_round_trip("permute"), _sigmoid_grad_reference),
+    remat_case("joint_graph_passes_permute_optimization", _round_trip("permute"), (61,), runner=Runner.JOINT_PASSES,
                expect=Expect({"before_passes": {PERMUTE: 6}, "after_passes": {PERMUTE: 0}},
                              check=_joint_passes_golden_facts)),
     remat_case("remat_multiple_user_phase_annotations_raises", _two_annotated_regions, (63,),
-               custom=remat_raises(_two_annotated_regions),
                expect=Expect(raises=(_BCF, r"Detected 2 disjoint backward regions annotated with phase: \"backward\"")),
                notes="upstream asserts RuntimeError (BackendCompilerFailed is one); gated on CUDA there, CPU tensors"),
     remat_case("remat_user_phase_annotation_with_extra_autograd_grad", _annotated_and_plain_grad, (64,),
@@ -442,7 +330,7 @@ CASES = [
                notes="only the phase-annotated grad is rematerialized; the plain one uses the saved sigmoid"),
     remat_case("remat_chunked_loss", _chunked_loss, (65,), requires=SEVERAL_REGIONS_REQUIRES,
                expect=Expect({"with_remat": {GELU: 2}, "without_remat": {GELU: 1}}, check=_gelu_recomputed)),
-    remat_case("remat_two_backward_regions_raises", _two_remat_regions, (66,), custom=remat_raises(_two_remat_regions),
+    remat_case("remat_two_backward_regions_raises", _two_remat_regions, (66,),
                requires=SEVERAL_REGIONS_REQUIRES,
                expect=Expect(raises=(_BCF, "Detected 2 disjoint backward regions that require recomputation"))),
 ]

@@ -11,11 +11,9 @@ from __future__ import annotations
 import torch
 from torch.utils.checkpoint import create_selective_checkpoint_contexts
 
-from harness.core.case import (DTYPES, AxesSpec, Backend, BuildContext, Case, Checkpoint, CompileSpec, Expect, Numerics,
-                          Program)
+from harness.core.case import AxesSpec, Backend, BuildContext, Case, Checkpoint, CompileSpec, Expect, Numerics, Program
+from harness.core.checks import compare_outcomes, mask_replay, tolerance
 from harness.rows.cases.sac_policy import custom_policy
-from harness.core.checks import compare_outcomes, tolerance
-from harness.core.pipeline import BUILD_SEED, Outcome, cotangent_loss, flat_tensors
 
 aten = torch.ops.aten
 SIGMOID, DROPOUT = "aten.sigmoid.default", "aten.native_dropout.default"
@@ -84,33 +82,6 @@ def sac_random_op(preserve_rng_state: bool):
 
 
 # --- the mask-replay oracle ----------------------------------------------------------------------------------
-
-def mask_replay(infer_mask, replay):
-    """A check: ``mask = infer_mask(compiled_output)``; ``replay(program, mask)`` recomputes the outputs eagerly
-    with that mask; the compiled outputs, input and parameter gradients must match the replay's."""
-    def check(run) -> None:
-        __tracebackhide__ = True
-        case, axes = run.cell.case, run.cell.axes
-        ctx = BuildContext(device=axes.device, dtype=DTYPES[axes.dtype], ac=False)
-        torch.manual_seed(BUILD_SEED)  # the same inputs and parameters the compiled run started from
-        prog = case.build(ctx)
-        mask = infer_mask(run.compiled.outputs[0])
-        kept = int(mask.sum())
-        if not 0 < kept < mask.numel():
-            raise AssertionError(f"{run.cell.id}: expected a dropout mask that keeps some but not all of "
-                                 f"{mask.numel()} elements, saw {kept} kept: the oracle would be vacuous")
-        outputs = flat_tensors(replay(prog, mask))
-        cotangent_loss(outputs).backward()
-        grads = {f"input[{i}]": t.grad for i, t in enumerate(flat_tensors(prog.inputs)) if t.requires_grad}
-        grads.update({f"param {n}": p.grad for n, p in prog.named_params().items()})
-        expected = Outcome([o.detach() for o in outputs], grads)
-        problems = compare_outcomes(run.compiled, expected, *tolerance(run))
-        if problems:
-            raise AssertionError(f"{run.cell.id}: compiled run differs from an eager replay with the dropout mask "
-                                 f"of the compiled forward ({kept} of {mask.numel()} kept), so backward did not "
-                                 "replay the forward's randomness:\n  " + "\n  ".join(problems))
-    return check
-
 
 def _replay_dropout_module(prog: Program, mask):
     (x,) = prog.inputs

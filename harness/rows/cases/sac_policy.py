@@ -11,9 +11,10 @@ import functools
 import torch
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
+from harness.core import analysis
 from harness.core.case import MIN_CUT_ONLY, BuildContext, Case, Checkpoint, CompileSpec, Decompositions, Expect, Program
 from harness.core.checks import expect_equal
-from harness.core.pipeline import CustomRun
+from harness.rows.cases import FORMER_CUSTOM
 
 aten = torch.ops.aten
 MM, SIGMOID, CAT, MUL = "aten.mm.default", "aten.sigmoid.default", "aten.cat.default", "aten.mul.Tensor"
@@ -138,53 +139,32 @@ def parametrized_mlp(ctx: BuildContext) -> Program:
 
 # --- SAC annotations of the joint graph (items 45-47) ---------------------------------------------------------
 
-def sac_annotation_lines(joint: torch.fx.GraphModule) -> list[str]:
-    """"node name: target -> policy" for every call_function node of the joint graph that carries a policy."""
-    return [f"{n.name}: {n.target} -> {n.meta['recompute'].name}" for n in joint.graph.nodes
-            if n.op == "call_function" and "recompute" in n.meta]
-
-
-def sac_annotations(checkpointed_fn, policy, decompositions: Decompositions | None = None):
-    """Custom pipeline: compile ``checkpoint(checkpointed_fn, x, context_fn=<policy>)`` on a 1-D input of size 4
-    (not fullgraph, nop compilers), record the policy of each joint-graph node before min-cut partitions it,
-    run forward and backward, and compare the output and input gradient with eager."""
-    def run(ctx: BuildContext, axes) -> CustomRun:
-        from functorch.compile import min_cut_rematerialization_partition, nop
-        from torch._dynamo.backends.common import aot_autograd
-
-        lines: list[str] = []
-
-        def partition(joint, joint_inputs, **kwargs):
-            lines.extend(sac_annotation_lines(joint))
-            return min_cut_rematerialization_partition(joint, joint_inputs, **kwargs)
-
-        kwargs = {} if decompositions is None else {"decompositions": Decompositions(decompositions).table()}
-        backend = aot_autograd(fw_compiler=nop, bw_compiler=nop, partition_fn=partition, **kwargs)
-
+def sac_annotations(checkpointed_fn, policy):
+    """Builder: ``checkpoint(checkpointed_fn, x, context_fn=<policy>)`` on a 1-D input of size 4; the case snapshots
+    the policy the joint graph carries on each node before min-cut partitions it (the "annotations" golden)."""
+    def build(ctx: BuildContext) -> Program:
         def fn(x):
             return ctx.checkpoint(checkpointed_fn, x, use_reentrant=False,
                                   context_fn=functools.partial(create_selective_checkpoint_contexts, policy))
 
-        x = ctx.randn(4)
-        outcomes = []
-        for f in (fn, torch.compile(fn, backend=backend)):
-            xi = x.detach().clone().requires_grad_()
-            out = f(xi)
-            out.sum().backward()
-            outcomes.append((out.detach(), xi.grad))
-        (c_out, c_grad), (e_out, e_grad) = outcomes[1], outcomes[0]
-        return CustomRun(graphs={"annotations": "\n".join(lines)},
-                         comparisons=[("output", c_out, e_out), ("grad of input", c_grad, e_grad)],
-                         info={"annotations": lines})
+        return Program(fn, (ctx.randn(4),))
 
-    return run
+    return build
 
 
 def expect_annotations(expected: list[str]):
     def check(run) -> None:
         expect_equal(f"{run.cell.id}: SAC annotations of the joint graph (node: target -> policy)",
-                     run.info["annotations"], expected)
+                     analysis.policy_lines(run.graphs.get("joint", [])), expected)
     return check
+
+
+def annotations_case(name: str, build, catalogue: tuple[int, ...], expected: list[str],
+                     decompositions: Decompositions | None = None) -> Case:
+    """A SAC case compiled not fullgraph (upstream's nop compilers: the recording aot_eager backend), min-cut."""
+    return Case(name, build, catalogue=catalogue, checkpoint=Checkpoint.SAC, axes=MIN_CUT_ONLY,
+                compile=CompileSpec(fullgraph=False, decompositions=decompositions), goldens=("annotations",),
+                expect=Expect(check=expect_annotations(expected)), selection=FORMER_CUSTOM)
 
 
 def _save_only(*ops):
@@ -255,35 +235,30 @@ CASES = [
                                      # 1 recomputed mul + 1 from mul's backward; default_partition does no CSE: one
                                      # extra mul
                                      "bw": {MUL: 3 if axes.partitioner == "default" else 2, SIGMOID: 1}})),
-    Case("sac_annotations_pre_mode_decomp_ignored_ops", lambda ctx: None,
-         custom=sac_annotations(_sin_detach_add_cos, _save_only(aten.sin.default, aten.add.Tensor, aten.cos.default)),
-         catalogue=(45,), checkpoint=Checkpoint.SAC, axes=MIN_CUT_ONLY,
-         expect=Expect(check=expect_annotations([
-             "sin: aten.sin.default -> MUST_SAVE",
-             "detach_1: aten.detach.default -> PREFER_RECOMPUTE",
-             "add: aten.add.Tensor -> MUST_SAVE",
-             "cos: aten.cos.default -> MUST_SAVE",
-         ]))),
-    Case("sac_annotations_post_mode_decomp", lambda ctx: None,
-         custom=sac_annotations(_sin_silu_cos, _save_only(aten.silu.default), decompositions=Decompositions.INDUCTOR),
-         catalogue=(46,), checkpoint=Checkpoint.SAC, axes=MIN_CUT_ONLY,
-         expect=Expect(check=expect_annotations([
-             "sin: aten.sin.default -> PREFER_RECOMPUTE",
-             "neg: aten.neg.default -> MUST_SAVE",
-             "exp: aten.exp.default -> MUST_SAVE",
-             "add: aten.add.Tensor -> MUST_SAVE",
-             "div: aten.div.Tensor -> MUST_SAVE",
-             "cos: aten.cos.default -> PREFER_RECOMPUTE",
-         ]))),
-    Case("sac_annotations_multi_output_op", lambda ctx: None,
-         custom=sac_annotations(_sin_topk_cos, _save_only(aten.topk.default)), catalogue=(47,),
-         checkpoint=Checkpoint.SAC, axes=MIN_CUT_ONLY,
-         expect=Expect(check=expect_annotations([
-             "sin: aten.sin.default -> PREFER_RECOMPUTE",
-             "topk: aten.topk.default -> MUST_SAVE",
-             "getitem: <built-in function getitem> -> MUST_SAVE",
-             "getitem_1: <built-in function getitem> -> MUST_SAVE",
-             "sum_1: aten.sum.default -> PREFER_RECOMPUTE",
-             "cos: aten.cos.default -> PREFER_RECOMPUTE",
-         ]))),
+    annotations_case("sac_annotations_pre_mode_decomp_ignored_ops",
+                     sac_annotations(_sin_detach_add_cos, _save_only(aten.sin.default, aten.add.Tensor,
+                                                                     aten.cos.default)), (45,), [
+                         "sin: aten.sin.default -> MUST_SAVE",
+                         "detach_1: aten.detach.default -> PREFER_RECOMPUTE",
+                         "add: aten.add.Tensor -> MUST_SAVE",
+                         "cos: aten.cos.default -> MUST_SAVE",
+                     ]),
+    annotations_case("sac_annotations_post_mode_decomp", sac_annotations(_sin_silu_cos, _save_only(aten.silu.default)),
+                     (46,), [
+                         "sin: aten.sin.default -> PREFER_RECOMPUTE",
+                         "neg: aten.neg.default -> MUST_SAVE",
+                         "exp: aten.exp.default -> MUST_SAVE",
+                         "add: aten.add.Tensor -> MUST_SAVE",
+                         "div: aten.div.Tensor -> MUST_SAVE",
+                         "cos: aten.cos.default -> PREFER_RECOMPUTE",
+                     ], decompositions=Decompositions.INDUCTOR),
+    annotations_case("sac_annotations_multi_output_op", sac_annotations(_sin_topk_cos, _save_only(aten.topk.default)),
+                     (47,), [
+                         "sin: aten.sin.default -> PREFER_RECOMPUTE",
+                         "topk: aten.topk.default -> MUST_SAVE",
+                         "getitem: <built-in function getitem> -> MUST_SAVE",
+                         "getitem_1: <built-in function getitem> -> MUST_SAVE",
+                         "sum_1: aten.sum.default -> PREFER_RECOMPUTE",
+                         "cos: aten.cos.default -> PREFER_RECOMPUTE",
+                     ]),
 ]

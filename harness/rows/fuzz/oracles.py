@@ -14,10 +14,11 @@ import re
 import torch
 
 from harness.core import pipeline
-from harness.core.case import Axes, AxesSpec, BuildContext, Case, Cell, Checkpoint, Expect, Numerics, Program
+from harness.core.case import Axes, AxesSpec, BuildContext, Case, Cell, Checkpoint, Expect, Needs, Numerics, Program
 from harness.core.checks import assert_numerics, compare_outcomes
 from harness.core.invariants import violations
-from harness.rows.fuzz.program import AUTOCAST_TOLERANCE, VOCAB, Prog
+from harness.core.run import run_cell
+from harness.rows.fuzz.program import DEEP_AUTOCAST_TOLERANCE, Prog
 
 
 
@@ -60,12 +61,30 @@ def error_signature(where: str, e: BaseException) -> str:
     return f"crash:{where}:{type(e).__name__}:{first}"
 
 
-def signature_key(signature: str) -> str:
-    """What two signatures must share to be one finding: a message's list of Python types (``got types: [<class
-    'torch.Tensor'>, <class 'tuple'>, ...]``) counts as one, whatever the types, their order and number -- each program
-    saves its own mix, and the signatures on file are cut at 140 characters, often inside the list.  Applied to both
-    sides, so the signatures on file keep their words."""
-    return re.sub(r"\[<class '.*?(\]|$)", "[<types>]", signature)
+_TENSOR_TYPES = {"torch.Tensor", "torch.nn.parameter.Parameter"}
+
+
+def _budget_regime(budget: float | None) -> str:
+    return "default" if budget is None else "0" if budget == 0 else "1" if budget == 1 else "(0, 1)"
+
+
+def signature_key(signature: str, message: str = "", prog: Prog | None = None) -> str:
+    """What two failures must share to be one finding: the signature with its list of Python types cut out (each
+    program saves its own mix, and the signatures on file are cut at 140 characters, often inside the list), plus the
+    failing op/graph context read off the full message and the program -- the types in the message's list that are
+    not tensors (the tuple a multi-output op left, a DeviceMesh), the op and policy of the node an invariant names
+    (node numbers aside), and the program's partitioner, backend and budget regime (0, between, 1, default).  So a
+    different cause with a similar message is a new finding; the same cause in another program is not."""
+    parts = [re.sub(r"\[<class '.*?(\]|$)", "[<types>]", signature)]
+    others = sorted(set(re.findall(r"<class '([\w.]+)'>", message)) - _TENSOR_TYPES)
+    if others:
+        parts.append("saved " + ", ".join(others))
+    node = re.search(r"(?:node|random op) (\w+?)(?:_\d+)? \((?:([\w.]+), )?policy (\w+)\)", message)
+    if node:
+        parts.append(f"{node.group(2) or node.group(1)} {node.group(3)}")
+    if prog is not None:
+        parts.append(f"{prog.partitioner}/{prog.backend}/budget {_budget_regime(prog.budget)}")
+    return " | ".join(parts)
 
 
 def is_documented(e: BaseException) -> bool:
@@ -88,7 +107,7 @@ def case_for(prog: Prog, area: str = "fuzz", name: str | None = None, replay=Non
         return Program(lambda *a: ns["program"](ctx.checkpoint, replay, *a), tuple(xs + ws))
 
     random = prog.has_random()
-    tolerance = AUTOCAST_TOLERANCE if prog.autocast else None
+    tolerance = DEEP_AUTOCAST_TOLERANCE if prog.autocast else None
     return Case(name or f"fuzz_{prog.digest()}", build, area=area, checkpoint=Checkpoint.FUZZ,
                 axes=AxesSpec(partitioners=prog.partitioner, backends=prog.backend, devices="cpu", budgets=prog.budget),
                 numerics=(Numerics.shape_only("random ops: checked against a replay of the compiled run's draws",
@@ -107,10 +126,9 @@ def replay_numerics(prog: Prog, run) -> list[str]:
     """Random programs: eager with AC must equal eager without AC (same RNG stream, preserved RNG state), and the
     compiled run must equal eager without AC *replaying the compiled run's own draws* (RNG-independent oracle:
     the backward is consistent with the forward's masks)."""
-    n_draws = sum(VOCAB[s.op][4] for s in prog.steps)
-    draws = tuple(t.clone() for t in run.compiled.outputs[len(run.compiled.outputs) - n_draws:])
+    draws = tuple(t.clone() for t in run.compiled.outputs[len(run.compiled.outputs) - prog.n_draws():])
     replay = pipeline.execute(case_for(prog, replay=draws), run.cell.axes, ac=False)
-    rtol, atol = AUTOCAST_TOLERANCE if prog.autocast else (1e-5, 1e-5)
+    rtol, atol = DEEP_AUTOCAST_TOLERANCE if prog.autocast else (1e-5, 1e-5)
     problems = [f"eager with AC vs eager without AC: {p}" for p in compare_outcomes(run.eager, run.reference, rtol, atol)]
     problems += [f"compiled vs eager replaying the compiled draws: {p}" for p in compare_outcomes(run.compiled, replay, rtol, atol)]
     return problems
@@ -131,7 +149,7 @@ def failures(prog: Prog, run, cheap: bool = False) -> list[Failure]:
         except AssertionError as e:
             which = "compiled" if "compiled vs" in str(e) else "eager-ac"
             out.append(Failure(f"numerics:{which}:{prog.backend}:{prog.partitioner}{':autocast' if prog.autocast else ''}", str(e)))
-    out += [Failure(f"invariant:{name}", message) for name, message in violations(run, cheap)[1]]
+    out += [Failure(f"invariant:{name}", message) for name, message in violations(run, cheap).failed]
     return out
 
 
@@ -166,7 +184,7 @@ def _check(prog: Prog, cheap: bool) -> Failure | None:
             raise Invalid(f"eager checkpoint rejects the program (documented): {type(e).__name__}") from e
         return Failure(error_signature("eager-ac", e), f"eager with checkpointing raised {type(e).__name__}: {e}")
     try:
-        run = pipeline.run_cell(cell)
+        run = run_cell(cell, needs=Needs() if cheap else None)  # cheap: no baseline compiles
     except Exception as e:
         if is_documented(e):
             raise Invalid(f"documented compile error: {type(root_cause(e)).__name__}: {str(root_cause(e))[:200]}") from e

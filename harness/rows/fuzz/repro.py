@@ -1,4 +1,9 @@
-"""Standalone repro scripts for findings: need only torch, print what is wrong, exit 1 when it reproduces."""
+"""Standalone repro scripts for findings: need only torch, print what is wrong, exit 1 when it reproduces.
+
+A numerics or crash finding's script runs the program eagerly with and without AC and compiled, and compares them
+(a crash exits 1 by its exception); an invariant finding's script compiles it (at each budget of the sweep, and
+without AC, where the invariant compares) and checks that invariant with torch alone: harness/rows/fuzz/standalone.py,
+embedded verbatim."""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from harness.rows.fuzz.program import AUTOCAST_TOLERANCE, VOCAB, Prog
+from harness.rows.fuzz.program import DEEP_AUTOCAST_TOLERANCE, Prog
 
 TEMPLATE = '''"""Fuzz finding {digest}: {signature}
 
@@ -30,6 +35,8 @@ from torch._dynamo.backends.common import aot_autograd
 N, D, INPUT_GRADS, N_WEIGHTS, N_BIASES = {n}, {d}, {input_grads}, {n_weights}, {n_biases}
 PARAMS, PARTITIONER, BACKEND, BUDGET, N_DRAWS = {params}, {partitioner!r}, {backend!r}, {budget!r}, {n_draws}
 RTOL, ATOL = {rtol}, {atol}
+CHECK = {check!r}  # what this script checks: the numerics, or one invariant of harness/core/invariants.py
+SWEEP = {sweep!r}  # the budgets budget_monotone compares, in the order the budget decreases
 GRAPHS = {{}}
 
 
@@ -46,23 +53,50 @@ def tensors():
 
 
 def recording_backend():
+    """A Dynamo backend that keeps the joint graph each partition receives and the forward and backward graphs."""
+    def keep_joint(joint):
+        kept = copy.deepcopy(joint)
+        kept.ac_activation_inputs = frozenset()  # every graph input is a leaf tensor or a parameter (fullgraph)
+        GRAPHS.setdefault("joint", []).append(kept)
+
     def keep(kind):
         def compiler(gm, example_inputs):
             GRAPHS.setdefault(kind, []).append(gm)
             return make_boxed_func(gm.forward)
         return compiler
 
+    if BACKEND == "inductor":
+        import torch._inductor.compile_fx as cfx
+
+        def inductor(gm, example_inputs):
+            def inner(g, ex, *args, **kwargs):
+                GRAPHS.setdefault("bw" if kwargs.get("is_backward") else "fw", []).append(copy.deepcopy(g))
+                return cfx.compile_fx_inner(g, ex, *args, **kwargs)
+
+            real = cfx.min_cut_rematerialization_partition
+
+            def spy(joint, joint_inputs, **kwargs):
+                keep_joint(joint)
+                return real(joint, joint_inputs, **kwargs)
+
+            cfx.min_cut_rematerialization_partition = spy
+            try:
+                return cfx.compile_fx(gm, example_inputs, inner_compile=inner)
+            finally:
+                cfx.min_cut_rematerialization_partition = real
+        return inductor
+
     real = min_cut_rematerialization_partition if PARTITIONER == "min_cut" else default_partition
 
     def partition(joint, joint_inputs, **kwargs):
-        GRAPHS.setdefault("joint", []).append(copy.deepcopy(joint))
+        keep_joint(joint)
         return real(joint, joint_inputs, **kwargs)
 
     return aot_autograd(fw_compiler=keep("fw"), bw_compiler=keep("bw"), partition_fn=partition,
                         keep_inference_input_mutations=True)
 
 
-def run(ckpt, compiled=False, replay=None):
+def run(ckpt, compiled=False, replay=None, budget=BUDGET):
     xs, ws = tensors()
     if PARAMS:
         module = torch.nn.Module()
@@ -75,15 +109,18 @@ def run(ckpt, compiled=False, replay=None):
         fn = lambda *a: program(ckpt, replay, *a)  # noqa: E731
         args = xs + ws
     if compiled:
-        fn = torch.compile(fn, backend=recording_backend() if BACKEND == "aot_eager" else BACKEND, fullgraph=True)
+        torch._dynamo.reset()  # a fresh compile (at this budget), not Dynamo's cached one
+        GRAPHS.clear()
+        fn = torch.compile(fn, backend=recording_backend(), fullgraph=True)
     torch.manual_seed(1)
-    with torch._functorch.config.patch(activation_memory_budget=1.0 if BUDGET is None else BUDGET):
+    with torch._functorch.config.patch(activation_memory_budget=1.0 if budget is None else budget,
+                                       enable_autograd_cache=False):
         outs = fn(*args)
-    g = torch.Generator().manual_seed(1234)
-    weights = [torch.randn(o.shape, generator=g) if o.is_floating_point() else None for o in outs]
-    terms = [(o * w.to(o.dtype)).sum() for o, w in zip(outs, weights) if o.requires_grad]
-    if terms:
-        sum(terms).backward()
+        g = torch.Generator().manual_seed(1234)
+        weights = [torch.randn(o.shape, generator=g) if o.is_floating_point() else None for o in outs]
+        terms = [(o * w.to(o.dtype)).sum() for o, w in zip(outs, weights) if o.requires_grad]
+        if terms:
+            sum(terms).backward()
     return [o.detach() for o in outs], [t.grad for t in list(xs) + list(ws) if t.requires_grad]
 
 
@@ -99,28 +136,7 @@ def compare(label, a, b):
     return problems
 
 
-def policy_problems():
-    from torch._functorch.partitioners import must_recompute
-    from torch.utils.checkpoint import CheckpointPolicy
-
-    problems = []
-    for joint, bw in zip(GRAPHS.get("joint", []), GRAPHS.get("bw", [])):
-        recomputed = {{n.name: n.target for n in bw.graph.nodes if n.op == "call_function"}}
-        saved = {{n.name for n in bw.graph.nodes if n.op == "placeholder"}}
-        for n in joint.graph.nodes:
-            tag = n.meta.get("recompute")
-            if n.op != "call_function" or not isinstance(n.target, torch._ops.OpOverload) or n.target.is_view:
-                continue
-            if tag == CheckpointPolicy.MUST_SAVE and recomputed.get(n.name) == n.target:
-                problems.append(f"{{n.name}} = {{n.target}} is tagged MUST_SAVE but the backward graph recomputes it")
-            boundary = any(must_recompute(u) and u.meta.get("ac_graph_id", -1) > n.meta.get("ac_graph_id", -1)
-                           for u in n.users)
-            if tag == CheckpointPolicy.MUST_RECOMPUTE and n.name in saved and not boundary:
-                problems.append(f"{{n.name}} = {{n.target}} is tagged MUST_RECOMPUTE but the forward saves it")
-    return problems
-
-
-if __name__ == "__main__":
+def numerics_problems():
     reference = run(no_checkpoint)
     eager_ac = run(torch.utils.checkpoint.checkpoint)
     compiled = run(torch.utils.checkpoint.checkpoint, compiled=True)
@@ -130,20 +146,64 @@ if __name__ == "__main__":
         problems += compare("compiled vs eager replaying the compiled draws", compiled, run(no_checkpoint, replay=draws))
     else:
         problems += compare("compiled vs eager without AC", compiled, reference)
-    problems += policy_problems()
-    print("\\n".join(problems) or "OK: compiled matches eager and the SAC policy is respected")
+    return problems
+
+
+# ---- the harness's invariants with torch alone: harness/rows/fuzz/standalone.py, verbatim ------------------------
+{standalone}
+# ---- end of harness/rows/fuzz/standalone.py -----------------------------------------------------------------------
+
+
+def compiled_graphs(ckpt, budget):
+    run(ckpt, compiled=True, budget=budget)
+    return analyse(dict(GRAPHS), cse=PARTITIONER == "min_cut")
+
+
+def invariant_problems(name):
+    checkpointed = compiled_graphs(torch.utils.checkpoint.checkpoint, BUDGET)
+    if name in ("ac_backward_does_no_less_work", "ac_saves_within_eager_bound"):
+        return globals()[name](checkpointed, compiled_graphs(no_checkpoint, None))
+    if name == "budget_monotone":
+        if PARTITIONER != "min_cut" or BUDGET not in SWEEP:
+            return []
+        return budget_monotone([(b, checkpointed if b == BUDGET else compiled_graphs(torch.utils.checkpoint.checkpoint, b))
+                                for b in SWEEP])
+    return globals()[name](checkpointed)
+
+
+if __name__ == "__main__":
+    if CHECK.startswith("invariant:"):
+        name = CHECK.partition(":")[2]
+        problems = [f"invariant {{name}}: {{p}}" for p in invariant_problems(name)]
+        print("\\n".join(problems) or f"OK: invariant {{name}} holds")
+    else:
+        problems = numerics_problems()
+        print("\\n".join(problems) or "OK: compiled matches eager")
     sys.exit(1 if problems else 0)
 '''
 
 
+def _standalone_source() -> str:
+    """harness/rows/fuzz/standalone.py without its docstring (the script's section header says where it is from)."""
+    from harness.rows.fuzz import standalone
+
+    text = Path(standalone.__file__).read_text()
+    doc = ast.get_docstring(ast.parse(text), clean=False)
+    return text.split(f'"""{doc}"""', 1)[1].strip() + "\n" if doc else text
+
+
 def render(prog: Prog, signature: str, message: str, path: str) -> str:
-    rtol, atol = AUTOCAST_TOLERANCE if prog.autocast else (1e-5, 1e-5)
+    from harness.core.case import BUDGET_SWEEP
+
+    rtol, atol = DEEP_AUTOCAST_TOLERANCE if prog.autocast else (1e-5, 1e-5)
     msg = "\n".join("    " + ln for ln in message.replace('"""', "'''").splitlines()[:12])
+    check = "invariant:" + signature.split(":")[1] if signature.startswith("invariant:") else "numerics"
     return TEMPLATE.format(
         digest=prog.digest(), signature=signature, torch=torch.__version__, describe=prog.describe(), path=path,
-        message=msg, spec=prog.to_json(), module=prog.module_source(), n=prog.n, d=prog.d, input_grads=prog.input_grads,
-        n_weights=prog.n_weights, n_biases=prog.n_biases, params=prog.weights_are_params, partitioner=prog.partitioner,
-        backend=prog.backend, budget=prog.budget, n_draws=sum(VOCAB[s.op][4] for s in prog.steps), rtol=rtol, atol=atol)
+        message=msg, spec=prog.to_json(), module=prog.module_source(), n=prog.n, d=prog.d, input_grads=list(prog.input_grads),
+        n_weights=prog.n_weights, n_biases=prog.n_biases, params=prog.weights_are_params,
+        partitioner=str(prog.partitioner), backend=str(prog.backend), budget=prog.budget, n_draws=prog.n_draws(),
+        rtol=rtol, atol=atol, check=check, sweep=BUDGET_SWEEP, standalone=_standalone_source())
 
 
 def read_spec(path: Path) -> tuple[Prog, str]:
@@ -154,3 +214,10 @@ def read_spec(path: Path) -> tuple[Prog, str]:
     if not spec or not sig:
         raise ValueError(f"{path}: not a fuzz finding script (no SPEC line or header)")
     return Prog.from_json(ast.literal_eval(spec.group(1))), sig.group(1).strip()
+
+
+def read_message(path: Path) -> str:
+    """The first lines of the failure a finding script records in its docstring (what the fuzzer saw)."""
+    text = Path(path).read_text()
+    block = re.search(r"^First lines of the failure as the fuzzer saw it:\n(.*?)^\"\"\"", text, re.M | re.S)
+    return "\n".join(ln[4:] for ln in block.group(1).splitlines()) if block else ""

@@ -84,12 +84,15 @@ class Stats:
 
 
 def known_signatures() -> dict[str, Path]:
+    """The findings on file by key (:func:`oracles.signature_key` of each script's signature, recorded message and
+    program): a new failure with one of these keys is a known finding."""
     out = {}
     for path in sorted(FINDINGS.glob("*.py")) if FINDINGS.exists() else []:
         try:
-            out[repro.read_spec(path)[1]] = path
+            prog, sig = repro.read_spec(path)
         except ValueError:
             continue
+        out.setdefault(oracles.signature_key(sig, repro.read_message(path), prog), path)
     return out
 
 
@@ -101,16 +104,16 @@ def _label(prog: Prog, stats: Stats) -> None:
         stats.ops[op] += 1
         event("op", op)
     for r in prog.regions:
-        kind = "reentrant" if r.reentrant else ("sac" if r.sac else "non_reentrant")
-        stats.axes[f"region:{kind}"] += 1
-        event("region", kind)
+        stats.axes[f"region:{r.checkpoint}"] += 1
+        event("region", str(r.checkpoint))
     if any(r.sac for r in prog.regions):
-        for op, pol in prog.policy.items():
-            stats.policies[f"{op}:{pol}"] += 1
-            stats.policies[pol] += 1
-            event("policy", pol)
-        stats.policies[f"default {prog.default_policy}"] += 1
-    nested = any(a is not b and a.start <= b.start and b.end <= a.end for a in prog.regions for b in prog.regions)
+        for op, pol in prog.policy:
+            stats.policies[f"{op}:{pol.name}"] += 1
+            stats.policies[pol.name] += 1
+            event("policy", pol.name)
+        stats.policies[f"default {prog.default_policy.name}"] += 1
+    nested = any(i != j and a.start <= b.start and b.end <= a.end
+                 for i, a in enumerate(prog.regions) for j, b in enumerate(prog.regions))
     for key, val in (("partitioner", prog.partitioner), ("backend", prog.backend), ("budget", prog.budget),
                      ("autocast", prog.autocast), ("params", prog.weights_are_params), ("nested", nested),
                      ("random", prog.has_random())):
@@ -139,12 +142,12 @@ def fuzz(*, seconds: float | None = None, max_examples: int = 20, seed: int = 0,
          workers: int = 1) -> tuple[Stats, dict[str, tuple[Prog, Path | None]]]:
     """Run the campaign for ``seconds`` (or ``max_examples`` programs when seconds is None).
 
-    Returns the statistics and the findings {signature: (minimal program, repro path)}.  Signatures in ``known`` are
-    not failures (they are findings already on file).  ``cheap`` leaves out the invariants that recompile each program
-    (harness.core.invariants.RECOMPILING): the smoke run and the meta tests use it.  The campaign runs in chunks of
+    Returns the statistics and the findings {key: (minimal program, repro path)} (:func:`oracles.signature_key`).
+    Keys in ``known`` are not failures (they are findings already on file).  ``cheap`` leaves out the invariants that
+    recompile each program (harness.core.invariants.RECOMPILING): the smoke run and the meta tests use it.  The campaign runs in chunks of
     ``chunk`` programs, chunk k seeded by (``seed``, k); ``worker`` of ``workers`` runs chunks worker, worker +
     workers, ...: the workers of :func:`campaign` together draw the chunks one process would."""
-    stats, found_now, findings = Stats(), {}, {}
+    stats, found_now, findings, reported = Stats(), {}, {}, set()
     known = dict(known_signatures() if known is None else known)
     failure_type = _FailureTypes()
     start = time.monotonic()
@@ -173,14 +176,20 @@ def fuzz(*, seconds: float | None = None, max_examples: int = 20, seed: int = 0,
             stats.passed += 1
             event("outcome", "pass")
             return
-        if oracles.signature_key(failure.signature) in {oracles.signature_key(k) for k in known}:
-            stats.known_hits[failure.signature] += 1
+        key = oracles.signature_key(failure.signature, failure.message, prog)
+        one = oracles.signature_key(failure.signature, failure.message)
+        # Known: on file (the key, budget regime included), or a failure this campaign already reported at another
+        # regime (reported again by the next campaign, if it is a cause of its own).
+        if key in known or one in reported:
+            stats.known_hits[key] += 1
             event("outcome", "known finding")
             return
         stats.failing_calls += 1
         event("outcome", "finding")
-        found_now[failure.signature] = (prog, failure.message)  # the last call per signature is hypothesis' final (minimal) replay
-        raise failure_type(failure.signature)(f"{failure.signature}\n{failure.message}")
+        # Hypothesis shrinks each failure type on its own: the failure's own context (message, op), not the program's
+        # knobs (its budget), which shrinking moves -- a type per budget regime would leave half-shrunk findings.
+        found_now[one] = (prog, failure)  # the last call per type is hypothesis' final (minimal) replay
+        raise failure_type(one)(f"{failure.signature}\n{failure.message}")
 
     strategy = programs() if strategy is None else strategy
     n_chunk = 0
@@ -204,12 +213,17 @@ def fuzz(*, seconds: float | None = None, max_examples: int = 20, seed: int = 0,
                 raise
             if verbose and not any(isinstance(x, AssertionError) for x in getattr(e, "exceptions", [e])):
                 print(f"fuzz: unexpected {type(e).__name__}: {e}")
-        for sig, (prog, message) in found_now.items():
-            path = write_finding(prog, sig, message) if write else None
-            findings[sig] = (prog, path)
-            known[sig] = path
+        for one, (prog, failure) in found_now.items():
+            key = oracles.signature_key(failure.signature, failure.message, prog)
+            reported.add(one)
+            path = write_finding(prog, failure.signature, failure.message) if write else None
+            findings[key] = (prog, path)
+            known[key] = path
             if verbose:
-                print(f"fuzz: finding {sig}\n  {prog.describe()}\n  -> {path}", flush=True)
+                rc = _script_exit(path) if path else None
+                print(f"fuzz: finding {key}\n  {prog.describe()}\n  -> {path}"
+                      + ("" if rc is None else f" (standalone script exit {rc}{'' if rc == 1 else ': does not reproduce'})"),
+                      flush=True)
         n_chunk += 1
     return stats, findings
 
@@ -259,13 +273,34 @@ def write_finding(prog: Prog, signature: str, message: str) -> Path:
     return path
 
 
-def _stage_of(signature: str) -> tuple[str, str]:
-    """The check a finding's signature breaks, as a known-failure entry pins it: (stage, message regex)."""
+def _script_exit(path: Path) -> int:
+    """The exit status of a finding's standalone script (1: it reproduces)."""
+    import subprocess
+    import sys
+
+    try:
+        return subprocess.run([sys.executable, str(path)], capture_output=True, timeout=900, cwd=ROOT).returncode
+    except subprocess.TimeoutExpired:
+        return 124
+
+
+def _rule_regex(text: str) -> str:
+    """A regex for the sentence that states what broke (before its details), node names and numbers generalised."""
+    text = re.split(r"[;:\[]", text, maxsplit=1)[0].strip()
+    text = re.sub(r"\b(node|op|replay) \w+", r"\1 <node>", text)
+    return re.sub(r"\bN\b|\d+", r"\\d+", re.escape(text)).replace(re.escape("<node>"), r"\w+")
+
+
+def _stage_of(signature: str, message: str = "") -> tuple[str, str]:
+    """The check a finding's signature breaks, as a known-failure entry pins it: (stage, a message regex naming the
+    defect, never one that matches anything)."""
     kind, _, rest = signature.partition(":")
-    if kind == "invariant":
-        return f"invariant:{rest}", "."
+    if kind == "invariant":  # the message: "<cell id>: node mm (policy MUST_SAVE) is recomputed ...; expected ..."
+        first = (message.splitlines() or [""])[0]
+        return f"invariant:{rest}", _rule_regex(first.split(": ", 1)[1] if ": " in first else first)
     if kind == "crash":  # crash:<where>:<exception type>:<first line, digits as N>
-        return "run", re.escape(rest.split(":")[1]) + ": "
+        _, etype, line = rest.split(":", 2)
+        return "run", re.escape(etype) + ": " + _rule_regex(line)
     return "case_check", re.escape(signature.split(":")[0])
 
 
@@ -294,7 +329,7 @@ def promote(path: str, reason: str | None = None, python: str | None = None) -> 
     marker = "    # promoted findings go above this line"
     CASES_FILE.write_text(text.replace(marker, f'    "{digest}",  # {sig[:90]}\n{marker}'))
     reason = reason or f"fuzz finding {sig}"
-    stage, message = _stage_of(sig)
+    stage, message = _stage_of(sig, repro.read_message(p))
     rel = p.relative_to(ROOT)
     with KNOWN_FAILURES.open("a") as f:
         f.write(f'\n[[failure]]\nid = "fuzz-{digest}"\nreason = """{reason}"""\n'

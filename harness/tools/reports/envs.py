@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from harness.core.figures import fmt_bytes
 from harness.core.paths import NIGHTLY_VENVS, ROOT, shown
 
 MARKER = ".installed"
@@ -104,10 +105,4 @@ def prune(specs: list[str] | None = None, base: Path = NIGHTLY_VENVS, keep: list
 
 
 def human(n: int | None) -> str:
-    if n is None:
-        return "—"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
-        n /= 1024
-    return f"{n:.1f} GiB"
+    return fmt_bytes(n, human=True, none="—")

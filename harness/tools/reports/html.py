@@ -7,7 +7,7 @@ import difflib
 import html
 import json
 
-from harness.core.analysis import SUMMARY_FIGURES as FIGURES
+from harness.core.figures import SUMMARY_FIGURES as FIGURES
 from harness.tools.reports.record import CATEGORIES
 
 _CSS = """body{font-family:sans-serif;margin:1.5em;color:#222} table{border-collapse:collapse;margin:.5em 0}
@@ -63,8 +63,8 @@ def render_report(doc: dict) -> str:
     for c in drifting:
         out.append(f"<h3 id='{html.escape(c['cell'])}' class='{c['category']}'>{html.escape(c['cell'])} — {_LABELS[c['category']]}</h3>")
         old, new = c.get("golden") or {}, c.get("recorded") or {}
-        # golden figures come from the summary golden (harness/core/analysis.py parse_summary: no op counts); recorded ones
-        # from the live graphs (harness/core/analysis.py figures), with the op counts of the kinds that drifted
+        # golden figures come from the summary golden (harness/core/figures.py parse_summary: no op counts); recorded ones
+        # from the live graphs (harness/core/figures.py of), with the op counts of the kinds that drifted
         rows = [(k.replace("_", " "), old.get(k), new.get(k)) for k in FIGURES if old.get(k) != new.get(k)]
         changed = {k for k, g in c["graphs"].items() if g["status"] != "same"}
         rows += [(f"{kind}: {op} (now)", None, n) for kind, ops in sorted(new.get("ops", {}).items()) if kind in changed

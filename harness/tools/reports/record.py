@@ -38,7 +38,7 @@ class CellRecord:
     error_check: Optional[Result]   # only for cells that must raise
     graphs: dict[str, dict]         # graph kind -> {"status": same|changed|missing|stale, "golden"?, "recorded"?}
     recorded: Optional[dict]        # figures of the recorded run (harness/core/analysis.py figures: ops per kind, bytes, FLOPs)
-    golden: Optional[dict]          # figures stated by the summary golden (harness/core/analysis.py parse_summary)
+    golden: Optional[dict]          # figures stated by the summary golden (harness/core/figures.py parse_summary)
     compile_seconds: Optional[float]
     duration_seconds: float
     # The id of the known_failures.toml entry the cell matched, or None.

@@ -74,7 +74,7 @@ def reattribute(docs: dict[str, dict | None], covers: Callable[[str, dict], str 
     it without rerunning the release.  ``covers(release, record)`` gives the entry id only when the entry holds on the
     release, selects the cell and explains every check the record shows failing (the strict xfail's rule); a cell that
     passed, drifted or failed otherwise is left as it is, so nothing is hidden that a rerun would report.  An expected
-    failure whose run recorded no entry id (an older harness: contract cells) gets its entry's id the same way."""
+    failure whose run recorded no entry id (an older harness's contract cells) gets its entry's id the same way."""
     out = {}
     for r, d in docs.items():
         if d is None:
@@ -284,12 +284,12 @@ def build_compat(releases_info: dict[str, dict], docs: dict[str, dict | None], e
 def failing_checks(record: dict) -> list[tuple[str, str]]:
     """(check, message) of each check a semantic record shows failing: a cell's ``[stage] message`` lines
     (harness.core.suite.CellFailure; none when the record's message was cut before the last), a contract cell's
-    ``[clause] check 'name': message`` lines (ContractViolation), else one ("test", message) for a plain test's
-    assertion."""
+    ``[clause] check 'name': message`` lines as a harness before contract cells were case cells wrote them (the
+    check ``case_check:name`` since), else one ("test", message) for a plain test's assertion."""
     msg = record.get("message") or ""
     contract = re.findall(r"^(?:\w+: )?\[[\w.]+\] check '(\w+)': (.*)$", msg, re.M)
     if contract:
-        return contract
+        return [(f"case_check:{check}", m) for check, m in contract]
     if msg.startswith("CellFailure: "):
         parts = re.split(r"^\[([\w:]+)\] ", msg, flags=re.M)[1:]
         found = list(zip(parts[::2], parts[1::2]))
@@ -303,9 +303,8 @@ def entries_from_known_failures(path=None) -> tuple[list[KnownFailureEntry], Cal
     """known_failures.toml as abstract entries (id, the declared ``torch`` range as a predicate on a release), the
     function giving a record's entry id (the nightly record's ``known_failure`` field holds it), and ``covers`` for
     :func:`reattribute`: the entry that would have made a semantic record a known failure had it been in force on
-    that release (case and scenario cells by the static selector, contract cells by their clause check, plain tests by
-    node id, each with every failing check explained; an entry's run features cannot be read back, so they do not
-    narrow here)."""
+    that release (case, contract and scenario cells by the static selector, plain tests by node id, each with every
+    failing check explained; an entry's run features cannot be read back, so they do not narrow here)."""
     from harness.rows import collect
     from harness.core import known_failures
     from harness.core.paths import KNOWN_FAILURES
@@ -326,9 +325,6 @@ def entries_from_known_failures(path=None) -> tuple[list[KnownFailureEntry], Cal
                 continue
             if cell is not None and e.select.selects(cell):
                 if all(e.explains(stage, m) for stage, m in failed):
-                    return e.id
-            elif (hit := known_failures.contract_known([e], record["cell"], release)) is not None:
-                if all(check == hit[1] and e.explains(check, m) for check, m in failed):
                     return e.id
             elif known_failures.known_test([e], record.get("nodeid") or "", release) is not None:
                 if all(re.search(e.message, m) for _, m in failed):
