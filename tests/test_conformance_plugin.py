@@ -31,10 +31,7 @@ class Block(nn.Module):
         self.down = nn.Linear(16, 8, bias=False)
 
     def forward(self, x):
-        y = x + self.down(torch.relu(self.up(x)))
-        if os.environ.get("USER_MODEL_WRONG") == "1" and torch.compiler.is_compiling():
-            y = y * 1.01  # the compiled program no longer matches eager
-        return y
+        return x + self.down(torch.relu(self.up(x)))
 
 
 class Net(nn.Module):
@@ -43,8 +40,12 @@ class Net(nn.Module):
         self.layers = nn.ModuleList([Block(), Block()])
 
     def forward(self, x):
+        wrapped = any(type(layer).__name__ == "CheckpointWrapper" for layer in self.layers)
         for layer in self.layers:
             x = layer(x)
+        wrong = os.environ.get("USER_MODEL_WRONG")
+        if torch.compiler.is_compiling() and (wrong == "1" and wrapped or wrong == "backend"):
+            x = x * 1.01  # "1": only the compiled AC program differs from eager; "backend": compiled with or without AC
         return x
 
 
