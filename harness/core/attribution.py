@@ -12,7 +12,8 @@ side.  A tensor that mismatches only with AC keeps the cell's numerics failure (
 verdict beside it.
 
 **AC had no effect** (:func:`ac_effect_check`).  A cell whose policy should checkpoint something, yet whose compiled
-graphs recompute nothing and save what the same program compiled without AC saves, fails stage :data:`EFFECT_STAGE`,
+backward does no more work than the same program compiled without AC and which saves what that one saves, fails
+stage :data:`EFFECT_STAGE`,
 when the run-time evidence (:func:`eager_evidence`: the eager programs with and without AC, the tensors packed for
 backward through saved-tensor hooks and the ops a dispatch mode sees executed during backward) agrees.  Only cases that
 declare the check (``Expect(check=ac_effect_check(...))``: the user path and the real-model rows) are judged: a
@@ -184,8 +185,9 @@ def attribute(run: Run | None, failed: list[tuple[str, str]]) -> list[tuple[str,
 # ------------------------------------------------------------------------------------------- AC had no effect
 
 def graphs_show_no_effect(run: Run) -> tuple[bool, str] | None:
-    """(no effect, the figures) from the compiled graphs: nothing recomputed and the saved activation bytes equal
-    those of the same program compiled without AC; None when the run has no analysable backward."""
+    """(no effect, the figures) from the compiled graphs: the backward does no more work (FLOPs) than the same program
+    compiled without AC and the saved activation bytes are equal (min-cut recomputes cheap ops with or without AC, so
+    "nothing recomputed" is measured against the no-AC program); None when the run has no analysable backward."""
     from harness.core import baselines
 
     a = analysis.of(run)
@@ -194,19 +196,23 @@ def graphs_show_no_effect(run: Run) -> tuple[bool, str] | None:
     plain = baselines.figures(run.cell.case, dataclasses.replace(run.cell.axes, budget=None), False)
     if plain is None:
         return None
-    same = a.activation_bytes == plain.activation_bytes
-    figures = (f"compiled: {len(a.recomputed)} ops recomputed ({a.recompute_flops} FLOPs), saved activations "
+    tagged = sum(len(g.policies) for g in a.graphs)
+    same = a.activation_bytes == plain.activation_bytes and a.bw_flops == plain.bw_flops
+    figures = (f"compiled: {tagged} joint-graph nodes in checkpointed regions, backward {a.bw_flops} FLOPs with AC vs "
+               f"{plain.bw_flops} without ({a.recompute_flops} FLOPs recomputed), saved activations "
                f"{a.activation_bytes} B with AC vs {plain.activation_bytes} B without")
-    return (not a.recomputed and same), figures
+    return same, figures
 
 
-def ac_effect_check(policy: str, wrapped: str, why: Callable[[Run, Evidence, Evidence], list[str]] | None = None):
+def ac_effect_check(policy: str, wrapped: str | Callable[[], str],
+                    why: Callable[[Run, Evidence, Evidence], list[str]] | None = None):
     """A case ``check`` (stage :data:`EFFECT_STAGE`): fail when AC had no effect (see the module docstring).
-    ``policy`` and ``wrapped`` name the policy and what it wrapped for the message; ``why(run, with_ac, without)``
-    returns the reasons the caller can tell (blocks never called, ...)."""
+    ``policy`` and ``wrapped`` (or a callable giving it once the case was built) name the policy and what it wrapped
+    for the message; ``why(run, with_ac, without)`` returns the reasons the caller can tell (blocks never called, ...)."""
 
     def check(run: Run) -> int:
         __tracebackhide__ = True
+        what = wrapped() if callable(wrapped) else wrapped
         graphs = graphs_show_no_effect(run)
         if graphs is None or not graphs[0]:
             return 1 if graphs is not None else 0
@@ -217,10 +223,10 @@ def ac_effect_check(policy: str, wrapped: str, why: Callable[[Run, Evidence, Evi
                    f"{without.saved} ({without.saved_bytes} B)")
         if with_ac.backward_ops > without.backward_ops or with_ac.saved < without.saved:
             raise AssertionError(f"{run.cell.id}: AC had no effect in the compiled program although eager AC did: "
-                                 f"policy {policy} ({wrapped}); {graphs[1]}; {runtime}")
+                                 f"policy {policy} ({what}); {graphs[1]}; {runtime}")
         reasons = why(run, with_ac, without) if why is not None else []
         raise AssertionError(
-            f"{run.cell.id}: AC had no effect: policy {policy} ({wrapped}) recomputed nothing and saved what the "
+            f"{run.cell.id}: AC had no effect: policy {policy} ({what}) recomputed nothing and saved what the "
             f"program without AC saves; " + (f"why: {'; '.join(reasons)}; " if reasons else "")
             + f"{graphs[1]}; {runtime}")
 

@@ -207,7 +207,9 @@ def resolve_policy(policy) -> policies.Policy | mechanisms.Mechanism:
 def describe_policy(policy) -> str:
     """The policy with its parameters, e.g. ``selective_op(save=(aten.mm.default,), mm_save_every=1)``."""
     fields = {f.name: getattr(policy, f.name) for f in dataclasses.fields(policy)}
-    return f"{policy.id}({', '.join(f'{k}={v!r}' for k, v in fields.items())})"
+    shown = {k: (f"<torchtitan 0.3.0 save list, {len(v)} ops>" if k == "save" and v == policies.DEFAULT_SAVE
+                 else repr(v)) for k, v in fields.items()}
+    return f"{policy.id}({', '.join(f'{k}={v}' for k, v in shown.items())})"
 
 
 # --------------------------------------------------------------------------------------------- blocks
@@ -341,6 +343,21 @@ def _program(model: nn.Module, args: tuple, kwargs: dict, device, dtype, input_g
     return UserProgram(fn, tuple(tensors), module=model)
 
 
+def _blocks_of(policy, model: nn.Module, blocks, described: Described) -> list[str]:
+    """The block containers of ``model`` and, into ``described``, every block and the ones ``policy`` wraps."""
+    paths = find_blocks(model, blocks)
+    names = block_names(model, paths)
+    wrapped = [n for i, n in enumerate(names) if policy.wraps(i)]
+    described.blocks, described.wrapped_blocks = names, wrapped
+    kinds = sorted({type(b).__name__ for p in paths for b in ([model] if p == "." else model.get_submodule(p).children())})
+    described.wrapped = (f"{len(wrapped)} of {len(names)} block(s) under {', '.join(paths)} "
+                         f"({', '.join(kinds)}): {', '.join(wrapped[:8])}{' ...' if len(wrapped) > 8 else ''}")
+    described.warnings += _wrap_whole_warning(paths, names)
+    if not wrapped:
+        described.warnings.append(f"policy {policy.id} wraps none of the {len(names)} block(s)")
+    return paths
+
+
 def _wrap_whole_warning(paths, names) -> list[str]:
     return (["the whole model is one checkpointed block (--blocks .): everything, embeddings and head included, is "
              "recomputed; its peak can exceed the peak without AC"] if paths == ["."] else [])
@@ -351,8 +368,10 @@ def model_case(factory: Callable[..., Any], policy, *, name: str | None = None,
                partitioners: Iterable[str] = ("min_cut",), device: str = "cpu", dtype: str = "float32",
                tolerance: tuple[float, float] | None = None, via: str = "wrapper", input_grads: bool = True,
                blocks: Iterable[str] | None = None, area: str = "user", check_backends: Callable[[str], str | None]
-               | None = None, preflight: bool = True, **case_fields) -> ModelCase:
-    """The case a factory and policy make (validated: raises :class:`InputError`)."""
+               | None = None, preflight: bool = True, lazy: bool = False, **case_fields) -> ModelCase:
+    """The case a factory and policy make (validated: raises :class:`InputError`).  ``lazy``: call nothing now (a
+    case row, declared at import where the model's library may be missing); the blocks are found at the first build
+    and a problem is the build's error."""
     policy = resolve_policy(policy)
     backends, partitioners = tuple(backends), tuple(partitioners)
     budgets = tuple(None if b is None else float(b) for b in budgets) or (None,)
@@ -370,13 +389,17 @@ def model_case(factory: Callable[..., Any], policy, *, name: str | None = None,
             raise InputError(problem)
     own_ac = takes_ac(factory)
     mechanism = isinstance(policy, mechanisms.Mechanism)
-    torch.manual_seed(0)
-    model, _, _ = call_factory(factory, device, DTYPES[dtype], ac=False if own_ac else None)
     fname = getattr(factory, "__name__", "model")
     described = Described(describe_policy(policy), "")
-    on = mechanisms.detect(model)
+    wraps_blocks = not mechanism and not isinstance(policy, (policies.NoAC, policies.MemoryBudget))
     paths: list[str] = []
-    if mechanism:
+    if lazy:
+        described.wrapped = f"{policy.id} (the blocks are found when the case is built)"
+    else:
+        torch.manual_seed(0)
+        model, _, _ = call_factory(factory, device, DTYPES[dtype], ac=False if own_ac else None)
+        on = mechanisms.detect(model)
+    if not lazy and mechanism:
         if isinstance(policy, mechanisms.Own):
             if own_ac:
                 described.wrapped = f"what {fname}(ac=True) checkpoints (the reference: {fname}(ac=False))"
@@ -398,24 +421,14 @@ def model_case(factory: Callable[..., Any], policy, *, name: str | None = None,
                 raise InputError(f"policy {policy.id} cannot be applied to {type(model).__name__}: "
                                  f"{type(e).__name__}: {e}") from e
             described.wrapped = "; ".join(mechanisms.detect(probe)) or f"{policy.id} on {type(model).__name__}"
-    else:
+    elif not lazy:
         if on:
             raise InputError(f"the model already checkpoints itself ({'; '.join(on)}); policy {policy.id} on top would "
                              f"checkpoint twice and compare against a reference that still checkpoints: check the "
                              f"model's own AC with --policy own, or return the model without AC"
                              + (" (the factory takes ac: pass ac=False there)" if own_ac else ""))
         if not isinstance(policy, (policies.NoAC, policies.MemoryBudget)):
-            paths = find_blocks(model, blocks)
-            names = block_names(model, paths)
-            wrapped = [n for i, n in enumerate(names) if policy.wraps(i)]
-            described.blocks, described.wrapped_blocks = names, wrapped
-            kinds = sorted({type(b).__name__ for p in paths
-                            for b in ([model] if p == "." else model.get_submodule(p).children())})
-            described.wrapped = (f"{len(wrapped)} of {len(names)} block(s) under {', '.join(paths)} "
-                                 f"({', '.join(kinds)}): {', '.join(wrapped[:8])}{' ...' if len(wrapped) > 8 else ''}")
-            described.warnings += _wrap_whole_warning(paths, names)
-            if not wrapped:
-                described.warnings.append(f"policy {policy.id} wraps none of the {len(names)} block(s)")
+            paths = _blocks_of(policy, model, blocks, described)
             try:
                 apply_policy(policy, model, paths, via)
             except (TypeError, ValueError) as e:
@@ -430,7 +443,9 @@ def model_case(factory: Callable[..., Any], policy, *, name: str | None = None,
         if mechanism:
             if not own_ac:
                 model = policy.enable(model) if ctx.ac else policy.disable(model)
-        elif ctx.ac and paths:
+        elif ctx.ac and wraps_blocks:
+            if not paths:
+                paths[:] = _blocks_of(policy, model, blocks, described)
             model = apply_policy(policy, model, paths, via)
         return _program(model, args, kwargs, ctx.device, ctx.dtype, input_grads, described)
 
@@ -438,10 +453,9 @@ def model_case(factory: Callable[..., Any], policy, *, name: str | None = None,
     if isinstance(policy, policies.MemoryBudget):
         config["functorch"] = {"activation_memory_budget": policy.budget}
     kind = (Checkpoint.SAC if isinstance(policy, policies.SelectiveOp) else
-            Checkpoint.NONE if isinstance(policy, (policies.NoAC, policies.MemoryBudget)) or (not mechanism and not any(
-                policy.wraps(i) for i in range(max(len(described.blocks), 1)))) else Checkpoint.CHECKPOINT_WRAPPER)
-    should_checkpoint = mechanism or bool(described.wrapped_blocks)
-    expect = Expect(check=attribution.ac_effect_check(described.policy, described.wrapped,
+            Checkpoint.NONE if not mechanism and not wraps_blocks else Checkpoint.CHECKPOINT_WRAPPER)
+    should_checkpoint = mechanism or bool(described.wrapped_blocks) or (lazy and wraps_blocks)
+    expect = Expect(check=attribution.ac_effect_check(described.policy, lambda: described.wrapped,
                                                       functools.partial(_why_no_effect, policy, paths, described))
                     ) if should_checkpoint else Expect()
     case = Case(f"{name or fname}_{policy.id}", build, checkpoint=kind,
@@ -449,7 +463,7 @@ def model_case(factory: Callable[..., Any], policy, *, name: str | None = None,
                               budgets=budgets),
                 compile=CompileSpec(config=config), numerics=Numerics(tolerance=tolerance), area=area, expect=expect,
                 notes=f"policy {policy!r}", **case_fields)
-    if preflight:
+    if preflight and not lazy:
         _preflight(case, device, dtype)
     return ModelCase(case, described, policy)
 
