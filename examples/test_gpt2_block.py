@@ -4,6 +4,11 @@ ac-conformance; run `pytest examples/test_gpt2_block.py`)."""
 import pytest
 from gpt2_block import build
 
+from harness.core.policies import DEFAULT_SAVE, SelectiveOp
+
+# torchtitan 0.3.0's save list (the default) leaves CPU attention out; saving it too is what the xfail below needs.
+SAVE_CPU_ATTENTION = SelectiveOp(save=DEFAULT_SAVE + ("aten._scaled_dot_product_flash_attention_for_cpu.default",))
+
 
 def test_full_ac_under_budgets(ac_conformance):
     ac_conformance.check(build, policy="full", budgets=(1.0, 0.5))
@@ -20,4 +25,4 @@ def test_selective_op(ac_conformance):
                    "tensors_saved_with_vc_check to be Tensors'); the harness's known failure "
                    "sort-multi-output-saved-as-tuple")
 def test_selective_op_under_budget(ac_conformance):
-    ac_conformance.check(build, policy="selective-op", budgets=(0.5,))
+    ac_conformance.check(build, policy=SAVE_CPU_ATTENTION, budgets=(0.5,))

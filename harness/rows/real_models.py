@@ -167,7 +167,7 @@ def hf_bert():
 
     cfg = BertConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                      num_attention_heads=4, max_position_embeddings=64, hidden_dropout_prob=0.0,
-                     attention_probs_dropout_prob=0.0)
+                     attention_probs_dropout_prob=0.0, use_cache=False)
     mask = torch.ones(BATCH, SEQ, dtype=torch.long)
     mask[1, SEQ // 2:] = 0
     return BertForMaskedLM(cfg), {"input_ids": _ids(), "attention_mask": mask}

@@ -7,7 +7,7 @@ every invariant, and whether AC had an effect.  No goldens (library upgrades res
 Needs the ``models`` dependency group (``make models``); without it every row skips with that reason.  In ``make test``
 only :data:`FAST` runs (seconds); the rest is ``slow`` (``make models``, the nightly).  Verdicts the libraries earn
 on torch 2.13.0 CPU: GPT-2 under inductor differs from eager compiled with or without AC alike (a backend difference,
-stage ``backend_difference``: known failure ``inductor-gpt2-bias-grad-reduction``).  The "AC had no effect" verdict on
+stage ``backend_difference``: known failure ``inductor-float32-reduction-order``, which covers the tiny Llama too).  The "AC had no effect" verdict on
 a real model (T5's blocks gathered into a ``.layers`` the forward never calls, ``real_models.hf_t5_gathered_layers``)
 is shown by tests/test_real_model_verdicts.py, not as a row: a row is a configuration that should pass.
 """
