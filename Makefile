@@ -98,8 +98,8 @@ models-install: .venv/.models  ## install the models dependency group (HF transf
 	$(PY) -c "import torch, sys; sys.exit(torch.__version__ != open('.venv/torch-constraint.txt').read().strip()[7:])"
 	touch $@
 
-models: models-install  ## the real-model suite, every cell (suites/test_real_models.py; HF_HUB_OFFLINE=1)
-	HF_HUB_OFFLINE=1 $(PYTEST) suites/test_real_models.py $(XDIST) $(ARGS)
+models: models-install  ## the real-model suite, every cell, and the user path's verdicts on real models (HF_HUB_OFFLINE=1)
+	HF_HUB_OFFLINE=1 $(PYTEST) suites/test_real_models.py tests/test_real_model_verdicts.py $(XDIST) $(ARGS)
 
 .PHONY: models models-install
 

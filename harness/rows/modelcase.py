@@ -245,6 +245,8 @@ def find_blocks(model: nn.Module, paths: Iterable[str] | None = None) -> list[st
     for p in KNOWN_BLOCKS:
         if p in names and _container(names[p]) and len(names[p]) > 0:
             return [p]
+    if _container(model) and _homogeneous(model):
+        return [""]  # the model is itself the list of blocks (an nn.Sequential of blocks)
     found: list[str] = []
     for n, m in names.items():
         if n and _container(m) and _homogeneous(m) and not any(n.startswith(f + ".") for f in found):
@@ -265,7 +267,7 @@ def block_names(model: nn.Module, paths: list[str]) -> list[str]:
             out.append(f"(the whole {type(model).__name__})")
             continue
         c = model.get_submodule(p)
-        out += [f"{p}.{k}" for k in (c.keys() if isinstance(c, nn.ModuleDict) else range(len(c)))]
+        out += [f"{p}.{k}" if p else str(k) for k in (c.keys() if isinstance(c, nn.ModuleDict) else range(len(c)))]
     return out
 
 
@@ -350,7 +352,7 @@ def _blocks_of(policy, model: nn.Module, blocks, described: Described) -> list[s
     wrapped = [n for i, n in enumerate(names) if policy.wraps(i)]
     described.blocks, described.wrapped_blocks = names, wrapped
     kinds = sorted({type(b).__name__ for p in paths for b in ([model] if p == "." else model.get_submodule(p).children())})
-    described.wrapped = (f"{len(wrapped)} of {len(names)} block(s) under {', '.join(paths)} "
+    described.wrapped = (f"{len(wrapped)} of {len(names)} block(s) under {', '.join(p or '(the model)' for p in paths)} "
                          f"({', '.join(kinds)}): {', '.join(wrapped[:8])}{' ...' if len(wrapped) > 8 else ''}")
     described.warnings += _wrap_whole_warning(paths, names)
     if not wrapped:

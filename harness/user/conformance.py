@@ -223,7 +223,9 @@ class Report:
     def message(self, limit: int = FIRST_LINES_LIMIT, where: str = "report.html") -> str:
         """One readable failure message: every failing cell, each failing check's first lines kept."""
         bad = [r for r in self.results if r.verdict != "pass"]
-        counts = ", ".join(f"{sum(r.verdict == v for r in bad)} {v}" for v in SEVERITY[:-1]
+        words = {"drift": "graph drift", "backend": "backend difference", "no-effect": "AC without effect",
+                 "bad-input": "bad input"}
+        counts = ", ".join(f"{sum(r.verdict == v for r in bad)} {words.get(v, v)}" for v in SEVERITY[:-1]
                            if any(r.verdict == v for r in bad))
         head = f"ac_conformance: {len(bad)} of {len(self.results)} cell(s) failed ({counts})"
         return "\n\n".join([head] + [first_lines(r, limit, where) for r in bad])
