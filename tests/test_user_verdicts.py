@@ -13,36 +13,21 @@ import pytest
 from harness.core import attribution
 from harness.core.case import Axes, Cell
 from harness.user import cli, conformance
+from test_conformance_plugin import MODEL as BASE_MODEL
 
-MODEL = '''
-import os
-import torch
-import torch.nn as nn
+MODEL = BASE_MODEL + '''
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 
 
-class Block(nn.Module):
+class DictNet(Net):  # keyword input, dict output with a non-floating entry
+    def forward(self, x, scale=1.0):
+        return {"hidden": super().forward(x) * scale, "count": torch.tensor(3)}
+
+
+class OneBlock(Net):
     def __init__(self):
         super().__init__()
-        self.up = nn.Linear(8, 16, bias=False)
-        self.down = nn.Linear(16, 8, bias=False)
-
-    def forward(self, x):
-        return x + self.down(torch.relu(self.up(x)))
-
-
-class Net(nn.Module):
-    def __init__(self, n=2):
-        super().__init__()
-        self.layers = nn.ModuleList([Block() for _ in range(n)])
-
-    def forward(self, x, scale=1.0):
-        wrapped = any(type(layer).__name__ == "CheckpointWrapper" for layer in self.layers)
-        for layer in self.layers:
-            x = layer(x)
-        if torch.compiler.is_compiling() and os.environ.get("USER_MODEL_WRONG") == "backend":
-            x = x * 1.01  # compiled with or without AC differs from eager: the backend, not AC
-        return {"hidden": x * scale, "count": torch.tensor(3)}
+        self.layers = nn.ModuleList([Block()])
 
 
 class Flat(nn.Module):  # no container of blocks anywhere
@@ -65,11 +50,11 @@ class Gathered(nn.Module):  # .layers is a list the user built; the forward call
 
 
 def build_dict():
-    return Net(), {"x": torch.randn(4, 8)}
+    return DictNet(), {"x": torch.randn(4, 8)}
 
 
 def build_args_kwargs():
-    return Net(), ((torch.randn(4, 8),), {"scale": 2.0})
+    return DictNet(), ((torch.randn(4, 8),), {"scale": 2.0})
 
 
 def build_flat():
@@ -81,12 +66,12 @@ def build_gathered():
 
 
 def build_one_block():
-    return Net(1), torch.randn(4, 8)
+    return OneBlock(), torch.randn(4, 8)
 
 
 def build_fails():
     class Broken(Net):
-        def forward(self, x):
+        def forward(self, x):  # noqa: ARG002
             raise NotImplementedError("no CPU backward for this attention")
     return Broken(), torch.randn(4, 8)
 
@@ -107,7 +92,7 @@ def build_sequential():
 
 
 def build_bad_inputs():
-    return Net(), {1: torch.randn(4, 8)}
+    return DictNet(), {1: torch.randn(4, 8)}
 '''
 
 
