@@ -34,10 +34,7 @@ class Block(nn.Module):
         self.down = nn.Linear(16, 8, bias=False)
 
     def forward(self, x):
-        y = x + self.down(torch.relu(self.up(x)))
-        if os.environ.get("USER_MODEL_WRONG") == "1" and torch.compiler.is_compiling():
-            y = y * 1.01  # the compiled program no longer matches eager
-        return y
+        return x + self.down(torch.relu(self.up(x)))
 
 
 class Net(nn.Module):
@@ -46,8 +43,12 @@ class Net(nn.Module):
         self.layers = nn.ModuleList([Block(), Block()])
 
     def forward(self, x):
+        wrapped = any(type(layer).__name__ == "CheckpointWrapper" for layer in self.layers)
         for layer in self.layers:
             x = layer(x)
+        wrong = os.environ.get("USER_MODEL_WRONG")
+        if torch.compiler.is_compiling() and (wrong == "1" and wrapped or wrong == "backend"):
+            x = x * 1.01  # "1": only the compiled AC program differs from eager; "backend": compiled with or without AC
         return x
 
 
@@ -98,7 +99,7 @@ def test_block_ac(ac_conformance):
     result = run(project)
     result.assert_outcomes(failed=1)
     out = result.stdout.str()
-    for part in ("ac_conformance: 1 of 1 cell(s) failed (1 wrong, 0 graph drift)", "[numerics]",
+    for part in ("ac_conformance: 1 of 1 cell(s) failed (1 wrong)", "[numerics]",
                  "compiled vs eager without AC: output[0]", "grad of param layers.0.up.weight", "rtol=1.3e-06"):
         assert part in out, f"expected {part!r} in the failure:\n{out[-4000:]}"
     assert "Traceback" not in out and "harness/core/suite.py" not in out, "one message, no harness traceback"

@@ -321,6 +321,7 @@ class Need(enum.StrEnum):
     DISTRIBUTED = "distributed"
     TORCH = "torch"  # argument: the least torch release, "2.14"
     API = "api"  # argument: a dotted name that must exist, "torch.autograd.graph.region_activation_memory_budget"
+    MODULE = "module"  # argument: an importable top-level package, "transformers" (found, not imported)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -335,13 +336,14 @@ class Requirement:
         object.__setattr__(self, "need", Need(self.need))
         if not self.reason:
             raise ValueError(f"requirement {self.need}: a reason is required")
-        if (self.need in (Need.TORCH, Need.API)) != bool(self.argument):
+        if (self.need in (Need.TORCH, Need.API, Need.MODULE)) != bool(self.argument):
             raise ValueError(f"requirement {self.need}: argument {self.argument!r}")
 
     @property
     def label(self) -> str:
         """``cuda``, ``triton``, ``distributed``, ``torch>=2.14``, ``api:<dotted name>``."""
-        return {Need.TORCH: f"torch>={self.argument}", Need.API: f"api:{self.argument}"}.get(self.need, str(self.need))
+        return {Need.TORCH: f"torch>={self.argument}", Need.API: f"api:{self.argument}",
+                Need.MODULE: f"module:{self.argument}"}.get(self.need, str(self.need))
 
     def unmet(self, device: str) -> str | None:
         """Why it is not met on ``device`` with the installed torch (None: it is)."""
@@ -356,6 +358,8 @@ class Requirement:
             have = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[: len(want)])
             if have < want:
                 return f"needs {self.label} (installed {torch.__version__}): {self.reason}"
+        if self.need is Need.MODULE and importlib.util.find_spec(self.argument) is None:
+            return f"needs the Python package {self.argument} (not installed): {self.reason}"
         if self.need is Need.API and not torch_api.has_api(self.argument):
             return f"needs {self.argument}, missing in torch {torch.__version__}: {self.reason}"
         return None
@@ -389,6 +393,10 @@ class Requires:
     @staticmethod
     def api(dotted: str, reason: str) -> Requirement:
         return Requirement(Need.API, reason, dotted)
+
+    @staticmethod
+    def module(package: str, reason: str) -> Requirement:
+        return Requirement(Need.MODULE, reason, package)
 
 
 @dataclasses.dataclass(frozen=True)

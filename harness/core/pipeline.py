@@ -483,3 +483,13 @@ def compile_counters(recorder: Recorder) -> dict[str, Any]:
         "unique_graphs": c["stats"]["unique_graphs"],
         "frames_ok": c["frames"]["ok"],  # Dynamo's own counter (not bumped on the fullgraph path)
     }
+
+
+def compiled_without_ac(case: Case, axes: Axes) -> Outcome:
+    """The case's program compiled *without* AC under ``axes``, code generated (unlike :func:`baseline`, whose
+    inductor graphs run eagerly): what harness/core/attribution.py compares with eager without AC when a numerics
+    check failed, to tell a backend difference from an AC defect."""
+    recorder = Recorder(case.compile, axes)
+    fresh_state()
+    with config_patches(case, axes):
+        return execute(case, axes, ac=False, backend=recorder)

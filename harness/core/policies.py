@@ -8,10 +8,10 @@ Each policy is a frozen dataclass; a name is a shortcut for its defaults (``get(
 ================  ===========================================================================================
 ``none``          no AC (the reference)
 ``full``          every block wrapped: everything inside is recomputed
-``selective_op``  every block wrapped with a selective-checkpoint ``context_fn``: the ops of ``save`` (mm, the SDPA
-                  variants, reduce-scatter, max) are ``MUST_SAVE``, everything else ``PREFER_RECOMPUTE``
+``selective_op``  every block wrapped with a selective-checkpoint ``context_fn``: the ops of ``save`` (torchtitan 0.3.0's
+                  list, :func:`torchtitan_save_list`) are ``MUST_SAVE``, everything else ``PREFER_RECOMPUTE``
 ``every_other_mm``  ``selective_op`` with ``mm_save_every=2``: of the mms of a block, only every second one is saved
-                  (torchtitan's op-level SAC: the 1st, 3rd, ... mm are recomputed, the 2nd, 4th, ... saved); counted
+                  (torchtitan 0.3.0's ``SelectiveAC``: the 1st, 3rd, ... mm/linear are saved, the 2nd, 4th, ... recomputed); counted
                   separately in the forward and in the recomputation, so both make the same choices
 ``selective_layer``  full AC on every ``every``-th block (torchtitan ``selective_ac_option="N"``: blocks N, 2N, ...)
 ``memory_budget``  no wrapping; ``torch._functorch.config.activation_memory_budget = budget`` while compiling: the
@@ -42,28 +42,46 @@ from typing import ClassVar
 import torch
 import torch.nn as nn
 
-# torchtitan's op-level save list (torchtitan/distributed/activation_checkpoint.py, _save_list / _op_sac_save_list):
-# matmuls, every SDPA backend, the reduce-scatter of tensor/sequence parallel, and max (float8 amax).
-DEFAULT_SAVE = (
-    "aten.mm.default",
-    "aten._scaled_dot_product_efficient_attention.default",
-    "aten._scaled_dot_product_flash_attention.default",
-    "aten._scaled_dot_product_flash_attention_for_cpu.default",
-    "aten._scaled_dot_product_cudnn_attention.default",
-    "aten._scaled_dot_product_attention_math.default",
-    "aten._scaled_dot_product_fused_attention_overrideable.default",
-    "_c10d_functional.reduce_scatter_tensor.default",
-    "aten.max.default",
-)
-MM = "aten.mm.default"
+def torchtitan_save_list() -> tuple[str, ...]:
+    """torchtitan 0.3.0's op-level save list (torchtitan/distributed/activation_checkpoint.py ``_get_default_save_ops``),
+    as op names: the partitioner's compute-intensive ops of this torch (``get_default_op_list().compute_intensive_ops``:
+    mm, addmm, bmm, convolution, the SDPA forward kernels, ...), the other SDPA variants, ``max`` (float8 amax),
+    FlexAttention, ``linear``, ``topk`` (MoE routing), inductor's compiled-code HOP, and the reduce-scatter and
+    all-to-all of tensor/expert parallelism.  Not in it (as in torchtitan): ``_scaled_dot_product_flash_attention_for_cpu``,
+    so attention is recomputed on CPU.  torchtitan's optional deepep/hybridep/varlen ops are left out (extensions)."""
+    from torch._functorch.partitioners import get_default_op_list
+
+    intensive = sorted(f"{op}.default" for op in get_default_op_list().compute_intensive_ops)
+    return tuple(dict.fromkeys(intensive + [
+        "aten._scaled_dot_product_cudnn_attention.default",
+        "aten._scaled_dot_product_attention_math.default",
+        "aten._scaled_dot_product_fused_attention_overrideable.default",
+        "aten.max.default",
+        "higher_order.flex_attention",
+        "aten.linear.default",
+        "aten.topk.default",
+        "higher_order.inductor_compiled_code",
+        "_c10d_functional.reduce_scatter_tensor.default",
+        "_c10d_functional.all_to_all_single.default",
+    ]))
+
+
+DEFAULT_SAVE = torchtitan_save_list()
+MM = ("aten.mm.default", "aten.linear.default")  # what torchtitan counts for "every other mm"
 _PREFIXES = ("_checkpoint_wrapped_module.", "_orig_mod.", "_fsdp_wrapped_module.")
 
 
 def resolve_op(name: str):
-    """"aten.mm.default" -> torch.ops.aten.mm.default; None when this torch lacks it (an SDPA backend, say)."""
-    ns, op, overload = name.split(".")
+    """"aten.mm.default" -> torch.ops.aten.mm.default, "higher_order.flex_attention" -> the HOP; None when this torch
+    lacks it (an SDPA backend, say) or the name is malformed."""
+    parts = name.split(".")
+    if len(parts) not in (2, 3) or (len(parts) == 2) != (parts[0] == "higher_order"):
+        return None
     try:
-        return getattr(getattr(getattr(torch.ops, ns), op), overload)
+        obj = torch.ops
+        for part in parts:
+            obj = getattr(obj, part)
+        return obj
     except (AttributeError, RuntimeError):
         return None
 
@@ -132,23 +150,23 @@ class Policy:
             return checkpoint_wrapper(block, **self.checkpoint_kwargs())
         raise ValueError(f"via must be 'wrapper', 'function' or 'apply_ac'; seen {via!r}")
 
-    def apply(self, model: nn.Module, via: str = "wrapper") -> nn.Module:
-        """Checkpoint the blocks this policy selects, in place; returns ``model``."""
-        layers = blocks_of(model)
-        keys = list(layers.keys()) if isinstance(layers, nn.ModuleDict) else list(range(len(layers)))
-        chosen = [layers[k] for i, k in enumerate(keys) if self.wraps(i)]
+    def apply(self, model: nn.Module, via: str = "wrapper", containers: list[nn.Module] | None = None) -> nn.Module:
+        """Checkpoint the blocks this policy selects, in place; returns ``model``.  ``containers``: the ModuleLists,
+        ModuleDicts or Sequentials holding the blocks, numbered across them in order (default: ``[model.layers]``)."""
+        slots = [(c, k) for c in (containers if containers is not None else [blocks_of(model)])
+                 for k in (list(c.keys()) if isinstance(c, nn.ModuleDict) else range(len(c)))]
+        chosen = [(c, k) for i, (c, k) in enumerate(slots) if self.wraps(i)]
         if via == "apply_ac":
             from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
                 apply_activation_checkpointing, checkpoint_wrapper)
 
-            ids = {id(b) for b in chosen}
+            ids = {id(c[k]) for c, k in chosen}
             if ids:
                 apply_activation_checkpointing(model, checkpoint_wrapper_fn=functools.partial(
                     checkpoint_wrapper, **self.checkpoint_kwargs()), check_fn=lambda m: id(m) in ids)
             return model
-        for i, k in enumerate(keys):
-            if self.wraps(i):
-                layers[k] = self.wrap(layers[k], via)
+        for c, k in chosen:
+            c[k] = self.wrap(c[k], via)
         return model
 
     @property
@@ -171,18 +189,21 @@ class Full(Policy):
 
 
 def _sac_policy(save: frozenset, mm_save_every: int):
+    """torchtitan's ``SelectiveAC`` policy: the ops of ``save`` are MUST_SAVE, the rest PREFER_RECOMPUTE; of the
+    mm/linear calls (counted apart in the forward and in the recomputation, so both choose alike) only the 1st,
+    (N+1)th, ... are saved with ``mm_save_every=N`` (torchtitan, N=2: ``count % 2 == 0`` is recomputed)."""
     from torch.utils.checkpoint import CheckpointPolicy
 
-    mm = resolve_op(MM)
+    mms = tuple(filter(None, map(resolve_op, MM)))
 
     def make():
         counts: dict = defaultdict(int)
 
         def policy(ctx, func, *args, **kwargs):
             mode = "recompute" if ctx.is_recompute else "forward"
-            if func is mm:
+            if func in mms:
                 counts[mode] += 1
-                if mm_save_every > 1 and counts[mode] % mm_save_every != 0:
+                if mm_save_every > 1 and (counts[mode] - 1) % mm_save_every != 0:
                     return CheckpointPolicy.PREFER_RECOMPUTE
             return CheckpointPolicy.MUST_SAVE if func in save else CheckpointPolicy.PREFER_RECOMPUTE
 
@@ -214,7 +235,15 @@ class SelectiveOp(Policy):
     @property
     def id(self):
         base = "every_other_mm" if self.mm_save_every == 2 else self.name + (f"_mm{self.mm_save_every}" if self.mm_save_every != 1 else "")
-        return base if self.save == DEFAULT_SAVE else base + "_custom"
+        if self.save == DEFAULT_SAVE:
+            return base
+        import hashlib  # a custom save list: its digest, so two lists never share a cell id
+
+        return f"{base}_save{len(self.save)}-{hashlib.sha1('+'.join(self.save).encode()).hexdigest()[:6]}"
+
+    def unknown_ops(self) -> list[str]:
+        """Names of ``save`` that name no op of this torch (bad input where a user wrote them)."""
+        return [n for n in self.save if resolve_op(n) is None]
 
 
 @dataclasses.dataclass(frozen=True)

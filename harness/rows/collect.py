@@ -32,6 +32,7 @@ NOT_IN_MATRIX = {
     "memory_budget": "its cases set region budgets themselves and check what those do under min-cut; a global budget "
                      "or the default partitioner (which ignores budgets) changes the premise, not the promise",
     "fuzz_findings": "each is a shrunk reproduction pinned to the axes where it fails; the fuzzer itself varies the axes",
+    "real_models": "library models take seconds to a minute a cell; each row declares the backends it runs",
 }
 
 

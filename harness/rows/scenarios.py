@@ -56,7 +56,10 @@ S = Scenario
 FAST = {
     "fsdp2-per_block-checkpoint_wrapper-full-fp32-1layer": S("fsdp2", via="wrapper", compile="per_block", policy="full", n_layers=1),
     "ddp-whole-checkpoint_fn-full-fp32-1layer": S("ddp", via="function", compile="whole", policy="full", n_layers=1),
-    "tp_sp-per_block-wrapper-selective_op-fp32-1layer": S("tp_sp", via="wrapper", compile="per_block", policy="selective_op", n_layers=1),
+    # Saves CPU attention too: torchtitan's list (the default) recomputes it, which under TP hits the known failure
+    # tp-compiled-ac-rng-op-saves-mesh-as-tensor and would stop the rest of this shared launch.
+    "tp_sp-per_block-wrapper-selective_op-fp32-1layer": S("tp_sp", via="wrapper", compile="per_block", policy="selective_op", n_layers=1,
+                                                          policy_params=(("save", policies.DEFAULT_SAVE + ("aten._scaled_dot_product_flash_attention_for_cpu.default",)),)),
     "fsdp2-whole-apply_ac-every_other_mm-mp_bf16-1layer": S("fsdp2", via="apply_ac", compile="whole", policy="every_other_mm",
                                                      fsdp_mp=True, n_layers=1),
 }

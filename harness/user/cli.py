@@ -4,13 +4,14 @@ Runs the same cells as the ``ac_conformance`` fixture (harness/user/conformance.
 policy, every cell through harness.core.suite.check_cell) and writes an HTML report: verdicts, figures, a
 memory-vs-recompute plot (inline SVG), and per cell its saved tensors, recomputed ops, failing checks and graphs.
 
-Exit codes, as the nightly's (``python -m harness.tools.nightly --help``):
+Exit codes (0-3 as the nightly's, ``python -m harness.tools.nightly --help``; the worst cell decides):
 
   0  clean: every cell passed
   1  graph-only drift: the graphs differ from the goldens under --goldens while every semantic check passed
-  2  wrong: a numerics, invariant or run failure in some cell
-  3  bad input: the factory is missing or raises, the model has no parameters that need grad, an unknown policy,
-     a backend that cannot compile on this machine
+  2  wrong: a numerics (an AC defect), invariant or run failure in some cell
+  3  bad input: see EXIT_HELP
+  4  compile/backend difference: compiled with AC differs from eager, and so does compiled without AC (not AC)
+  5  AC had no effect: a policy that should checkpoint recomputed nothing and saved what no AC saves
 
 The import name ``harness`` is shared with an unrelated PyPI package: prefer the console script ``ac-conformance``
 (``python -m harness check ...`` works where this project's harness is the one importable).
@@ -26,13 +27,18 @@ import sys
 from pathlib import Path
 
 from harness.user import conformance
-from harness.user.conformance import BAD_INPUT, InputError, Report, fmt_bytes
+from harness.user.conformance import BAD_INPUT, EXIT_WORDS, InputError, Report, fmt_bytes
 
-EXIT_HELP = """exit codes (as the nightly's):
+EXIT_HELP = """exit codes (the worst cell decides; 0-3 as the nightly's):
   0  clean: every cell passed
   1  graph-only drift from the goldens under --goldens (every semantic check passed)
-  2  wrong: numerics, an invariant or the run failed in some cell
-  3  bad input: factory missing or raising, no trainable parameters, unknown policy, backend unusable here"""
+  2  wrong: numerics (an AC defect), an invariant or the run failed in some cell
+  3  bad input: factory missing or raising, inputs of another shape, no trainable parameters, unknown policy or op,
+     no blocks found, a model that already checkpoints under a harness policy (double AC), a model that fails
+     eagerly without AC ("cannot run"), backend unusable here
+  4  compile/backend difference: compiled without AC differs from eager without AC the same way (not AC's fault)
+  5  AC had no effect: the policy recomputed nothing and saved what the model without AC saves"""
+JSON_MESSAGE_LIMIT = 4000
 
 
 def parser() -> argparse.ArgumentParser:
@@ -41,16 +47,25 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_HELP)
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("check", help="check a model factory", formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog=EXIT_HELP + "\n\nThe factory returns (model, inputs); blocks in model.layers are wrapped.")
+                       epilog=EXIT_HELP + "\n\nThe factory returns (model, inputs); inputs: a tensor, a tuple, a dict of "
+                       "keyword arguments or (args, kwargs).")
     c.add_argument("model", help="path/to/model.py:factory (or package.module:factory)")
     c.add_argument("--policy", action="append", default=None,
-                   help="AC policy, repeatable: none, full, selective_op (selective-op), every_other_mm, "
-                        "selective_layer, memory_budget; parameters as name:key=value,... e.g. selective_layer:every=3, "
-                        "selective_op:save=aten.mm.default+aten.max.default (default: full)")
+                   help="AC policy, repeatable: harness policies none, full, selective_op (selective-op), "
+                        "every_other_mm, selective_layer, memory_budget; the model's own mechanism hf, hf_reentrant, "
+                        "timm, torchtitan_full, torchtitan_selective, checkpoint_sequential, own (the model as the "
+                        "factory returns it, or factory(ac=True)); parameters as name:key=value,... e.g. "
+                        "selective_layer:every=3, selective_op:save=aten.mm.default+aten.max.default, "
+                        "hf:use_reentrant=True (default: full)")
     c.add_argument("--budget", action="append", type=float, default=None,
                    help="activation_memory_budget axis, repeatable (default: untouched)")
     c.add_argument("--backend", action="append", default=None, help="aot_eager (default) or inductor, repeatable")
     c.add_argument("--partitioner", action="append", default=None, help="min_cut (default) or default, repeatable")
+    c.add_argument("--blocks", action="append", default=None, metavar="ATTR.PATH",
+                   help="where the blocks are (a ModuleList/ModuleDict/Sequential), repeatable; '.' checkpoints the "
+                        "whole model as one block (default: found in the common layouts)")
+    c.add_argument("--tolerance", default=None, metavar="RTOL,ATOL",
+                   help="numerics tolerance for the compiled program (default: torch's for the dtype)")
     c.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     c.add_argument("--dtype", default="float32", help="float32 (default), bfloat16, float16")
     c.add_argument("--report", type=Path, default=Path("ac-report"), help="directory for report.html and report.json")
@@ -60,13 +75,27 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _tolerance(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        rtol, atol = (float(x) for x in text.split(","))
+    except ValueError:
+        raise InputError(f"--tolerance {text}: expected RTOL,ATOL, e.g. 1e-4,1e-5") from None
+    if rtol < 0 or atol < 0:
+        raise InputError(f"--tolerance {text}: tolerances are not negative")
+    return rtol, atol
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         factory = conformance.load_factory(args.model)
-        cases = [conformance.user_case(factory, policy, backends=args.backend or ("aot_eager",),
-                                       budgets=args.budget or (None,), partitioners=args.partitioner or ("min_cut",),
-                                       device=args.device, dtype=args.dtype)
+        tolerance = _tolerance(args.tolerance)
+        cases = [conformance.model_case(factory, policy, backends=args.backend or ("aot_eager",),
+                                        budgets=args.budget or (None,), partitioners=args.partitioner or ("min_cut",),
+                                        device=args.device, dtype=args.dtype, tolerance=tolerance, blocks=args.blocks,
+                                        check_backends=lambda b: conformance.backend_problem(b, args.device))
                  for policy in (args.policy or ["full"])]
     except InputError as e:
         print(f"ac-conformance: bad input: {e}", file=sys.stderr)
@@ -75,36 +104,55 @@ def main(argv: list[str] | None = None) -> int:
     if args.goldens is not None:
         goldens_for = lambda cell: conformance.FileGoldens(args.goldens, cell, args.update_goldens)  # noqa: E731
     results = []
-    for case in cases:
-        for cell_result in conformance.run_case(case, goldens_for):
-            print(f"{cell_result.verdict.upper():5} {cell_result.id}", flush=True)
-            results.append(cell_result)
+    for mc in cases:
+        d = mc.described
+        print(f"policy {d.policy}: wraps {d.wrapped}")
+        for w in d.warnings:
+            print(f"  warning: {w}")
+        for r in conformance.run_case(mc, goldens_for, on_result=_progress):
+            results.append(r)
     report = Report(results)
     args.report.mkdir(parents=True, exist_ok=True)
-    (args.report / "report.html").write_text(render_html(report, args), encoding="utf-8")
+    html_path = args.report / "report.html"
+    html_path.write_text(render_html(report, args), encoding="utf-8")
     (args.report / "report.json").write_text(json.dumps(report_json(report, args), indent=1, default=str))
     if args.repro:
         for r in report.results:
-            if r.verdict == "wrong":
+            if r.verdict not in ("pass", "drift"):
                 path = args.report / f"repro_{r.id}.py"
                 path.write_text(repro_script(r, args))
                 print(f"repro: {path}")
-    print()
-    print(report.summary())
     if not report.ok:
         print()
-        print(report.message()[:6000])
-    print(f"\nreport: {args.report / 'report.html'}\nexit {report.exit_code}: "
-          f"{ {0: 'clean', 1: 'graph drift', 2: 'wrong results'}[report.exit_code] }")
+        print(report.message(where=str(html_path)))
+    print(f"\nreport: {html_path}\nexit {report.exit_code}: {EXIT_WORDS[report.exit_code]}")
     return report.exit_code
 
 
+def _progress(r) -> None:
+    """Each cell once, as it finishes: verdict, figures beside the no-AC figures, notes."""
+    print(conformance.summary_line(r), flush=True)
+
+
 def report_json(report: Report, args) -> dict:
-    return {"model": args.model, "exit": report.exit_code,
-            "cells": [{"cell": r.id, "verdict": r.verdict, "failures": [{"check": s, "message": m[:4000]}
-                                                                        for s, m in r.failures],
-                       "figures": {k: v for k, v in r.figures.items() if k not in ("saved", "recomputed")},
-                       "no_ac": {k: v for k, v in r.no_ac.items() if k not in ("saved", "recomputed")}}
+    def failure(r, stage, msg):
+        lines = msg.splitlines() or [""]
+        body = msg if len(msg) <= JSON_MESSAGE_LIMIT else (
+            msg[:JSON_MESSAGE_LIMIT] + f"\n[... cut: {len(msg) - JSON_MESSAGE_LIMIT} of {len(msg)} characters not "
+            f"shown; the whole message is in report.html]")
+        return {"check": stage, "first_line": lines[0], "message": body, "truncated": len(msg) > JSON_MESSAGE_LIMIT}
+
+    def policy(r):
+        d = r.described
+        return None if d is None else {"policy": d.policy, "wrapped": d.wrapped, "wrapped_blocks": d.wrapped_blocks,
+                                       "outputs": d.outputs, "warnings": d.warnings}
+
+    skip = ("saved", "recomputed")
+    return {"model": args.model, "exit": report.exit_code, "exit_meaning": EXIT_WORDS[report.exit_code],
+            "cells": [{"cell": r.id, "verdict": r.verdict, "policy": policy(r), "notes": r.notes,
+                       "failures": [failure(r, s, m) for s, m in r.failures],
+                       "figures": {k: v for k, v in r.figures.items() if k not in skip},
+                       "no_ac": {k: v for k, v in r.no_ac.items() if k not in skip}}
                       for r in report.results]}
 
 
@@ -112,7 +160,8 @@ def report_json(report: Report, args) -> dict:
 
 CSS = """body{font-family:system-ui,sans-serif;margin:24px;color:#222}table{border-collapse:collapse;margin:8px 0}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:13px}th{background:#f3f3f3}
-.pass{background:#dff5df}.drift{background:#fff3c4}.wrong{background:#fbd5d5}pre{background:#f7f7f7;padding:8px;
+.pass{background:#dff5df}.drift{background:#fff3c4}.wrong{background:#fbd5d5}.backend{background:#dde7fb}
+.no-effect{background:#f3dcf5}.bad-input{background:#eee}.warn{color:#a35a00;font-weight:bold}pre{background:#f7f7f7;padding:8px;
 overflow:auto;font-size:12px;max-height:420px}.num{text-align:right;font-variant-numeric:tabular-nums}
 h2{margin-top:28px}summary{cursor:pointer}"""
 
@@ -141,7 +190,8 @@ def plot_svg(report: Report) -> str:
     ymax = max(y for _, y in allp) or 1
     sx = lambda x: m + (w - 2 * m) * x / xmax  # noqa: E731
     sy = lambda y: h - m + -(h - 2 * m) * y / ymax  # noqa: E731
-    colour = {"pass": "#2a8a2a", "drift": "#c8a000", "wrong": "#c62828"}
+    colour = {"pass": "#2a8a2a", "drift": "#c8a000", "wrong": "#c62828", "backend": "#2850c6", "no-effect": "#9a30a8",
+              "bad-input": "#777"}
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" '
            f'aria-label="saved activation bytes vs recompute FLOPs">',
            f'<line x1="{m}" y1="{h - m}" x2="{w - m}" y2="{h - m}" stroke="#333"/>',
@@ -159,8 +209,9 @@ def plot_svg(report: Report) -> str:
     for i, (cid, x, y, verdict) in enumerate(pts):
         at.setdefault((x, y), []).append((i + 1, cid, verdict))
     for (x, y), cells in at.items():
-        worst = "wrong" if any(v == "wrong" for *_, v in cells) else "drift" if any(v == "drift" for *_, v in cells) \
-            else "pass"
+        from harness.user.conformance import SEVERITY
+
+        worst = next(v for v in SEVERITY if any(v == c for *_, c in cells))
         title = "; ".join(f"{cid} ({v})" for _, cid, v in cells)
         out.append(f'<circle cx="{sx(x)}" cy="{sy(y)}" r="6" fill="{colour[worst]}" fill-opacity="0.8">'
                    f'<title>{_e(title)}: {x} B, {y} FLOPs</title></circle>')
@@ -173,33 +224,49 @@ def plot_svg(report: Report) -> str:
 def render_html(report: Report, args) -> str:
     import torch
 
-    verdict_word = {0: "clean", 1: "graph drift", 2: "wrong results"}[report.exit_code]
+    from harness.user.conformance import EXIT_WORDS
+
+    verdict_word = EXIT_WORDS[report.exit_code]
     rows = []
     for r in report.results:
         f, n = r.figures, r.no_ac
         failed = ", ".join(sorted({s for s, _ in r.failures})) or ""
-        rows.append(f"<tr class='{r.verdict}'><td><a href='#{_e(r.id)}'>{_e(r.id)}</a></td><td>{r.verdict}</td>"
+        warn = " <span class='warn' title='see the cell'>&#9888;</span>" if r.warnings else ""
+        rows.append(f"<tr class='{r.verdict}'><td><a href='#{_e(r.id)}'>{_e(r.id)}</a>{warn}</td><td>{r.verdict}</td>"
                     f"<td>{_e(failed)}</td><td class='num'>{fmt_bytes(f.get('activation_bytes'))}</td>"
                     f"<td class='num'>{fmt_bytes(n.get('activation_bytes'))}</td>"
                     f"<td class='num'>{fmt_bytes(f.get('peak_bytes'))}</td>"
+                    f"<td class='num'>{fmt_bytes(n.get('peak_bytes'))}</td>"
                     f"<td class='num'>{f.get('fw_flops', '?')}</td><td class='num'>{f.get('bw_flops', '?')}</td>"
+                    f"<td class='num'>{n.get('bw_flops', '?')}</td>"
                     f"<td class='num'>{f.get('recompute_flops', '?')}</td><td class='num'>{f.get('recomputed_ops', '?')}</td>"
                     f"<td class='num'>{r.checks}</td></tr>")
+    policies_seen = {}
+    for r in report.results:
+        if r.described is not None:
+            policies_seen.setdefault(r.described.policy, r.described)
+    pol = "".join(f"<li><b>{_e(p)}</b>: wraps {_e(d.wrapped)}; outputs compared: {_e(', '.join(d.outputs) or '?')}"
+                  + "".join(f"<br><span class='warn'>warning: {_e(w)}</span>" for w in d.warnings) + "</li>"
+                  for p, d in policies_seen.items())
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>ac-conformance: {_e(args.model)}</title>"
              f"<style>{CSS}</style></head><body>",
              f"<h1>ac-conformance: {_e(args.model)}</h1>",
              f"<p><b>exit {report.exit_code} ({verdict_word})</b> — {len(report.results)} cells; torch "
              f"{_e(torch.__version__)}; device {_e(args.device)}, dtype {_e(args.dtype)}. Each cell: numerics "
-             f"against eager with and without AC (outputs, input and parameter gradients), the invariants, "
+             f"against eager with and without AC (outputs, input and parameter gradients; a mismatch compiling "
+             f"without AC shows too is a backend difference), the invariants, whether AC had an effect, "
              f"{'goldens under ' + _e(args.goldens) if args.goldens else 'no goldens'}.</p>",
+             f"<ul>{pol}</ul>",
              "<table><tr><th>cell</th><th>verdict</th><th>failed checks</th><th>saved activations</th>"
-             "<th>no AC</th><th>peak estimate</th><th>fw FLOPs</th><th>bw FLOPs</th><th>recompute FLOPs</th>"
-             "<th>recomputed ops</th><th>checks</th></tr>", *rows, "</table>",
-             "<h2>Memory vs recompute</h2>", plot_svg(report)]
+             "<th>no AC</th><th>peak estimate</th><th>peak no AC</th><th>fw FLOPs</th><th>bw FLOPs</th>"
+             "<th>bw FLOPs no AC</th><th>recompute FLOPs</th><th>recomputed ops</th><th>checks</th></tr>", *rows,
+             "</table>", "<h2>Memory vs recompute</h2>", plot_svg(report)]
     for r in report.results:
         parts.append(f"<h2 id='{_e(r.id)}' class='{r.verdict}'>{_e(r.id)}: {r.verdict}</h2>")
+        for note in r.notes:
+            parts.append(f"<p class='{'warn' if note.startswith('warning') else ''}'>{_e(note)}</p>")
         if r.message:
-            parts.append(f"<pre>{_e(r.message[:20000])}</pre>")
+            parts.append(f"<pre>{_e(r.message)}</pre>")
         saved = r.figures.get("saved", [])
         if saved:
             parts.append("<table><tr><th>saved tensor</th><th>type</th><th>bytes</th><th>kind</th></tr>" + "".join(
@@ -235,15 +302,16 @@ sys.path.insert(0, {root!r})  # the harness checkout that wrote this repro
 from harness.user import conformance  # noqa: E402
 from harness.core.case import Axes, Cell  # noqa: E402
 from harness.core.policies import *  # noqa: E402, F403 - the policy's repr below names its class
+from harness.rows.mechanisms import *  # noqa: E402, F403
 
 MODEL = {model!r}
 POLICY = {policy}
 AXES = Axes({partitioner!r}, {backend!r}, {device!r}, {dtype!r}, {budget!r})
 
-case = conformance.user_case(conformance.load_factory(MODEL), POLICY, backends=(AXES.backend,),
-                             budgets=(AXES.budget,), partitioners=(AXES.partitioner,), device=AXES.device,
-                             dtype=AXES.dtype)
-result = conformance.check_cell_of(Cell(case, AXES), conformance.NoGoldens())
+mc = conformance.model_case(conformance.load_factory(MODEL), POLICY, backends=(AXES.backend,),
+                            budgets=(AXES.budget,), partitioners=(AXES.partitioner,), device=AXES.device,
+                            dtype=AXES.dtype, blocks={blocks!r}, tolerance={tolerance!r})
+result = conformance.check_cell_of(Cell(mc.case, AXES), conformance.NoGoldens(), mc.described, mc.policy)
 print(result.message or f"{{result.id}}: passed")
 sys.exit(0 if result.verdict == "pass" else 1)
 '''
@@ -261,7 +329,7 @@ def repro_script(r, args) -> str:
 
     return REPRO.format(root=str(ROOT), cell=r.id, model=model, torch=torch.__version__, name=f"repro_{r.id}.py", failures=failures,
                         policy=policy, partitioner=str(a.partitioner), backend=str(a.backend), device=a.device,
-                        dtype=a.dtype, budget=a.budget)
+                        dtype=a.dtype, budget=a.budget, blocks=args.blocks, tolerance=_tolerance(args.tolerance))
 
 
 if __name__ == "__main__":

@@ -1,21 +1,23 @@
 """Conformance for the user's own model: the ``ac_conformance`` pytest fixture (a ``pytest11`` plugin installed with
 the package) and what the ``ac-conformance check`` command line (harness/user/cli.py) runs.
 
-Nothing here re-implements a check.  A user's factory and an AC policy (an object of :mod:`harness.core.policies`, or a
-name for its defaults) become a :class:`~harness.core.case.Case`: its builder calls the factory, applies the policy to the
-AC program and leaves the no-AC reference unwrapped, exactly as a case row's ``ctx.checkpoint`` does.  Each of its
-cells (backend x budget x partitioner) goes through :func:`harness.core.suite.check_cell`: numerics against eager with
-and without AC (outputs, input and parameter gradients), every invariant of :mod:`harness.core.invariants`, then the
-goldens (compared only when every semantic check passed, so an update never blesses a wrong result).  The figures
-come from :mod:`harness.core.analysis` and :mod:`harness.core.peak`.
+Nothing here re-implements a check.  A user's factory and an AC policy (a harness policy of
+:mod:`harness.core.policies`, the model's own mechanism of :mod:`harness.rows.mechanisms`, or a name) become a
+:class:`~harness.core.case.Case` through :func:`harness.rows.modelcase.model_case` (inputs, outputs, blocks, the
+reference without AC: see there).  Each of its cells (backend x budget x partitioner) goes through
+:func:`harness.core.suite.check_cell`: numerics against eager with and without AC (outputs, input and parameter
+gradients; a mismatch that compiling without AC shows too is a backend difference, harness/core/attribution.py),
+every invariant of :mod:`harness.core.invariants`, whether AC had any effect, then the goldens (compared only when
+every semantic check passed, so an update never blesses a wrong result).  The figures come from
+:mod:`harness.core.analysis` and :mod:`harness.core.peak`, each beside the same figure without AC.
 
-The factory: ``factory()`` (or ``factory(device=..., dtype=...)`` when it takes them) returns ``(model, inputs)``:
-an ``nn.Module`` and a tensor or tuple of tensors.  Blocks in ``model.layers`` (torchtitan's convention) are what the
-policies wrap; a model without ``.layers`` is treated as one block.  Floating-point inputs are made to require grad
-(``input_grads=False`` keeps them as given), so their gradients are compared as well.
+Verdicts and exit codes (the nightly's 0-3, plus two of the user path's own):
 
-Bad input (a missing or raising factory, a model without parameters that need grad, an unknown policy, a backend
-that cannot compile here) raises :class:`InputError` with a sentence saying what to fix; the command line exits 3.
+  pass 0, drift 1 (graphs differ from goldens), wrong 2, bad input 3 (also: the model cannot run eagerly without AC,
+  or its reference without AC still checkpoints), backend 4 (a compile/backend difference: compiled without AC
+  differs from eager the same way), no-effect 5 (AC had no effect: nothing recomputed, the no-AC bytes saved).
+
+Bad input found before any compile raises :class:`InputError` with a sentence saying what to fix.
 """
 
 from __future__ import annotations
@@ -24,109 +26,31 @@ import contextlib
 import dataclasses
 import difflib
 import functools
-import importlib.util
-import inspect
 import os
-import re
-import sys
 import tempfile
-import traceback
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import torch.nn as nn
 
-from harness.core import analysis, figures, policies
-from harness.core.case import (DTYPES, AxesSpec, Case, Cell, Checkpoint, CompileSpec, Numerics, Program, Runner)
+from harness.core import analysis, attribution, figures, policies
+from harness.core.case import Case, Cell, Runner
 from harness.core.golden import GoldenDrift, GoldenGraphExtension, Goldens, golden_text, split_golden, updating
 from harness.core.pipeline import baseline
 from harness.core.suite import check_cell
 from harness.rows.collect import declared_cells
+from harness.rows.modelcase import (BACKENDS, PARTITIONERS, Described, InputError, ModelCase,  # noqa: F401 - API
+                                    load_factory, model_case, resolve_policy, save_list_summary)
 
-BACKENDS = ("aot_eager", "inductor")
-PARTITIONERS = ("min_cut", "default")
-CLEAN, DRIFT, WRONG, BAD_INPUT = 0, 1, 2, 3  # exit codes, as the nightly's (harness/tools/nightly.py)
-POLICY_ALIASES = {"per_layer": "selective_layer", "selective": "selective_op", "budget": "memory_budget",
-                  "no_ac": "none"}
-
-
-class InputError(Exception):
-    """The user's input cannot be checked (exit 3): the message says what is wrong and how to fix it."""
-
-
-# --------------------------------------------------------------------------------------------- input: factory, policy
-
-def load_factory(spec: str) -> Callable[..., Any]:
-    """``path/to/model.py:factory`` (or ``package.module:factory``) -> the callable."""
-    path, sep, name = spec.rpartition(":")
-    if not sep or not path or not name:
-        raise InputError(f"expected MODEL as path/to/model.py:factory, saw {spec!r}")
-    if path.endswith(".py") or os.sep in path or "/" in path:
-        file = Path(path)
-        if not file.is_file():
-            raise InputError(f"model file {path} does not exist")
-        mod_name = "ac_user_" + re.sub(r"\W", "_", file.stem)
-        spec_ = importlib.util.spec_from_file_location(mod_name, file)
-        module = importlib.util.module_from_spec(spec_)
-        sys.modules[mod_name] = module
-        try:
-            spec_.loader.exec_module(module)
-        except Exception as e:  # noqa: BLE001 - the user's module fails to import: say where
-            raise InputError(f"importing {path} raised {type(e).__name__}: {e}\n{_user_frames(e)}") from e
-    else:
-        try:
-            module = importlib.import_module(path)
-        except Exception as e:  # noqa: BLE001
-            raise InputError(f"cannot import module {path!r}: {type(e).__name__}: {e}") from e
-    factory = getattr(module, name, None)
-    if factory is None:
-        found = sorted(n for n, v in vars(module).items() if inspect.isfunction(v) and not n.startswith("_")
-                       and v.__module__ == module.__name__)
-        raise InputError(f"{path} has no factory named {name!r}; functions defined there: {found}")
-    if not callable(factory):
-        raise InputError(f"{path}:{name} is a {type(factory).__name__}, not a callable factory")
-    return factory
-
-
-def _parse_value(text: str):
-    import ast
-
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
-def resolve_policy(policy: policies.Policy | str) -> policies.Policy:
-    """A policy object as given, or one from a name (``selective-op`` and ``selective_op`` alike) with its defaults,
-    or the command line's ``name:key=value,...`` form (``selective_layer:every=3``,
-    ``selective_op:save=aten.mm.default+aten.max.default``)."""
-    if isinstance(policy, policies.Policy):
-        return policy
-    if not isinstance(policy, str):
-        raise InputError(f"policy must be a harness.core.policies.Policy or a name, saw {type(policy).__name__}")
-    name, _, rest = policy.partition(":")
-    key = name.strip().replace("-", "_").lower()
-    key = POLICY_ALIASES.get(key, key)
-    if key not in policies.POLICIES:
-        close = difflib.get_close_matches(key, list(policies.POLICIES) + list(POLICY_ALIASES), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise InputError(f"unknown AC policy {name!r}{hint}; known: {', '.join(policies.ALL)}")
-    params: dict[str, Any] = {}
-    for item in filter(None, rest.split(",")):
-        k, eq, v = item.partition("=")
-        if not eq:
-            raise InputError(f"policy parameter {item!r}: expected key=value")
-        k = k.strip()
-        params[k] = tuple(v.split("+")) if k == "save" else _parse_value(v.strip())
-    try:
-        return policies.get(key, **params)
-    except (TypeError, ValueError) as e:
-        fields = [f.name for f in dataclasses.fields(policies.POLICIES[key])]
-        raise InputError(f"policy {key!r} with {params}: {e} (its parameters: {fields})") from e
+CLEAN, DRIFT, WRONG, BAD_INPUT, BACKEND, NO_EFFECT = 0, 1, 2, 3, 4, 5  # exit codes (0-3 as the nightly's)
+VERDICT_EXIT = {"pass": CLEAN, "drift": DRIFT, "wrong": WRONG, "bad-input": BAD_INPUT, "backend": BACKEND,
+                "no-effect": NO_EFFECT}
+EXIT_WORDS = {CLEAN: "clean", DRIFT: "graph drift", WRONG: "wrong results", BAD_INPUT: "bad input",
+              BACKEND: "compile/backend difference, not AC", NO_EFFECT: "AC had no effect"}
+SEVERITY = ("wrong", "bad-input", "no-effect", "backend", "drift", "pass")  # the first present decides the exit code
+FIRST_LINES_LIMIT = 6000  # characters of a cell's message on the console past every check's first line
 
 
 @functools.cache
@@ -150,104 +74,10 @@ def backend_problem(backend: str, device: str) -> str | None:
     return None
 
 
-def _user_frames(e: BaseException) -> str:
-    frames = [f for f in traceback.extract_tb(e.__traceback__) if "/harness/" not in f.filename]
-    return "".join(traceback.format_list(frames[-3:])).rstrip()
-
-
-def call_factory(factory: Callable[..., Any], device: str, dtype: torch.dtype) -> tuple[nn.Module, tuple]:
-    """The factory's ``(model, inputs)``, checked: the shape of what it returns is the user's contract."""
-    try:
-        sig = inspect.signature(factory)
-        accepts = {n for n, p in sig.parameters.items()} if not any(
-            p.kind is p.VAR_KEYWORD for p in sig.parameters.values()) else {"device", "dtype"}
-    except (TypeError, ValueError):
-        accepts = set()
-    kwargs = {k: v for k, v in (("device", device), ("dtype", dtype)) if k in accepts}
-    name = getattr(factory, "__qualname__", repr(factory))
-    try:
-        made = factory(**kwargs)
-    except Exception as e:  # noqa: BLE001 - the user's factory raised: report it as bad input
-        raise InputError(f"factory {name}() raised {type(e).__name__}: {e}\n{_user_frames(e)}") from e
-    if not (isinstance(made, tuple) and len(made) == 2):
-        raise InputError(f"factory {name}() must return (model, inputs), saw {type(made).__name__}")
-    model, inputs = made
-    if not isinstance(model, nn.Module):
-        raise InputError(f"factory {name}() returned a {type(model).__name__} as the model; expected an nn.Module")
-    inputs = inputs if isinstance(inputs, tuple) else tuple(inputs) if isinstance(inputs, list) else (inputs,)
-    if not any(p.requires_grad for p in model.parameters()):
-        raise InputError(f"factory {name}(): the model has no parameters that require grad, so there is no backward "
-                         f"to checkpoint (AC trades backward recomputation for memory); return a trainable model")
-    return model, inputs
-
-
-def as_stack(model: nn.Module) -> nn.Module:
-    """The model with its blocks in ``.layers`` (what the policies wrap); a model without them is one block."""
-    if isinstance(getattr(model, "layers", None), (nn.ModuleList, nn.ModuleDict)):
-        return model
-    from harness.rows.models import Stack
-
-    return Stack(lambda: model, 1)
-
-
-class UserProgram(Program):
-    """Parameter names without the wrappers' prefixes, so the AC and no-AC programs' gradients pair up."""
-
-    def named_params(self) -> dict[str, torch.Tensor]:
-        return {policies.clean_name(n): p for n, p in self.module.named_parameters() if p.requires_grad}
-
-
-def user_case(factory: Callable[..., Any], policy: policies.Policy | str, *, name: str | None = None,
-              backends: Iterable[str] = ("aot_eager",), budgets: Iterable[float | None] = (None,),
-              partitioners: Iterable[str] = ("min_cut",), device: str = "cpu", dtype: str = "float32",
-              tolerance: tuple[float, float] | None = None, via: str = "wrapper", input_grads: bool = True) -> Case:
-    """The case a user's factory and policy make (validated: raises :class:`InputError`)."""
-    policy = resolve_policy(policy)
-    backends, partitioners = tuple(backends), tuple(partitioners)
-    budgets = tuple(None if b is None else float(b) for b in budgets) or (None,)
-    if dtype not in DTYPES:
-        raise InputError(f"unknown dtype {dtype!r}; use one of {sorted(DTYPES)}")
-    for p in partitioners:
-        if p not in PARTITIONERS:
-            raise InputError(f"unknown partitioner {p!r}; use one of {PARTITIONERS}")
-    for b in budgets:
-        if b is not None and not 0.0 <= b <= 1.0:
-            raise InputError(f"budget {b}: activation_memory_budget must be in [0, 1]")
-    for backend in backends:
-        problem = backend_problem(backend, device)
-        if problem:
-            raise InputError(problem)
-    torch.manual_seed(0)
-    model, _ = call_factory(factory, device, DTYPES[dtype])  # fail early and clearly, before any compile
-    try:
-        policy.apply(as_stack(model), via=via)
-    except (TypeError, ValueError) as e:
-        raise InputError(f"policy {policy.id} cannot be applied to the model: {e}") from e
-
-    def build(ctx):
-        model, inputs = call_factory(factory, ctx.device, ctx.dtype)
-        model = as_stack(model.to(device=ctx.device, dtype=ctx.dtype))
-        if ctx.ac:
-            policy.apply(model, via=via)
-        prepared = []
-        for t in inputs:
-            if isinstance(t, torch.Tensor):
-                t = t.detach().to(device=ctx.device, dtype=ctx.dtype if t.is_floating_point() else t.dtype)
-                t.requires_grad_(input_grads and t.is_floating_point())
-            prepared.append(t)
-        return UserProgram(model, tuple(prepared), module=model)
-
-    base = name or getattr(factory, "__name__", "model")
-    config = {"inductor": {"fallback_random": True}}  # inductor draws eager's random numbers: numerics comparable
-    if isinstance(policy, policies.MemoryBudget):
-        config["functorch"] = {"activation_memory_budget": policy.budget}
-    kind = (Checkpoint.SAC if isinstance(policy, policies.SelectiveOp) else Checkpoint.NONE
-            if not any(policy.wraps(i) for i in range(64)) else Checkpoint.CHECKPOINT_WRAPPER)
-    return Case(f"{base}_{policy.id}", build, checkpoint=kind,
-                axes=AxesSpec(partitioners=partitioners, backends=backends, devices=(device,), dtypes=(dtype,),
-                              budgets=budgets),
-                compile=CompileSpec(config=config), numerics=Numerics(tolerance=tolerance), area="user",
-                notes=f"policy {policy!r}")
+def user_case(factory: Callable[..., Any], policy: policies.Policy | str, **kwargs) -> Case:
+    """The case a user's factory and policy make (validated: raises :class:`InputError`); see :func:`model_case`."""
+    return model_case(factory, policy, check_backends=lambda b: backend_problem(b, kwargs.get("device", "cpu")),
+                      **kwargs).case
 
 
 # --------------------------------------------------------------------------------------------- goldens
@@ -333,17 +163,43 @@ class CellResult:
     """One cell's verdict and figures."""
 
     cell: Cell
-    verdict: str  # "pass", "drift" (graphs differ from goldens, every semantic check passed) or "wrong"
+    verdict: str  # one of VERDICT_EXIT
     failures: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (check, message)
     message: str = ""
     run: Any = None
     figures: dict = dataclasses.field(default_factory=dict)
     no_ac: dict = dataclasses.field(default_factory=dict)  # the same figures without AC (the invariants' baseline)
     checks: int = 0
+    described: Described | None = None  # what the policy wrapped, the outputs compared, warnings
+    notes: list[str] = dataclasses.field(default_factory=list)  # what the cell's policy did (save list, ...)
 
     @property
     def id(self) -> str:
         return self.cell.id
+
+    @property
+    def warnings(self) -> list[str]:
+        return list(self.described.warnings if self.described else []) + [n for n in self.notes if
+                                                                            n.startswith("warning")]
+
+
+def first_lines(result: CellResult, limit: int = FIRST_LINES_LIMIT, where: str = "report.html") -> str:
+    """The cell's message for the console and JSON: every failing check's first lines (the comparison, the tensor,
+    the errors) always, then the rest up to ``limit`` characters, any cut marked with where the whole text is."""
+    head = [f"{result.id}: {result.verdict} ({len(result.failures)} failing check(s))"]
+    for stage, msg in result.failures:
+        lines = msg.splitlines() or [""]
+        keep = [lines[0]] + [ln for ln in lines[1:8] if ln.startswith("  ")]  # the first line and its item lines
+        head.append(f"[{stage}] " + "\n".join(keep))
+    text = "\n".join(head)
+    full = result.message
+    if len(full) <= len(text) or full == text:
+        return text
+    rest = full[:limit]
+    cut = len(full) > limit
+    return (text + "\n  --- full message ---\n" + rest
+            + (f"\n  [... cut: {len(full) - limit} of {len(full)} characters not shown; the whole message is in "
+               f"{where}]" if cut else ""))
 
 
 @dataclasses.dataclass
@@ -353,7 +209,7 @@ class Report:
     @property
     def exit_code(self) -> int:
         verdicts = {r.verdict for r in self.results}
-        return WRONG if "wrong" in verdicts else DRIFT if "drift" in verdicts else CLEAN
+        return next((VERDICT_EXIT[v] for v in SEVERITY if v in verdicts), CLEAN)
 
     @property
     def ok(self) -> bool:
@@ -363,24 +219,38 @@ class Report:
         return next(r for r in self.results if r.id == cell_id)
 
     def summary(self) -> str:
-        lines = []
-        for r in self.results:
-            f = r.figures
-            figs = (f"saved {fmt_bytes(f.get('activation_bytes'))} activations, peak {fmt_bytes(f.get('peak_bytes'))}, "
-                    f"recomputed {f.get('recomputed_ops', '?')} ops ({f.get('recompute_flops', '?')} FLOPs)") if f else ""
-            lines.append(f"{r.verdict.upper():5} {r.id}" + (f"  [{figs}]" if figs else ""))
-        return "\n".join(lines)
+        return "\n".join(map(summary_line, self.results))
 
-    def message(self) -> str:
-        """One readable failure message: every failing cell, each failing check with its sentence."""
+    def message(self, limit: int = FIRST_LINES_LIMIT, where: str = "report.html") -> str:
+        """One readable failure message: every failing cell, each failing check's first lines kept."""
         bad = [r for r in self.results if r.verdict != "pass"]
-        head = (f"ac_conformance: {len(bad)} of {len(self.results)} cell(s) failed "
-                f"({sum(r.verdict == 'wrong' for r in bad)} wrong, {sum(r.verdict == 'drift' for r in bad)} graph drift)")
-        return "\n\n".join([head] + [r.message for r in bad])
+        words = {"drift": "graph drift", "backend": "backend difference", "no-effect": "AC without effect",
+                 "bad-input": "bad input"}
+        counts = ", ".join(f"{sum(r.verdict == v for r in bad)} {words.get(v, v)}" for v in SEVERITY[:-1]
+                           if any(r.verdict == v for r in bad))
+        head = f"ac_conformance: {len(bad)} of {len(self.results)} cell(s) failed ({counts})"
+        return "\n\n".join([head] + [first_lines(r, limit, where) for r in bad])
+
+
+def summary_line(r: CellResult) -> str:
+    """A cell's verdict and figures, each beside the same figure without AC; its notes and warnings below."""
+    f, n = r.figures, r.no_ac
+    figs = (f"saved {fmt_bytes(f.get('activation_bytes'))} (no AC {fmt_bytes(n.get('activation_bytes'))}), "
+            f"peak {fmt_bytes(f.get('peak_bytes'))} (no AC {fmt_bytes(n.get('peak_bytes'))}), "
+            f"recomputed {f.get('recomputed_ops', '?')} ops ({fmt_flops(f.get('recompute_flops'))} FLOPs), "
+            f"bw {fmt_flops(f.get('bw_flops'))} FLOPs (no AC {fmt_flops(n.get('bw_flops'))})") if f else ""
+    return (f"{r.verdict.upper():5} {r.id}" + (f"  [{figs}]" if figs else "")
+            + "".join(f"\n      {note}" for note in r.notes))
 
 
 def fmt_bytes(b) -> str:
     return figures.fmt_bytes(b, human=True)
+
+
+def fmt_flops(f) -> str:
+    if f is None:
+        return "?"
+    return f"{f / 1e6:.2f} M" if f >= 1e6 else f"{f / 1e3:.1f} k" if f >= 1e3 else str(f)
 
 
 def figures_of(run) -> dict:
@@ -397,6 +267,7 @@ def figures_of(run) -> dict:
         out["recomputed_ops"] = len(a.recomputed)
         out["recomputed"] = [op for _, op in a.recomputed]
         out["saved"] = [dataclasses.asdict(s) for s in a.saved]
+        out["checkpointed_nodes"] = sum(len(g.policies) for g in a.graphs)
     try:
         from harness.core import peak
 
@@ -427,26 +298,55 @@ class _Record:
         self.run = run
 
 
-def check_cell_of(cell: Cell, goldens) -> CellResult:
+def verdict_of(failures: list[tuple[str, str]]) -> str:
+    """The cell's category from its failing checks: any other failure is wrong; only backend differences: backend;
+    only "AC had no effect" (with or without backend differences): no-effect."""
+    stages = {s for s, _ in failures}
+    if not stages:
+        return "pass"
+    if stages == {"golden"}:
+        return "drift"
+    if stages <= {attribution.BACKEND_STAGE}:
+        return "backend"
+    if stages <= {attribution.EFFECT_STAGE, attribution.BACKEND_STAGE}:
+        return "no-effect"
+    return "wrong"
+
+
+def check_cell_of(cell: Cell, goldens, described: Described | None = None, policy=None) -> CellResult:
     """One cell through the suites' own template (harness.core.suite.check_cell): numerics, invariants, goldens last."""
     record = _Record()
     failures: list[tuple[str, str]] = []
     try:
         check_cell(cell, goldens, record)
-        verdict, message = "pass", ""
+        message = ""
     except GoldenDrift as e:
-        verdict, message = "drift", str(e)
-        failures = [("golden", str(e))]
+        message, failures = str(e), [("golden", str(e))]
     except Exception as e:  # noqa: BLE001 - CellFailure names every failing check; anything else is one
-        verdict, message = "wrong", str(e)
+        message = str(e)
         failures = list(getattr(e, "failures", [("harness", f"{type(e).__name__}: {e}")]))
+    verdict = verdict_of(failures)
     if verdict == "wrong":
         message += known_defects(cell, record.run, failures)
     result = CellResult(cell, verdict, failures, message, record.run, figures_of(record.run),
-                        checks=sum(v for k, v in record.props.items() if k.endswith("_checks")))
+                        checks=sum(v for k, v in record.props.items() if k.endswith("_checks")), described=described)
     if record.run is not None and cell.case.runner is Runner.STANDARD:
         with contextlib.suppress(Exception):
-            result.no_ac = figures_of(baseline(cell.case, dataclasses.replace(cell.axes, budget=None), False))
+            plain = baseline(cell.case, dataclasses.replace(cell.axes, budget=None), False)
+            result.no_ac = figures_of(plain)
+            if result.no_ac.get("checkpointed_nodes"):
+                problem = ("the reference without AC still checkpoints: its compiled graph has "
+                           f"{result.no_ac['checkpointed_nodes']} nodes tagged for recompute, so the model calls "
+                           "checkpoint in its forward by a mechanism the harness cannot turn off; give the factory an "
+                           "ac: bool parameter and build the model without AC for ac=False")
+                result.failures.append(("reference", problem))
+                result.verdict, result.message = "bad-input", (result.message + "\n" if result.message else "") + \
+                    f"{cell.id}: bad input: {problem}"
+    summary = save_list_summary(policy, record.run) if policy is not None else None
+    if summary is not None:
+        text, nothing = summary
+        result.notes.append(("warning: the selective policy saved none of its ops (full AC under another name): "
+                             if nothing else "") + text)
     return result
 
 
@@ -464,9 +364,19 @@ def known_defects(cell: Cell, run, failures: list[tuple[str, str]]) -> str:
     return "".join(dict.fromkeys(notes))
 
 
-def run_case(case: Case, goldens_for: Callable[[Cell], Any] | None = None) -> list[CellResult]:
-    device = case.axes.devices[0]
-    return [check_cell_of(cell, goldens_for(cell) if goldens_for else NoGoldens()) for cell in declared_cells(case, device)]
+def run_case(case: Case | ModelCase, goldens_for: Callable[[Cell], Any] | None = None,
+             on_result: Callable[[CellResult], None] | None = None) -> list[CellResult]:
+    """Every cell of the case (a ModelCase carries what its policy wrapped into each result)."""
+    mc = case if isinstance(case, ModelCase) else None
+    case = mc.case if mc else case
+    out = []
+    for cell in declared_cells(case, case.axes.devices[0]):
+        result = check_cell_of(cell, goldens_for(cell) if goldens_for else NoGoldens(),
+                               mc.described if mc else None, mc.policy if mc else None)
+        if on_result:
+            on_result(result)
+        out.append(result)
+    return out
 
 
 # --------------------------------------------------------------------------------------------- the pytest plugin
@@ -482,7 +392,8 @@ class ACConformance:
               backends: Iterable[str] = ("aot_eager",), budgets: Iterable[float | None] = (None,),
               partitioners: Iterable[str] = ("min_cut",), device: str | None = None, dtype: str = "float32",
               goldens: str | os.PathLike | None = None, tolerance: tuple[float, float] | None = None,
-              via: str = "wrapper", input_grads: bool = True, name: str | None = None) -> Report:
+              via: str = "wrapper", input_grads: bool = True, name: str | None = None,
+              blocks: Iterable[str] | None = None) -> Report:
         """Check ``build`` under ``policy`` on every backend x budget (x partitioner) cell; fails the test with one
         message naming every failing cell and check.  ``goldens``: a folder for golden graphs (relative to the test
         file), compared and updated like the project's (``pytest --snapshot-update``).  Returns the :class:`Report`
@@ -490,8 +401,9 @@ class ACConformance:
         __tracebackhide__ = True
         device = device or self.request.config.getoption("ac_device")
         try:
-            case = user_case(build, policy, name=name, backends=backends, budgets=budgets, partitioners=partitioners,
-                             device=device, dtype=dtype, tolerance=tolerance, via=via, input_grads=input_grads)
+            case = model_case(build, policy, name=name, backends=backends, budgets=budgets, partitioners=partitioners,
+                              device=device, dtype=dtype, tolerance=tolerance, via=via, input_grads=input_grads,
+                              blocks=blocks, check_backends=lambda b: backend_problem(b, device))
         except InputError as e:
             pytest.fail(f"ac_conformance: bad input: {e}", pytrace=False)
         goldens_for = None
@@ -507,7 +419,7 @@ class ACConformance:
         for r in report.results:
             self.request.node.user_properties.append((r.id, r.verdict))
         if not report.ok:
-            pytest.fail(report.message(), pytrace=False)
+            pytest.fail(report.message(limit=1 << 30, where='the test output'), pytrace=False)
         return report
 
 
