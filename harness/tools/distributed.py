@@ -203,6 +203,10 @@ def _worker(target: str, rank: int, world_size: int, work: Path, hard_timeout: f
 
     import torch.distributed as dist
 
+    from harness.tools import faults
+
+    faults.apply_from_env()  # AC_FAULT=<id> (the fault-injection kit): every rank patches torch as its parent did
+
     kwargs = pickle.loads((work / "kwargs.pkl").read_bytes())
     mod, fn = target.split(":")
     func = getattr(importlib.import_module(mod), fn)
