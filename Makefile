@@ -141,3 +141,28 @@ clean:
 
 fuzz: install  ## property-based differential fuzzing (harness/tools/fuzz) for FUZZ_SECONDS in FUZZ_WORKERS processes (default: one per CPU); findings land in findings/fuzz/
 	$(PY) -m harness.tools.fuzz run --seconds $(FUZZ_SECONDS) --seed $(FUZZ_SEED) $(if $(FUZZ_WORKERS),--workers $(FUZZ_WORKERS))
+
+# The fault-injection kit (harness/tools/faults, issue 29): a selection against every fault of torch's AC pipeline.
+# MUTATE_SELECTION is the pytest selection (default make test's); FAULTS="id ..." a subset; MUTATE_JOBS runs at a time,
+# MUTATE_WORKERS xdist workers per run (0: none; 2 runs of 0 beat 1 run of -n 2 on 2 cores); MUTATE_OPTS more options
+# (--rerun ID, --keep-stale, --expect-kills FILE).  Resumable: a finished fault is not rerun (runs/mutate/state.json).
+MUTATE_SELECTION ?= suites -m "not slow"
+MUTATE_JOBS      ?= 2
+MUTATE_WORKERS   ?= 0
+MUTATE_OPTS      ?=
+.PHONY: mutate smoke smoke-check guard faults
+
+mutate: install  ## every fault of the kit against make test's selection: runs/mutate/kill-matrix.{html,json}; bench/{kill-matrix.json,smoke.txt}
+	$(PY) -m harness.tools.faults mutate --jobs $(MUTATE_JOBS) --workers $(MUTATE_WORKERS) $(if $(FAULTS),--faults "$(FAULTS)") $(MUTATE_OPTS) -- $(MUTATE_SELECTION) $(ARGS)
+
+smoke: install  ## the smoke selection (bench/smoke.txt, from the kill matrix): kills every fault make test kills
+	$(PYTEST) @bench/smoke.txt $(XDIST) $(ARGS)
+
+smoke-check: install  ## the kit against the smoke selection: every fault bench/kill-matrix.json kills must die (runs/mutate-smoke/)
+	$(PY) -m harness.tools.faults mutate --out runs/mutate-smoke --jobs $(MUTATE_JOBS) --workers $(MUTATE_WORKERS) --expect-kills bench/kill-matrix.json $(MUTATE_OPTS) -- @bench/smoke.txt
+
+guard: install  ## the cells that kill the faults in FILES="torch/_functorch/partitioners.py ..." (GUARD_ALL=1: every killing cell)
+	$(PY) -m harness.tools.faults guard $(if $(GUARD_ALL),--all) $(FILES) -- $(XDIST) $(ARGS)
+
+faults: install  ## the kit's faults, their torch files and the regressions they simulate
+	$(PY) -m harness.tools.faults list

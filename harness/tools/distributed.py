@@ -410,6 +410,10 @@ def _serve(rank: int, world_size: int, work: Path, parent: int, pg_timeout: floa
         # process's (torch's own fork handlers reset inductor's compile-worker pools).
         torch.set_num_threads(1)
 
+    from harness.tools import faults
+
+    faults.apply_from_env()  # AC_FAULT=<id> (the fault-injection kit): every rank patches torch as its parent did (once)
+
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{os.environ['MASTER_PORT']}", rank=rank,
                             world_size=world_size, timeout=datetime.timedelta(seconds=pg_timeout))
     (work / f"rank{rank}.ready").touch()

@@ -92,6 +92,9 @@ def pytest_configure(config):
     device = config.getoption("--device")
     import torch
 
+    from harness.tools import faults
+
+    config._ac_fault = faults.apply_from_env()  # AC_FAULT=<id>: the fault-injection kit patches torch in this process
     if device == "cuda" and not torch.cuda.is_available() and not config.option.collectonly:
         raise pytest.UsageError("--device cuda: no CUDA device is visible (torch.cuda.is_available() is False); "
                                 "run `make test` for the CPU suite (`--collect-only` lists the CUDA cells without one)")
@@ -106,6 +109,13 @@ def pytest_configure(config):
     config._ac_golden_before = golden.tree_digest() if _worker() == "main" else None
     config._ac_golden_texts = ({p: (golden.GOLDEN_DIR / p).read_text() for p in config._ac_golden_before}
                                if config._ac_golden_before is not None else {})
+
+
+def pytest_itemcollected(item):
+    """Under AC_FAULT every cell carries the fault applied in the process that collected (and so runs) it."""
+    fault = getattr(item.config, "_ac_fault", None)
+    if fault:
+        item.user_properties.append(("ac_fault", fault))
 
 
 def pytest_collection_modifyitems(config, items):
@@ -153,8 +163,14 @@ def pytest_report_header(config):
     cuda = torch.version.cuda or "none"
     dev = config.getoption("--device")
     name = torch.cuda.get_device_name() if dev == "cuda" else platform.processor() or platform.machine()
-    return [f"ac-conformance: torch {torch.__version__}, triton {triton_v}, CUDA {cuda}, "
-            f"python {platform.python_version()}, device {dev} ({name})"]
+    lines = [f"ac-conformance: torch {torch.__version__}, triton {triton_v}, CUDA {cuda}, "
+             f"python {platform.python_version()}, device {dev} ({name})"]
+    if getattr(config, "_ac_fault", None):
+        from harness.tools import faults
+
+        fault = faults.faults()[config._ac_fault]
+        lines.append(f"ac-conformance: FAULT INJECTED {fault.id} ({fault.file}): {fault.doc}")
+    return lines
 
 
 def pytest_generate_tests(metafunc):
