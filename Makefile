@@ -82,21 +82,12 @@ memory-report: install  ## saved-activation bytes vs recompute FLOPs per case an
 budget-matrix: install  ## the budget_matrix selection: solver x estimator x budget x partitioner knobs (harness/rows/cases/budget_solvers.py; nightly)
 	$(PYTEST) suites/test_budget_solvers.py $(XDIST) -m budget_matrix $(ARGS)
 
-# The models dependency group (pyproject.toml) beside the pinned torch: these three with --no-deps (their requirements
-# pull another torch or torchtitan's training-only packages), the rest resolved under a constraint keeping torch.
-MODELS_NO_DEPS = torchtitan timm torchvision
-MODELS_PINS    = $(shell $(PY) -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['models']))" 2>/dev/null)
-# pip check may only miss what torchtitan's trainer needs (the suite imports its models and AC, never the trainer).
-MODELS_ALLOWED = ^torchtitan [0-9.]+ requires (datasets|tensorboard|torchdata|wandb),
-
+# The models dependency group (pyproject.toml) beside the pinned torch (harness/tools/reports/envs.py install_models,
+# which the nightly's and the release matrix's environments use too).
 models-install: .venv/.models  ## install the models dependency group (HF transformers, torchtitan, timm, torchvision)
 
 .venv/.models: pyproject.toml | install
-	$(PY) -c "import torch; print('torch==' + torch.__version__)" > .venv/torch-constraint.txt
-	$(PY) -m pip install -q -c .venv/torch-constraint.txt $(filter-out $(addsuffix ==%,$(MODELS_NO_DEPS)),$(MODELS_PINS))
-	$(PY) -m pip install -q --no-deps $(filter $(addsuffix ==%,$(MODELS_NO_DEPS)),$(MODELS_PINS))
-	$(PY) -m pip check | grep -vE "$(MODELS_ALLOWED)" | grep -v "^No broken requirements" && exit 1 || true
-	$(PY) -c "import torch, sys; sys.exit(torch.__version__ != open('.venv/torch-constraint.txt').read().strip()[7:])"
+	$(PY) -m harness.tools.reports.envs models $(PY)
 	touch $@
 
 models: models-install  ## the real-model suite, every cell, and the user path's verdicts on real models (HF_HUB_OFFLINE=1)

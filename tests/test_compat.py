@@ -367,3 +367,22 @@ def test_a_patch_run_replaces_the_cells_it_reran(tmp_path):
     seen = {c: v["releases"][R3]["category"] for c, v in out["cells"].items()}
     assert seen == {"a-x": "pass", "b-x": "pass", "c-x": "pass", "gated-cpu": "cannot_run"} and \
         out["releases"][0]["patched"] == 3, (seen, out["releases"])
+
+
+def test_release_environments_get_the_models_group_and_a_broken_pip_check_fails():
+    """Issue 26 item 6: the real-model suite runs in the nightly and the release matrix, so their environments install
+    the models group (envs.ensure_env calls install_models on a build and on a dependency update); `pip check` may only
+    report torchtitan's trainer needs and torchvision's pin of another torch (the shim stands in for its ops)."""
+    import inspect
+
+    from harness.tools.reports import envs
+
+    source = inspect.getsource(envs.ensure_env)
+    assert source.count("install_models(py, pip_args)") == 2, \
+        f"expected ensure_env to install the models group on a build and on an update, saw:\n{source}"
+    allowed = ["torchtitan 0.3.0 requires datasets, which is not installed.",
+               "torchvision 0.28.0 has requirement torch==2.13.0, but you have torch 2.14.1."]
+    broken = ["transformers 5.23.0 has requirement tokenizers<0.23, but you have tokenizers 0.30.0."]
+    assert envs.broken_requirements("\n".join(allowed + broken)) == broken, \
+        f"expected only {broken} reported, saw {envs.broken_requirements(chr(10).join(allowed + broken))}"
+    assert envs.broken_requirements("No broken requirements found.\n") == [], "expected a clean pip check to pass"
