@@ -24,8 +24,8 @@ def build(ctx):
 
     def fn(x):
         y = ctx.checkpoint(torch.sin, x, use_reentrant=False)
-        if wrong and torch.compiler.is_compiling():
-            y = y * 1.01  # the compiled program no longer matches eager
+        if wrong and ctx.ac and torch.compiler.is_compiling():
+            y = y * 1.01  # the compiled AC program no longer matches eager (without AC it still does: an AC defect)
         return y
 
     return Program(fn, (ctx.randn(4, 4),))

@@ -10,43 +10,12 @@ it lives in, the stage of the pipeline and a one-line description), their probes
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Callable
 
 ENV = "AC_FAULT"
 
-# The stages of the pipeline, in order (a fault's ``stage``).
-STAGES = ("eager", "sac", "dynamo", "aot", "partitioner", "budget", "inductor", "export")
-
-
-@dataclasses.dataclass(frozen=True)
-class Fault:
-    """One regression: ``edits`` (old text, new text) applied to the source of the function ``target``
-    (``"module:attribute.path"``), or ``remove`` items taken out of the module-level container ``target``."""
-
-    id: str
-    stage: str
-    file: str  # the torch file the regression lives in, relative to site-packages (torch/...)
-    target: str
-    doc: str  # one line: the regression it simulates
-    probe: str  # the probe (harness.tools.faults.probes) that passes without the fault and fails with it
-    edits: tuple[tuple[str, str], ...] = ()
-    remove: tuple[str, ...] = ()
-
-    def __post_init__(self):
-        if self.stage not in STAGES:
-            raise ValueError(f"fault {self.id}: stage {self.stage!r} is not one of {STAGES}")
-        if bool(self.edits) == bool(self.remove):
-            raise ValueError(f"fault {self.id}: give either source edits or container items to remove")
-
-    def apply(self) -> Callable[[], None]:
-        """Patch torch; returns the undo."""
-        from harness.tools.faults import patching
-
-        if self.edits:
-            return patching.patch_source(self.target, self.edits)
-        return patching.patch_container(self.target, self.remove)
+from harness.tools.faults.fault import STAGES, Fault  # noqa: F401 - the kit's vocabulary, re-exported
 
 
 def faults() -> dict[str, Fault]:

@@ -8,7 +8,7 @@ the function's source: a torch that changed there makes the fault fail to apply 
 
 from __future__ import annotations
 
-from harness.tools.faults import Fault
+from harness.tools.faults.fault import Fault
 
 CKPT = "torch/utils/checkpoint.py"
 WRAP = "torch/_higher_order_ops/wrap.py"
