@@ -219,6 +219,10 @@ def test_a_long_message_keeps_every_first_line_and_says_it_was_cut():
     assert "cut:" in text and "the whole message is in REPORT" in text, text[-500:]
     short = conformance.CellResult(cell, "wrong", [("numerics", "x: one line")], "x: one line")
     assert "cut:" not in conformance.first_lines(short, limit=1000)
+    fits = conformance.CellResult(cell, "wrong", failures[:1], failures[0][1][:400])
+    shown = conformance.first_lines(fits, limit=1000)
+    assert shown.count("first line of check 0") == 1 and "cut:" not in shown, \
+        f"expected a message within the limit shown once and uncut, saw:\n{shown}"
 
 
 def test_json_failures_keep_their_first_line_and_mark_a_cut(model, tmp_path, capsys, monkeypatch):

@@ -195,11 +195,11 @@ def first_lines(result: CellResult, limit: int = FIRST_LINES_LIMIT, where: str =
     full = result.message
     if len(full) <= len(text) or full == text:
         return text
-    rest = full[:limit]
-    cut = len(full) > limit
-    return (text + "\n  --- full message ---\n" + rest
-            + (f"\n  [... cut: {len(full) - limit} of {len(full)} characters not shown; the whole message is in "
-               f"{where}]" if cut else ""))
+    if len(full) <= limit:  # it all fits: shown once, not its first lines and then again in full
+        return full
+    return (text + f"\n  --- the message's first {limit} characters ---\n" + full[:limit]
+            + f"\n  [... cut: {len(full) - limit} of {len(full)} characters not shown; the whole message is in "
+              f"{where}]")
 
 
 @dataclasses.dataclass
