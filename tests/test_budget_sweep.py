@@ -12,6 +12,8 @@ import dataclasses
 import pytest
 import torch._functorch.partitioners as partitioners
 
+from synthetic_faults import knapsack_slower_above
+
 from harness.core import analysis, invariants, known_failures, peak, pipeline
 from harness.core.case import BUDGET_SWEEP, SWEEP_POINTS, Axes, Cell, Needs
 from harness.core.run import run_cell
@@ -55,14 +57,7 @@ def test_knapsack_monotone_holds_and_fires_on_a_solver_slower_at_a_larger_budget
     checks = invariants.budget_knapsack_monotone(run)
     assert checks > len(SWEEP_POINTS) - 3, f"expected the down-set and the objective pairs checked, saw {checks} checks"
 
-    real = partitioners._optimize_runtime_with_given_memory
-
-    def slower_above_04(joint_graph, memory, runtimes, max_memory, *rest, **kwargs):
-        if max_memory > 0.4:
-            return 0.0, [], list(range(len(memory)))
-        return real(joint_graph, memory, runtimes, max_memory, *rest, **kwargs)
-
-    monkeypatch.setattr(partitioners, "_optimize_runtime_with_given_memory", slower_above_04)
+    knapsack_slower_above(monkeypatch, 0.4)
     faulty = run_cell(KNAPSACK_CELL, needs=Needs(sweep=True))
     assert invariants.budget_monotone(faulty) == 2, "expected main's saved-bytes invariant to pass on the fault"
     _fires(invariants.budget_knapsack_monotone, faulty, "exact solver dp's objective", "not to decrease as the capacity "
