@@ -14,7 +14,7 @@ import torch._functorch.partitioners as partitioners
 
 from synthetic_faults import knapsack_slower_above
 
-from harness.core import analysis, invariants, known_failures, peak, pipeline
+from harness.core import analysis, invariants, peak, pipeline
 from harness.core.case import BUDGET_SWEEP, SWEEP_POINTS, Axes, Cell, Needs
 from harness.core.run import run_cell
 from harness.rows import collect
@@ -88,8 +88,7 @@ def test_the_peak_estimate_is_not_monotone_in_the_budget():
 def test_random_op_invariant_runs_at_every_budget_on_a_moving_partition(monkeypatch):
     """Item 5.  Main ran random_ops_replayed at budgets 1.0, 0.5 and 0.0 only, on models too small to move the
     knapsack, so a replay lost at a budget in between went unseen (pytorch#190758: budgets 0.99-0.1 recompute a
-    dropout with fresh randomness; known failure budget-interior-recomputes-random-op, now carried by
-    sweep_dropout_mlp's cells).  Here: the SAC dropout MLP has a cell at every sweep point, its partition differs
+    dropout with fresh randomness; known_failures.toml now carries it on sweep_dropout_mlp's cells).  Here: the SAC dropout MLP has a cell at every sweep point, its partition differs
     across the sweep (sweep_check), the invariant runs at every budget, and it fires at each budget where the
     forward's RNG state is planted away (no functionalize_rng_ops)."""
     case = find_case("sweep_dropout_mlp_sac")
@@ -108,16 +107,3 @@ def test_random_op_invariant_runs_at_every_budget_on_a_moving_partition(monkeypa
     for b in (0.99, 0.9, 0.5, 0.1):
         faulty = pipeline.compile_and_record(case, _axes(b), ac=True, codegen=False)
         _fires(invariants.random_ops_replayed, faulty, "is recomputed in the backward without the forward's RNG state")
-
-
-def test_known_failures_cover_the_unreplayed_dropout_at_every_budget_below_one():
-    """The no-AC dropout MLP's cells below 1.0 are known failures by root cause: the interior budgets pytorch#190758's
-    entry, budget 0.0 the budget-zero entry; nothing of the SAC program or the budget-1.0 control is covered."""
-    entries = known_failures.load()
-    for name in ("sweep_dropout_mlp", "sweep_dropout_mlp_sac"):
-        for cell in collect.declared_cells(find_case(name), "cpu"):
-            ids = [e.id for e in known_failures.matching(entries, cell) if not e.select.features]  # no MUST_SAVE here
-            b = cell.axes.budget
-            want = ([] if name.endswith("sac") or b == 1.0 else ["budget-zero-recomputes-random-op"] if b == 0.0
-                    else ["budget-interior-recomputes-random-op"])
-            assert ids == want, f"{cell.id}: expected known failures {want}, saw {ids}"
