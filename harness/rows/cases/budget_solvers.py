@@ -85,18 +85,24 @@ def _prefer_save_mm(ctx, func, *args, **kwargs):
         else CheckpointPolicy.PREFER_RECOMPUTE
 
 
+def stack_fn(ctx: BuildContext, model: torch.nn.Module, sac: bool):
+    """The program's function: ``model`` as it is, or (``sac``) inside one region around the whole stack whose
+    matmuls are PREFER_SAVE (the knapsack may still drop them) and the rest PREFER_RECOMPUTE."""
+    if sac:
+        policy = functools.partial(create_selective_checkpoint_contexts, _prefer_save_mm)
+
+        def fn(x):
+            return ctx.checkpoint(model, x, use_reentrant=False, context_fn=policy)
+    else:
+        def fn(x):
+            return model(x)
+    return fn
+
+
 def _mlp(dims, batch, per_layer_ac=False, sac=False):
     def build(ctx: BuildContext) -> Program:
         model = ctx.module(MLP(dims, ctx.checkpoint if per_layer_ac else None))
-        if sac:  # one region around the whole stack, matmuls PREFER_SAVE (the knapsack may still drop them)
-            policy = functools.partial(create_selective_checkpoint_contexts, _prefer_save_mm)
-
-            def fn(x):
-                return ctx.checkpoint(model, x, use_reentrant=False, context_fn=policy)
-        else:
-            def fn(x):
-                return model(x)
-        return Program(fn, (ctx.randn(batch, dims[0]),), module=model)
+        return Program(stack_fn(ctx, model, sac), (ctx.randn(batch, dims[0]),), module=model)
     return build
 
 

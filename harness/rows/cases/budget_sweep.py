@@ -4,7 +4,7 @@ partitioner's choice moves with ``activation_memory_budget``.
 One cell per budget of :data:`~harness.core.case.SWEEP_POINTS` (1.0, 0.99, 0.95, 0.9, 0.8, 0.7, 0.5, 0.3, 0.1, 0.0), so
 every invariant -- ``random_ops_replayed`` above all -- runs on the partition made at that budget.  The model is
 findings/budget_interior_recomputes_random_op.py's: 4 x (Linear -> gelu -> dropout(0.1)), widths 128-512-128-512-128,
-batch 64; at this size the min-cut and the knapsack save a different set at 7 of the 10 budgets (the ``sweep_check``
+batch 64; at this size the min-cut and the knapsack save 7 different sets over the 10 budgets (5 with SAC; the ``sweep_check``
 of the budget-1.0 cell asserts it and records the figures per budget: saved bytes, the peak estimate of
 harness/core/peak.py, the knapsack's objective).  Two programs:
 
@@ -22,18 +22,16 @@ the sweep check.
 
 from __future__ import annotations
 
-import functools
-
 import torch
-from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
 from harness.core import analysis, figures, peak
-from harness.core.checks import NotRun
 from harness.core.case import (SWEEP_POINTS, AxesSpec, BuildContext, Case, Checkpoint, CompileSpec, Expect, Needs,
                                Partitioner, Program, Selection)
+from harness.core.checks import NotRun
+from harness.rows.cases.budget_solvers import stack_fn
 
 DIMS, BATCH, P = (128, 512, 128, 512, 128), 64, 0.1
-# Distinct saved sets the sweep must show (7 on torch 2.13.0 for either program): fewer means the model no longer
+# Distinct saved sets the sweep must show (on torch 2.13.0: 7 without AC, 5 with SAC): fewer means the model no longer
 # moves the solver and the random-op invariants at the interior budgets check one partition many times.
 MIN_DISTINCT = 4
 
@@ -52,23 +50,10 @@ class DropoutMLP(torch.nn.Module):
         return x
 
 
-def _prefer_save_mm(ctx, func, *args, **kwargs):
-    return CheckpointPolicy.PREFER_SAVE if func in (torch.ops.aten.mm.default, torch.ops.aten.addmm.default) \
-        else CheckpointPolicy.PREFER_RECOMPUTE
-
-
 def _build(sac: bool):
     def build(ctx: BuildContext) -> Program:
         model = ctx.module(DropoutMLP())
-        if sac:
-            policy = functools.partial(create_selective_checkpoint_contexts, _prefer_save_mm)
-
-            def fn(x):
-                return ctx.checkpoint(model, x, use_reentrant=False, context_fn=policy)
-        else:
-            def fn(x):
-                return model(x)
-        return Program(fn, (ctx.randn(BATCH, DIMS[0]),), module=model)
+        return Program(stack_fn(ctx, model, sac), (ctx.randn(BATCH, DIMS[0]),), module=model)
     return build
 
 
