@@ -52,3 +52,18 @@ def recompute_tag_ignored(monkeypatch) -> None:
 
     monkeypatch.setattr(partitioners, "choose_saved_values_set", faulty)
     monkeypatch.setenv("AC_BASELINE_CACHE", "off")
+
+
+def knapsack_slower_above(monkeypatch, capacity: float = 0.4) -> None:
+    """A knapsack solver whose answer gets slower as the budget grows: above ``capacity`` it keeps nothing (every
+    banned node recomputed, objective 0), below it answers as torch does.  Breaks invariant budget_knapsack_monotone
+    wherever the knapsack is posed on both sides of ``capacity``; saves less, so budget_monotone still holds."""
+    real = partitioners._optimize_runtime_with_given_memory
+
+    def faulty(joint_graph, memory, runtimes, max_memory, *rest, **kwargs):
+        if max_memory > capacity:
+            return 0.0, [], list(range(len(memory)))
+        return real(joint_graph, memory, runtimes, max_memory, *rest, **kwargs)
+
+    monkeypatch.setattr(partitioners, "_optimize_runtime_with_given_memory", faulty)
+    monkeypatch.setenv("AC_BASELINE_CACHE", "off")

@@ -215,33 +215,60 @@ def test_the_findings_on_file_are_known_by_their_keys():
         f"expected the sort crash's key {again!r} on file (as one of {sorted(p.name for p in sort_crashes)}); saw {known}")
 
 
+def _with_and_without(tmp_path, script, plant: str) -> dict:
+    """{"fault": (exit code, output), "torch": ...}: ``script`` run with a synthetic fault planted in its process
+    (``plant``, a call into tests/synthetic_faults.py, made by a sitecustomize on PYTHONPATH) and without it."""
+    import os
+    import subprocess
+    import sys
+
+    from harness.core.paths import ROOT
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(f"import sys\nsys.path.insert(0, {str(ROOT / 'tests')!r})\n"
+                                           f"import pytest, synthetic_faults\n{plant}\n")
+    seen = {}
+    for name, env in (("fault", {"PYTHONPATH": str(site)}), ("torch", {})):
+        proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                              env={**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, **env})
+        seen[name] = (proc.returncode, proc.stdout.strip() or proc.stderr[-500:])
+    return seen
+
+
 def test_an_invariant_finding_renders_a_script_that_checks_the_invariant(tmp_path):
     """An invariant failure's script checks that invariant with torch alone: it exits 1 while the partitioner saves a
     PREFER_RECOMPUTE intermediate (a synthetic fault planted in the script's process by a sitecustomize), 0 without
     the fault.  The old scripts checked the numerics and two policy rules only, so most invariant findings (e.g.
     6a14feb248) could not be written as repros."""
-    import subprocess
-    import sys
-
-    from harness.core.paths import ROOT
     from harness.rows.fuzz import repro
 
     prog = Prog(n=2, d=4, input_grads=[True], steps=[Step("sin", [0]), Step("mm", [1]), Step("cos", [2])],
                 regions=[Region(0, 3)])
     path = tmp_path / "finding.py"
     path.write_text(repro.render(prog, "invariant:recompute_tagged_not_saved", "demo message", "finding.py"))
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(f"import sys\nsys.path.insert(0, {str(ROOT / 'tests')!r})\n"
-                                           "import pytest, synthetic_faults\n"
-                                           "synthetic_faults.recompute_tag_ignored(pytest.MonkeyPatch())\n")
-    seen = {}
-    for name, env in (("fault", {"PYTHONPATH": str(site)}), ("torch", {})):
-        proc = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=600, cwd=tmp_path,
-                              env={**{k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}, **env})
-        seen[name] = (proc.returncode, proc.stdout.strip() or proc.stderr[-500:])
+    seen = _with_and_without(tmp_path, path, "synthetic_faults.recompute_tag_ignored(pytest.MonkeyPatch())")
     assert seen["fault"][0] == 1 and "invariant recompute_tagged_not_saved: node sin (policy PREFER_RECOMPUTE)" in \
         seen["fault"][1] and seen["torch"][0] == 0, f"expected exit 1 with the fault naming the node, 0 without; saw {seen}"
+
+
+@pytest.mark.meta_slow  # two script processes, each compiling the program at the ten budgets of the sweep
+def test_a_knapsack_sweep_finding_renders_a_script_that_checks_it(tmp_path):
+    """Issue 28 item 4: budget_knapsack_monotone, the sweep's rule on the knapsack, has its torch-alone form in the
+    scripts (standalone.budget_knapsack_monotone, the knapsacks spied at each budget of SWEEP_POINTS): the script of
+    an uncheckpointed 4-matmul program exits 1 under a solver planted to keep nothing above capacity 0.4
+    (tests/synthetic_faults.py, loaded by a sitecustomize), naming the budgets, and 0 on torch's own solver."""
+    from harness.rows.fuzz import repro
+
+    steps = [Step("mm", [0], w=0), Step("gelu", [1]), Step("mm", [2], w=1), Step("gelu", [3]), Step("mm", [4], w=2),
+             Step("gelu", [5]), Step("mm", [6], w=3)]
+    prog = Prog(n=64, d=64, input_grads=[True], n_weights=4, steps=steps, regions=[], budget=1.0)
+    path = tmp_path / "finding.py"
+    path.write_text(repro.render(prog, "invariant:budget_knapsack_monotone", "demo message", "finding.py"))
+    seen = _with_and_without(tmp_path, path, "synthetic_faults.knapsack_slower_above(pytest.MonkeyPatch(), 0.4)")
+    assert seen["fault"][0] == 1 and "invariant budget_knapsack_monotone: dp's objective falls" in seen["fault"][1] \
+        and "at budget 0.5" in seen["fault"][1] and seen["torch"][0] == 0, \
+        f"expected exit 1 with the fault naming the budgets, 0 without; saw {seen}"
 
 
 def test_committed_findings_load_as_the_programs_they_were_found_as():

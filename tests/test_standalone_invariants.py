@@ -9,11 +9,11 @@ import dataclasses
 
 import pytest
 import torch
-from synthetic_faults import recompute_tag_ignored
+from synthetic_faults import knapsack_slower_above, recompute_tag_ignored
 from test_invariants import _ac_computes_less, _ac_saves_more, _case, _replay_node, _set_policy
 
 from harness.core import invariants, pipeline
-from harness.core.case import Axes, Cell
+from harness.core.case import Axes, Cell, Needs
 from harness.core.checks import NotRun
 from harness.core.pipeline import NOT_ANALYSED
 from harness.core.run import run_cell
@@ -37,6 +37,11 @@ def _standalone_fails(run, name) -> bool:
         sweep = [(b, gs if b == run.cell.axes.budget else _analysed(pipeline.compile_and_record(
             run.cell.case, dataclasses.replace(run.cell.axes, budget=b), ac=True))) for b in invariants.BUDGET_SWEEP]
         return bool(standalone.budget_monotone(sweep))
+    if name == "budget_knapsack_monotone":
+        sweep = [(b, [(c.memory, c.runtimes, c.max_memory, c.objective, c.saved) for c in pipeline.compile_and_record(
+            run.cell.case, dataclasses.replace(run.cell.axes, budget=b), ac=True).info.get("knapsack", ())])
+            for b in invariants.SWEEP_POINTS]
+        return bool(standalone.budget_knapsack_monotone(sweep, invariants._solver(run)))
     return bool(getattr(standalone, name)(gs))
 
 
@@ -134,3 +139,14 @@ def test_the_budget_sweep_agrees(monkeypatch):
     monkeypatch.setattr(partitioners, "choose_saved_values_set", faulty)
     run = run_cell(Cell(find_case("reference_block_full_ac"), Axes(budget=0.5)))  # its sweep made under the fault
     _agree(run, ("budget_monotone",), ("budget_monotone",))
+
+
+def test_the_knapsack_sweep_agrees(monkeypatch):
+    """budget_knapsack_monotone (issue 28 item 4): on a sweep cell whose knapsack is posed at budgets 0.5-0.1 both
+    sides hold; under a solver planted to keep nothing above capacity 0.4 (its objective falls as the budget grows)
+    both fail."""
+    cell = Cell(find_case("bs_mlp4_wide_plain__dp__flops"), Axes(budget=1.0))
+    monkeypatch.setenv("AC_BASELINE_CACHE", "off")
+    _agree(run_cell(cell, needs=Needs(sweep=True)), ("budget_knapsack_monotone",), ())
+    knapsack_slower_above(monkeypatch, 0.4)
+    _agree(run_cell(cell, needs=Needs(sweep=True)), ("budget_knapsack_monotone",), ("budget_knapsack_monotone",))

@@ -40,18 +40,17 @@ from harness.core import analysis, paths
 from harness.core.analysis import Saved
 from harness.core.figures import Figures
 from harness.core.case import Axes, Case, Runner
-from harness.core.pipeline import Run, baseline, repartition
+from harness.core.pipeline import KnapsackCall, Run, baseline, repartition
 
 _ENV = "AC_BASELINE_CACHE"
 
 
-def _repartitioned(run: Run, budget: float | None) -> analysis.Analysis | None:
-    """The analysis of ``run``'s analysed joints partitioned again at ``budget`` (None: not possible here)."""
+def _repartitioned(run: Run, budget: float | None) -> Run | None:
+    """``run``'s analysed joints partitioned again at ``budget`` (None: not possible here)."""
     a = analysis.of(run)
     if a is None or budget is None or run.cell.axes.partitioner != "min_cut":
         return None
-    again = repartition(run, budget, [g.joint for g in a.graphs])
-    return analysis.of(again) if again is not None else None
+    return repartition(run, budget, [g.joint for g in a.graphs])
 
 
 def cache_dir() -> Path | None:
@@ -130,7 +129,9 @@ def _cacheable(case: Case) -> bool:
 def _load(path: Path) -> Figures | None:
     try:
         doc = json.loads(path.read_text())
-        return Figures(tuple(Saved(**s) for s in doc["saved"]), doc["bw_flops"], doc["activation_bytes"])
+        return Figures(tuple(Saved(**s) for s in doc["saved"]), doc["bw_flops"], doc["activation_bytes"],
+                       tuple(KnapsackCall(**{k: tuple(v) if isinstance(v, list) else v for k, v in c.items()})
+                             for c in doc["knapsack"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None  # absent, or written by another layout: recompute
 
@@ -138,7 +139,7 @@ def _load(path: Path) -> Figures | None:
 def _store(path: Path, fig: Figures) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"saved": [dataclasses.asdict(s) for s in fig.saved], "bw_flops": fig.bw_flops,
-           "activation_bytes": fig.activation_bytes}
+           "activation_bytes": fig.activation_bytes, "knapsack": [dataclasses.asdict(c) for c in fig.knapsack]}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         json.dump(doc, f)
@@ -161,9 +162,10 @@ def figures(case: Case, axes: Axes, ac: bool, from_run: Run | None = None) -> Fi
     path = where / f"{key(case, axes, ac)}.json" if where is not None and _cacheable(case) else None
     if path is not None and (hit := _load(path)) is not None:
         return hit
-    a = _repartitioned(from_run, axes.budget) if from_run is not None and ac else None
-    a = a if a is not None else analysis.of(baseline(case, axes, ac))
-    fig = Figures.of(a) if a is not None else None
+    made = _repartitioned(from_run, axes.budget) if from_run is not None and ac else None
+    made = made if made is not None else baseline(case, axes, ac)
+    a = analysis.of(made)
+    fig = Figures.of(a, made.info.get("knapsack", ())) if a is not None else None
     if path is not None and fig is not None:
         _store(path, fig)
     if shared is not None:

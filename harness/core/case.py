@@ -195,6 +195,10 @@ class AxesSpec:
 # activation_memory_budget values of a sweep: the slow matrix's budget cells (harness/rows/collect.py), the memory
 # report's configurations and the budgets invariants.budget_monotone compares.
 BUDGET_SWEEP = (1.0, 0.5, 0.0)
+# The budgets a sweep cell is partitioned at besides its own (Needs.sweep; issue 28 items 4-5): BUDGET_SWEEP's three
+# anchors and the interior, the 0.9-0.99 end included, where the partitioner switches from its aggressive min-cuts to
+# the knapsack.  Points of a sweep, not cells: the cells (and their ids) stay at BUDGET_SWEEP.
+SWEEP_POINTS = (1.0, 0.99, 0.95, 0.9, 0.8, 0.7, 0.5, 0.3, 0.1, 0.0)
 
 CPU_ONLY = AxesSpec(devices=("cpu",))
 CUDA_ONLY = AxesSpec(devices=("cuda",))
@@ -237,7 +241,7 @@ class Needs:
     function of the run and never compiles.  What cannot be produced is named in ``Run.unavailable`` with the reason.
 
     ``no_ac``: the figures of the same program compiled without AC and without a budget (``Run.no_ac_figures``);
-    ``sweep``: the figures of the cell at each budget of :data:`BUDGET_SWEEP` (``Run.sweep``); ``budgets``: whole runs
+    ``sweep``: the figures of the cell at each budget of :data:`SWEEP_POINTS` (``Run.sweep``); ``budgets``: whole runs
     of the cell at these budgets (``Run.at_budget``), or a function of the cell's axes giving them; ``related``: whole
     runs of other cases on the cell's axes (``Run.related``, by case name)."""
 

@@ -31,10 +31,13 @@ class Figures:
     saved: tuple[Saved, ...]
     bw_flops: int | None
     activation_bytes: int | None
+    # The knapsacks the partitioner posed for this compile (harness.core.pipeline.KnapsackCall, in call order; empty
+    # where the budget took no knapsack): what invariants.budget_knapsack_monotone compares along a sweep.
+    knapsack: tuple = ()
 
     @classmethod
-    def of(cls, a: Analysis) -> Figures:
-        return cls(tuple(a.saved), a.bw_flops, a.activation_bytes)
+    def of(cls, a: Analysis, knapsack=()) -> Figures:
+        return cls(tuple(a.saved), a.bw_flops, a.activation_bytes, tuple(knapsack))
 
 
 def fmt_bytes(b: int | float | None, human: bool = False, none: str = "?") -> str:

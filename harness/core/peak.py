@@ -34,6 +34,11 @@ Compared with torch's own ``memory_estimator.get_peak_memory(fwd_graph, bwd_grap
 memory-aware passes): that one also counts the primals and tangents, keeps forward user outputs alive through the
 backward, and ignores CPU storages (``device_filter: device.type != "cpu"``), so on CPU it returns 0.
 :func:`torch_peak_memory` runs it with the device filter lifted, for comparison.
+
+The estimate is a figure, never a verdict across budgets: ``activation_memory_budget`` bounds what the partitioner
+saves between forward and backward, not this peak (an intermediate recomputed in the backward is live there beside
+the gradients), and on correct partitions the peak does rise as the budget falls (tests/test_budget_sweep.py: a
+4-layer MLP, 0.5 -> 0.3 and 0.1 -> 0.0).  What a sweep asserts is ``invariants.budget_knapsack_monotone``'s.
 """
 
 from __future__ import annotations

@@ -448,12 +448,14 @@ def repartition(run: Run, budget: float, joints: list[fx.GraphModule]) -> Run | 
     axes = dataclasses.replace(run.cell.axes, budget=budget)
     out = Run(Cell(run.cell.case, axes))
     fws, bws = [], []
-    with config_patches(run.cell.case, axes):
+    with config_patches(run.cell.case, axes), knapsack_spy() as instances:
         for joint, (joint_inputs, kwargs) in zip(joints, args):
             fw, bw = partition_fn(axes.partitioner)(copy.deepcopy(joint), joint_inputs, **kwargs)
             fws.append(fw)
             bws.append(bw)
     out.graphs = {"joint": list(joints), "fw": fws, "bw": bws}
+    if instances:
+        out.info["knapsack"] = instances
     return out
 
 

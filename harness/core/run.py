@@ -16,7 +16,7 @@ import dataclasses
 import time
 
 from harness.core import analysis, baselines, invariants
-from harness.core.case import BUDGET_SWEEP, Cell, Needs, Runner
+from harness.core.case import SWEEP_POINTS, Cell, Needs, Runner
 from harness.core.figures import Figures
 from harness.core.pipeline import Run, baseline
 from harness.core.runners import record
@@ -93,7 +93,7 @@ def _sweep(run: Run) -> None:
         run.unavailable["sweep"] = why
         return
     case, axes = run.cell.case, run.cell.axes
-    for b in BUDGET_SWEEP:
+    for b in SWEEP_POINTS:
         if b == axes.budget:
             continue
         fig = baselines.figures(case, dataclasses.replace(axes, budget=b), True, from_run=run)

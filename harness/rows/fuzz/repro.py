@@ -37,6 +37,7 @@ PARAMS, PARTITIONER, BACKEND, BUDGET, N_DRAWS = {params}, {partitioner!r}, {back
 RTOL, ATOL = {rtol}, {atol}
 CHECK = {check!r}  # what this script checks: the numerics, or one invariant of harness/core/invariants.py
 SWEEP = {sweep!r}  # the budgets budget_monotone compares, in the order the budget decreases
+SWEEP_POINTS = {sweep_points!r}  # the budgets budget_knapsack_monotone compares
 GRAPHS = {{}}
 
 
@@ -168,7 +169,32 @@ def invariant_problems(name):
             return []
         return budget_monotone([(b, checkpointed if b == BUDGET else compiled_graphs(torch.utils.checkpoint.checkpoint, b))
                                 for b in SWEEP])
+    if name == "budget_knapsack_monotone":
+        if PARTITIONER != "min_cut" or BUDGET not in SWEEP:
+            return []
+        return budget_knapsack_monotone([(b, knapsacks_at(b)) for b in SWEEP_POINTS],
+                                        torch._functorch.config.activation_memory_budget_solver)
     return globals()[name](checkpointed)
+
+
+def knapsacks_at(budget):
+    """The knapsacks the partitioner poses compiling the checkpointed program at ``budget``: (memory, runtimes,
+    max_memory, objective, saved items) per call of partitioners._optimize_runtime_with_given_memory."""
+    from torch._functorch import partitioners
+
+    calls, real = [], partitioners._optimize_runtime_with_given_memory
+
+    def spy(joint_graph, memory, runtimes, max_memory, *rest, **kwargs):
+        objective, saved, recomputed = real(joint_graph, memory, runtimes, max_memory, *rest, **kwargs)
+        calls.append((tuple(memory), tuple(runtimes), max_memory, float(objective), tuple(saved)))
+        return objective, saved, recomputed
+
+    partitioners._optimize_runtime_with_given_memory = spy
+    try:
+        compiled_graphs(torch.utils.checkpoint.checkpoint, budget)
+    finally:
+        partitioners._optimize_runtime_with_given_memory = real
+    return calls
 
 
 if __name__ == "__main__":
@@ -193,7 +219,7 @@ def _standalone_source() -> str:
 
 
 def render(prog: Prog, signature: str, message: str, path: str) -> str:
-    from harness.core.case import BUDGET_SWEEP
+    from harness.core.case import BUDGET_SWEEP, SWEEP_POINTS
 
     rtol, atol = DEEP_AUTOCAST_TOLERANCE if prog.autocast else (1e-5, 1e-5)
     msg = "\n".join("    " + ln for ln in message.replace('"""', "'''").splitlines()[:12])
@@ -203,7 +229,7 @@ def render(prog: Prog, signature: str, message: str, path: str) -> str:
         message=msg, spec=prog.to_json(), module=prog.module_source(), n=prog.n, d=prog.d, input_grads=list(prog.input_grads),
         n_weights=prog.n_weights, n_biases=prog.n_biases, params=prog.weights_are_params,
         partitioner=str(prog.partitioner), backend=str(prog.backend), budget=prog.budget, n_draws=prog.n_draws(),
-        rtol=rtol, atol=atol, check=check, sweep=BUDGET_SWEEP, standalone=_standalone_source())
+        rtol=rtol, atol=atol, check=check, sweep=BUDGET_SWEEP, sweep_points=SWEEP_POINTS, standalone=_standalone_source())
 
 
 def read_spec(path: Path) -> tuple[Prog, str]:

@@ -269,3 +269,22 @@ def budget_monotone(sweep):
         return []
     return [f"saved activation bytes rise from {s0} to {s1} as activation_memory_budget goes {b0} -> {b1}"
             for (b0, s0), (b1, s1) in zip(seen, seen[1:]) if s1 > s0]
+
+
+KNAPSACK_GAP = {"dp": 0.0, "dp_knapsack_sliding_hirschberg": 0.0, "ilp": 1e-4}  # how far below its optimum each may stop
+
+
+def budget_knapsack_monotone(sweep, solver):
+    """``sweep``: [(budget, [(memory, runtimes, max_memory, objective, saved items), ...])]: the knapsacks the
+    partitioner posed at each budget.  Posed at a down-set of the interior budgets; an exact solver's objective never
+    falls as the capacity grows on the same instance."""
+    interior = sorted((b, calls) for b, calls in sweep if 0.0 < b < 1.0)
+    problems = [f"{len(c1)} knapsacks posed at budget {b1}, {len(c0)} at {b0}"
+                for (b0, c0), (b1, c1) in zip(interior, interior[1:]) if len(c1) > len(c0)]
+    if solver not in KNAPSACK_GAP:
+        return problems
+    posed = [(b, c) for b, calls in interior for c in calls]
+    return problems + [f"{solver}'s objective falls from {c0[3]} at budget {b0} to {c1[3]} at budget {b1} on the same "
+                       f"instance (saved items {c0[4]} -> {c1[4]})"
+                       for b0, c0 in posed for b1, c1 in posed
+                       if c0[2] < c1[2] and c0[:2] == c1[:2] and c1[3] < c0[3] * (1 - KNAPSACK_GAP[solver])]
