@@ -35,3 +35,13 @@ def test_a_new_module_makes_the_doc_stale(tmp_path, monkeypatch):
 def test_readme_without_markers_is_an_error(broken):
     with pytest.raises(ValueError, match="layout markers"):
         layout.readme_with_table(broken)
+
+
+def test_no_test_module_name_is_both_a_suite_and_a_meta_test():
+    """pytest imports test modules by basename (rootdir-relative, no packages): a tests/ module named like a suites/
+    module makes a run that collects both (in one process, as the sharding and in-process pytester tests do) fail
+    with an import-file mismatch."""
+    from harness.core.paths import ROOT
+
+    shared = sorted({p.name for p in (ROOT / "tests").glob("test_*.py")} & {p.name for p in (ROOT / "suites").glob("test_*.py")})
+    assert shared == [], f"expected no module name in both tests/ and suites/, saw {shared}"

@@ -270,7 +270,7 @@ def budget_knapsack_monotone(run) -> int:
     save other nodes than the knapsack's items, partitioners.py's own "Estimated doesn't align exactly with actual"),
     and the peak live activation bytes (harness/core/peak.py): the budget bounds what is saved between forward and
     backward, never the peak, and recomputing an intermediate moves its bytes into the backward, where they add to the
-    gradients being built; tests/test_budget_sweep.py shows the peak rising as the budget falls (0.5 -> 0.3 and
+    gradients being built; tests/test_sweep_oracles.py shows the peak rising as the budget falls (0.5 -> 0.3 and
     0.1 -> 0.0) on a 4-layer MLP with no defect.  The budget's documented end points are budget_monotone's."""
     __tracebackhide__ = True
     why = sweep_excluded(run)

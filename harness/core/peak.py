@@ -37,7 +37,7 @@ backward, and ignores CPU storages (``device_filter: device.type != "cpu"``), so
 
 The estimate is a figure, never a verdict across budgets: ``activation_memory_budget`` bounds what the partitioner
 saves between forward and backward, not this peak (an intermediate recomputed in the backward is live there beside
-the gradients), and on correct partitions the peak does rise as the budget falls (tests/test_budget_sweep.py: a
+the gradients), and on correct partitions the peak does rise as the budget falls (tests/test_sweep_oracles.py: a
 4-layer MLP, 0.5 -> 0.3 and 0.1 -> 0.0).  What a sweep asserts is ``invariants.budget_knapsack_monotone``'s.
 """
 
