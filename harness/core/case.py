@@ -48,6 +48,8 @@ class BuildContext:
 
     @property
     def checkpoint(self) -> Callable[..., Any]:
+        if not self.ac and self.composition in EAGER_CHECKPOINT - {Composition.COMPILED_MODEL_EAGER_BLOCKS}:
+            return functools.partial(_compiled_block_call, self.compile_block)  # the same compiled blocks, no AC
         if not self.ac:
             return no_checkpoint
         if self.composition in (None, Composition.COMPILE_OUTSIDE, Composition.COMPILE_INSIDE):
@@ -257,6 +259,11 @@ class _AsModule(torch.nn.Module):
 
     def forward(self, *args, **kwargs):
         return self.fn(*args, **kwargs)
+
+
+def _compiled_block_call(compile, function, *args, **kwargs):
+    """The no-AC program of a composition that compiles its blocks: the block compiled as with AC, not checkpointed."""
+    return no_checkpoint(_compile_block(compile, function), *args, **kwargs)
 
 
 def composed_checkpoint(composition: Composition, compile, function, *args, **kwargs):
