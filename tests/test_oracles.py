@@ -8,7 +8,7 @@ import torch
 
 from harness.core import case as case_module
 from harness.core import invariants, oracles
-from harness.core.case import (Axes, AxesSpec, Backend, Case, Cell, Composition, Partitioner, Program, Selection,
+from harness.core.case import (AmbientState, Axes, AxesSpec, Backend, Case, Cell, Composition, Partitioner, Program, Selection,
                                composed_checkpoint)
 from harness.core.checks import NotRun
 from harness.core.pipeline import eager
@@ -51,6 +51,13 @@ def test_composition_axis_ids_and_selection():
     assert len(ids) == 8, f"expected 2 compositions x 2 compiled-autograd x 2 backends, saw {ids}"
     new = [a for a in collect.declared_axes(case, "cpu") if collect.new_axis(a)]
     assert [a.id for a in new if a.id not in case.selection.fast_axes] and len(new) == 7, new
+
+
+def test_ambient_axis_is_named_only_when_set():
+    spec = AxesSpec(partitioners=Partitioner.MIN_CUT, devices="cpu",
+                    ambients=(AmbientState.NONE, AmbientState.SAVE_ON_CPU))
+    ids = [a.id for a in collect.declared_axes(Case("probe", _region, axes=spec, area="meta"), "cpu")]
+    assert ids == ["min_cut-aot_eager-cpu-float32", "min_cut-aot_eager-cpu-float32-save_on_cpu"], ids
 
 
 def test_composed_checkpoint_rejects_context_fn_when_reentrant():

@@ -119,6 +119,7 @@ class Axes:
     budget: float | None = None  # torch._functorch.config.activation_memory_budget, None = untouched
     composition: str = "compile_outside"  # Composition: where compile sits relative to checkpoint
     compiled_autograd: bool = False  # the backward compiled by compiled autograd (the cell's backend)
+    ambient: str = ""  # AmbientState around every run of the cell ("": none)
 
     @property
     def id(self) -> str:
@@ -129,6 +130,8 @@ class Axes:
             parts.append(str(self.composition))
         if self.compiled_autograd:
             parts.append("compiled_autograd")
+        if self.ambient:
+            parts.append(str(self.ambient))
         return "-".join(parts)
 
     @property
@@ -318,6 +321,21 @@ class Backend(enum.StrEnum):
         return self in (Backend.INDUCTOR, Backend.AOT_EAGER_DECOMP_PARTITION)
 
 
+class AmbientState(enum.StrEnum):
+    """State entered around every run of a cell (eager references, the compile, the probes), as a training loop
+    would around its step: an axis of the cells (issue 27 item 4), absent from ids when none."""
+
+    NONE = ""
+    # torch.autograd.graph.save_on_cpu(): saved-tensor hooks around the whole call, under which a non-reentrant
+    # checkpoint pushes its own (the documented stack: the innermost pair packs, torch/autograd/graph.py)
+    SAVE_ON_CPU = "save_on_cpu"
+
+    def context(self):
+        if self is AmbientState.SAVE_ON_CPU:
+            return torch.autograd.graph.save_on_cpu()
+        return contextlib.nullcontext()
+
+
 # The backends cases declared before issue 27 mean by "every backend" (``tuple(Backend)`` grew Dynamo-only ones).
 STANDARD_BACKENDS = (Backend.AOT_EAGER, Backend.INDUCTOR)
 
@@ -349,12 +367,13 @@ class AxesSpec:
     # The compositions the case's program supports (Composition), and whether compiled autograd takes its backward.
     compositions: tuple[Composition, ...] = (Composition.COMPILE_OUTSIDE,)
     compiled_autograd: tuple[bool, ...] = (False,)
+    ambients: tuple[AmbientState, ...] = (AmbientState.NONE,)
 
     def __post_init__(self):
         if isinstance(self.compiled_autograd, bool):
             object.__setattr__(self, "compiled_autograd", (self.compiled_autograd,))
         for name, kind in (("partitioners", Partitioner), ("backends", Backend), ("devices", str), ("dtypes", str),
-                           ("budgets", None), ("compositions", Composition)):
+                           ("budgets", None), ("compositions", Composition), ("ambients", AmbientState)):
             object.__setattr__(self, name, _tuple_of(kind, getattr(self, name)))
         unknown = [d for d in self.dtypes if d not in DTYPES]
         if unknown:

@@ -56,10 +56,10 @@ class RuntimeEvidence:
 
 
 def judged_at_run_time(axes: Axes) -> bool:
-    """Cells the run-time oracles judge: those on issue 27's axes (a composition, compiled autograd, a backend other
-    than aot_eager and inductor); today's cells are judged by the graph invariants, which read the same facts off the
+    """Cells the run-time oracles judge: those on issue 27's axes (a composition, compiled autograd, an ambient state,
+    a backend other than aot_eager and inductor); today's cells are judged by the graph invariants, which read the same facts off the
     graphs."""
-    return (axes.composition != Composition.COMPILE_OUTSIDE or axes.compiled_autograd
+    return (axes.composition != Composition.COMPILE_OUTSIDE or axes.compiled_autograd or bool(axes.ambient)
             or axes.backend not in (Backend.AOT_EAGER, Backend.INDUCTOR))
 
 

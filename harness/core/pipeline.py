@@ -26,7 +26,7 @@ import torch
 import torch.fx as fx
 import torch.utils._pytree as pytree
 
-from harness.core.case import DTYPES, Axes, BuildContext, Case, Cell, CompileSpec, Composition
+from harness.core.case import DTYPES, AmbientState, Axes, BuildContext, Case, Cell, CompileSpec, Composition
 from harness.core.normalize import graph_text, graphs_text
 
 BUILD_SEED = 0
@@ -338,7 +338,8 @@ def execute(case: Case, axes: Axes, *, ac: bool, backend=None, variant: str = ""
     fullgraph = spec.fullgraph and composition is not Composition.COMPILED_MODEL_EAGER_BLOCKS  # a break per block
     ctx = BuildContext(device=axes.device, dtype=DTYPES[axes.dtype], ac=ac, variant=variant,
                        compiler=backend if not outside else None, fullgraph=fullgraph, composition=composition)
-    with case.ambient.context(axes.device), _compiled_autograd(spec, axes, backend is not None):
+    with case.ambient.context(axes.device), AmbientState(axes.ambient).context(), \
+            _compiled_autograd(spec, axes, backend is not None):
         torch.manual_seed(BUILD_SEED)
         prog = case.build(ctx)
         before = module_state(prog.module)
@@ -419,19 +420,19 @@ def input_tensors(cell: Cell) -> list[torch.Tensor]:
 
 @functools.lru_cache(maxsize=128)
 def eager(case: Case, device: str, dtype: str, ac: bool, variant: str = "",
-          composition: str = Composition.COMPILE_OUTSIDE) -> Outcome:
+          composition: str = Composition.COMPILE_OUTSIDE, ambient: str = "") -> Outcome:
     """Eager with or without AC does not depend on partitioner, backend or budget: computed once per case (and
-    composition: its checkpoint, nothing compiled)."""
-    axes = Axes(device=device, dtype=dtype, composition=composition)
+    composition: its checkpoint, nothing compiled; and ambient state)."""
+    axes = Axes(device=device, dtype=dtype, composition=composition, ambient=ambient)
     with config_patches(case, axes):
         return execute(case, axes, ac=ac, variant=variant)
 
 
 def eager_pair(case: Case, device: str, dtype: str, variant: str = "",
-               composition: str = Composition.COMPILE_OUTSIDE) -> tuple[Outcome, Outcome]:
-    """(eager without AC, eager with AC), each computed once per case and composition."""
-    return (eager(case, device, dtype, False, variant, composition),
-            eager(case, device, dtype, True, variant, composition))
+               composition: str = Composition.COMPILE_OUTSIDE, ambient: str = "") -> tuple[Outcome, Outcome]:
+    """(eager without AC, eager with AC), each computed once per case, composition and ambient state."""
+    return (eager(case, device, dtype, False, variant, composition, ambient),
+            eager(case, device, dtype, True, variant, composition, ambient))
 
 
 def compile_and_record(case: Case, axes: Axes, *, ac: bool, run: Run | None = None, codegen: bool = True,

@@ -80,7 +80,7 @@ def _standard_one(cell: Cell, variant: str = "") -> Run:
     run = Run(cell)
     if case.expect.raises is None:
         start = time.perf_counter()
-        run.reference, run.eager = eager_pair(case, axes.device, axes.dtype, variant, axes.composition)
+        run.reference, run.eager = eager_pair(case, axes.device, axes.dtype, variant, axes.composition, axes.ambient)
         run.timings["eager"] = time.perf_counter() - start  # ~0 when another axis of the case computed it
     probe = oracles.probe if oracles.judged_at_run_time(axes) and not variant else None
     return compile_and_record(case, axes, ac=True, run=run, variant=variant, probe=probe)

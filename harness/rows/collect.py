@@ -84,10 +84,10 @@ def declared_axes(case: Case, device: str) -> list[Axes]:
     spec = case.axes
     if device not in spec.devices:
         return []
-    return [Axes(part, backend, device, dtype, budget, composition, ca)
-            for composition, ca, backend, part, dtype, budget in itertools.product(
-                spec.compositions, spec.compiled_autograd, spec.backends, spec.partitioners, spec.dtypes,
-                spec.budgets)
+    return [Axes(part, backend, device, dtype, budget, composition, ca, ambient)
+            for ambient, composition, ca, backend, part, dtype, budget in itertools.product(
+                spec.ambients, spec.compositions, spec.compiled_autograd, spec.backends, spec.partitioners,
+                spec.dtypes, spec.budgets)
             if not (backend.own_partitioner or not backend.partitions) or part is Partitioner.MIN_CUT]
 
 

@@ -153,7 +153,8 @@ def build(catalogue: Path = CATALOGUE, kf_path: Path = KNOWN_FAILURES) -> Covera
 
 def composition_table(cases: list[Case], device: str = "cpu") -> list[str]:
     """Cells per composition of compile and checkpoint x backend on ``device`` (issue 27): ``make test`` cells / all
-    cells (the rest run nightly), compiled autograd as its own rows; cases that declare the axis listed below."""
+    cells (the rest run nightly), compiled autograd and ambient states as their own rows; cases that declare the
+    axes listed below."""
     from harness.core.case import Backend, Composition
     from harness.rows.collect import collect
 
@@ -164,18 +165,21 @@ def composition_table(cases: list[Case], device: str = "cpu") -> list[str]:
                 continue
             a = col.cell.axes
             ca = a.compiled_autograd or col.cell.case.compile.compiled_autograd
-            fast_all = counts.setdefault((Composition(a.composition), ca, str(a.backend)), [0, 0])
+            fast_all = counts.setdefault((Composition(a.composition), ca, a.ambient, str(a.backend)), [0, 0])
             fast_all[0] += not col.slow
             fast_all[1] += 1
-    rows = sorted({(comp, ca) for comp, ca, _ in counts}, key=lambda r: (r[1], list(Composition).index(r[0])))
+    rows = sorted({(comp, ca, amb) for comp, ca, amb, _ in counts},
+                  key=lambda r: (r[2], r[1], list(Composition).index(r[0])))
     backends = [str(b) for b in Backend]
     lines = ["", f"## Compositions x backends ({device} cells: make test / all, the rest nightly)", "",
              "| composition | " + " | ".join(f"`{b}`" for b in backends) + " |", "|---|" + "---|" * len(backends)]
-    for comp, ca in rows:
-        cells = [f"{counts[(comp, ca, b)][0]} / {counts[(comp, ca, b)][1]}" if (comp, ca, b) in counts else "-"
-                 for b in backends]
-        lines.append(f"| `{comp}`{' + compiled autograd' if ca else ''} | " + " | ".join(cells) + " |")
-    declaring = [c.name for c in cases if len(c.axes.compositions) > 1 or c.axes.compiled_autograd != (False,)]
+    for comp, ca, amb in rows:
+        cells = [f"{counts[(comp, ca, amb, b)][0]} / {counts[(comp, ca, amb, b)][1]}" if (comp, ca, amb, b) in counts
+                 else "-" for b in backends]
+        lines.append(f"| `{comp}`{' + compiled autograd' if ca else ''}{f' under `{amb}`' if amb else ''} | "
+                     + " | ".join(cells) + " |")
+    declaring = [c.name for c in cases if len(c.axes.compositions) > 1 or c.axes.compiled_autograd != (False,)
+                 or len(c.axes.ambients) > 1]
     lines += ["", "Cases declaring compositions: " + (", ".join(f"`{n}`" for n in declaring) or "none") + "."]
     return lines
 
