@@ -329,10 +329,15 @@ class AmbientState(enum.StrEnum):
     # torch.autograd.graph.save_on_cpu(): saved-tensor hooks around the whole call, under which a non-reentrant
     # checkpoint pushes its own (the documented stack: the innermost pair packs, torch/autograd/graph.py)
     SAVE_ON_CPU = "save_on_cpu"
+    # torch.autocast(<cell device>, bfloat16) outside the compiled call, as a training loop enters it (numerics with
+    # checks.AUTOCAST_TOLERANCE)
+    AUTOCAST_BF16 = "autocast_bf16"
 
-    def context(self):
+    def context(self, device: str):
         if self is AmbientState.SAVE_ON_CPU:
             return torch.autograd.graph.save_on_cpu()
+        if self is AmbientState.AUTOCAST_BF16:
+            return torch.autocast(device_type=device, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
 

@@ -338,7 +338,7 @@ def execute(case: Case, axes: Axes, *, ac: bool, backend=None, variant: str = ""
     fullgraph = spec.fullgraph and composition is not Composition.COMPILED_MODEL_EAGER_BLOCKS  # a break per block
     ctx = BuildContext(device=axes.device, dtype=DTYPES[axes.dtype], ac=ac, variant=variant,
                        compiler=backend if not outside else None, fullgraph=fullgraph, composition=composition)
-    with case.ambient.context(axes.device), AmbientState(axes.ambient).context(), \
+    with case.ambient.context(axes.device), AmbientState(axes.ambient).context(axes.device), \
             _compiled_autograd(spec, axes, backend is not None):
         torch.manual_seed(BUILD_SEED)
         prog = case.build(ctx)

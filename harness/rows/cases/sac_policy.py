@@ -191,8 +191,8 @@ def _sin_topk_cos(x):
 CASES = [
     Case("sac_must_recompute_mm", sac_program(_mm_chain, 1, sac_context_fn(must_recompute_list=[aten.mm.default])),
          catalogue=(19,), checkpoint=Checkpoint.SAC, expect=Expect({"fw": {MM: 2}, "bw": {MM: 6}}),
-         # every composition a SAC program supports, each also under save_on_cpu (issue 27 items 1, 4)
-         axes=AxesSpec(compositions=SAC_COMPOSITIONS, ambients=(AmbientState.NONE, AmbientState.SAVE_ON_CPU)),
+         # every composition a SAC program supports, each also under save_on_cpu and under bf16 autocast (issue 27 items 1, 4)
+         axes=AxesSpec(compositions=SAC_COMPOSITIONS, ambients=tuple(AmbientState)),
          selection=Selection(fast_axes=("min_cut-aot_eager-cpu-float32-sac_around_compiled",
                                         "min_cut-aot_eager-cpu-float32-checkpoint_of_compile-save_on_cpu")),
          notes="bw: 2 recomputed mm + 2 gradient mm per forward mm"),
