@@ -139,3 +139,42 @@ def test_state_check_does_not_run_without_module_state():
     assert oracles.mutated_state(run) == []
     with pytest.raises(NotRun, match="mutates no module state"):
         oracles.assert_state(run)
+
+
+class _BatchNormBlock(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(8, 8)
+        self.bn = torch.nn.BatchNorm1d(8)
+
+    def forward(self, x):
+        return torch.relu(self.bn(self.lin(x)))
+
+
+class _BatchNormModel(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = torch.nn.ModuleList([_BatchNormBlock(), _BatchNormBlock()])
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def _bn_factory():
+    return _BatchNormModel().train(), (torch.randn(4, 8, requires_grad=True),)
+
+
+def test_user_path_reports_the_state_after_the_step():
+    """Issue 31: a BatchNorm model in training mode under the user's full AC policy (checkpoint_wrapper per block) is
+    no longer a PASS: eager AC updates the statistics twice (with the rule), compiled AC once (a disagreement); the
+    wrapper's name prefix does not make the states incomparable."""
+    from harness.user import conformance
+
+    (result,) = conformance.run_case(conformance.user_case(_bn_factory, "full", backends=("aot_eager",)))
+    failed = dict(result.failures)
+    assert result.verdict == "wrong" and set(failed) == {"state:eager_ac", "state:compiled"}, result.failures
+    assert "buffer layers.0.bn.num_batches_tracked: 2 vs 1" in failed["state:eager_ac"] and \
+        "re-invokes the region's forward" in failed["state:eager_ac"], failed["state:eager_ac"]
+    assert "_checkpoint_wrapped_module" not in result.message, result.message
