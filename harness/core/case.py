@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import functools
 import importlib.util
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -41,10 +42,27 @@ class BuildContext:
     variant: str = ""  # which of the case's Case.variants to build ("" for a case without variants)
     compiler: Any = None  # the cell's recording backend where the program is compiled, None in eager runs
     fullgraph: bool = False  # for ctx.compile (CompileSpec.fullgraph)
+    # Where compile sits relative to checkpointing (the cell's composition axis): ``ctx.checkpoint`` is that
+    # composition's checkpoint, compiling with ``compiler`` (eager references: the same composition, nothing compiled).
+    composition: Composition = None  # type: ignore[assignment]  # None: Composition.COMPILE_OUTSIDE
 
     @property
     def checkpoint(self) -> Callable[..., Any]:
-        return tuc.checkpoint if self.ac else no_checkpoint
+        if not self.ac and self.composition in EAGER_CHECKPOINT - {Composition.COMPILED_MODEL_EAGER_BLOCKS}:
+            return functools.partial(_compiled_block_call, self.compile_block)  # the same compiled blocks, no AC
+        if not self.ac:
+            return no_checkpoint
+        if self.composition in (None, Composition.COMPILE_OUTSIDE, Composition.COMPILE_INSIDE):
+            return tuc.checkpoint  # unchanged: the Dynamo graphs of the default cells must not see a wrapper
+        return functools.partial(composed_checkpoint, self.composition, self.compile_block)
+
+    def compile_block(self, target):
+        """``target`` (a module or function) wrapped by ``torch.compile`` with the cell's backend, not in place (a
+        built-in module's ``.compile()`` compiles nothing on torch 2.13: findings/module_compile_skips_builtin_modules.py);
+        itself in eager runs."""
+        if self.compiler is None:
+            return target
+        return torch.compile(target, backend=self.compiler, fullgraph=self.fullgraph)
 
     def compile(self, target):
         """``target`` (a module, compiled in place, or a function) compiled with the cell's backend in the compiled
@@ -99,13 +117,29 @@ class Axes:
     device: str = "cpu"
     dtype: str = "float32"
     budget: float | None = None  # torch._functorch.config.activation_memory_budget, None = untouched
+    composition: str = "compile_outside"  # Composition: where compile sits relative to checkpoint
+    compiled_autograd: bool = False  # the backward compiled by compiled autograd (the cell's backend)
+    ambient: str = ""  # AmbientState around every run of the cell ("": none)
 
     @property
     def id(self) -> str:
         parts = [self.partitioner, self.backend, self.device, self.dtype]
         if self.budget is not None:
             parts.append(f"budget{float(self.budget)!r}")  # budget0.0, not budget0: a known-failure prefix must not match budget0.5
+        if self.composition != "compile_outside":  # the default composition is absent, so existing ids stay
+            parts.append(str(self.composition))
+        if self.compiled_autograd:
+            parts.append("compiled_autograd")
+        if self.ambient:
+            parts.append(str(self.ambient))
         return "-".join(parts)
+
+    @property
+    def eager_checkpoint(self) -> bool:
+        """Whether the cell's checkpointing runs in eager autograd, not through a partitioner: a composition that
+        checkpoints outside the compiled code, or a Dynamo-only backend (the ``tag_activation_checkpoint`` HOP runs
+        ``torch.utils.checkpoint`` itself: torch/_higher_order_ops/wrap.py ``tag_activation_checkpoint_impl``)."""
+        return Composition(self.composition) in EAGER_CHECKPOINT or self.backend == Backend.EAGER
 
 
 class Checkpoint(enum.StrEnum):
@@ -141,11 +175,124 @@ class Runner(enum.StrEnum):
 
 
 class Composition(enum.StrEnum):
-    """Where torch.compile sits relative to checkpointing in the standard runner.  Issue 27 makes this an axis of the
-    cells (``checkpoint(compile(f))``, SAC around a compiled function, compiled blocks in an eager model, ...)."""
+    """Where torch.compile sits relative to checkpointing in the standard runner: an axis of the cells (issue 27),
+    declared per case (``AxesSpec.compositions``, the ones its program supports).  The builder's ``ctx.checkpoint``
+    is the composition's checkpoint; the eager references run the same composition with nothing compiled, so "eager
+    with AC" is always the program the compiled one must equal.  ``COMPILE_OUTSIDE`` is the default and is absent from
+    cell ids; ``COMPILE_INSIDE`` is a program that compiles its own parts (``CompileSpec.composition``, not an axis)."""
 
     COMPILE_OUTSIDE = "compile_outside"  # torch.compile(fn), fn calls ctx.checkpoint: compile(checkpoint(f))
     COMPILE_INSIDE = "compile_inside"  # fn runs eagerly and compiles its own parts with ctx.compile
+    # checkpoint(torch.compile(f), use_reentrant=False): an eager non-reentrant checkpoint of a compiled region
+    CHECKPOINT_OF_COMPILE = "checkpoint_of_compile"
+    # the same with use_reentrant=True (a case's context_fn does not apply: reentrant checkpoint has none)
+    CHECKPOINT_OF_COMPILE_REENTRANT = "checkpoint_of_compile_reentrant"
+    # checkpoint(torch.compile(f), context_fn=<the case's, else SAC_AROUND_COMPILED_POLICY>): SAC around compiled code
+    SAC_AROUND_COMPILED = "sac_around_compiled"
+    # an eager model whose checkpointed blocks are compiled one by one: torch.compile(block) for a module (compiled
+    # once per block), torch.compile(f) for a function; the case's own checkpoint arguments kept
+    EAGER_MODEL_COMPILED_BLOCKS = "eager_model_compiled_blocks"
+    # the reverse: torch.compile(model) whose checkpointed blocks run eagerly (the checkpoint call is
+    # torch.compiler.disable'd: a graph break around each block), fullgraph off
+    COMPILED_MODEL_EAGER_BLOCKS = "compiled_model_eager_blocks"
+    # torch.distributed's checkpoint_wrapper (NO_REENTRANT) around a compiled module (the block torch.compile'd)
+    CHECKPOINT_WRAPPER_OF_COMPILED = "checkpoint_wrapper_of_compiled"
+
+    @property
+    def compiles_outside(self) -> bool:
+        """Whether the runner compiles the program's own ``fn`` (else the program compiles its parts via ctx)."""
+        return self in (Composition.COMPILE_OUTSIDE, Composition.COMPILED_MODEL_EAGER_BLOCKS)
+
+
+# Compositions whose checkpoint runs in eager autograd around (or between) compiled code: no partitioner sees it.
+EAGER_CHECKPOINT = frozenset({Composition.CHECKPOINT_OF_COMPILE, Composition.CHECKPOINT_OF_COMPILE_REENTRANT,
+                              Composition.SAC_AROUND_COMPILED, Composition.EAGER_MODEL_COMPILED_BLOCKS,
+                              Composition.COMPILED_MODEL_EAGER_BLOCKS, Composition.CHECKPOINT_WRAPPER_OF_COMPILED})
+# What a case whose checkpoint is non-reentrant and selective-policy free supports (most function cases).
+NON_REENTRANT_COMPOSITIONS = (Composition.COMPILE_OUTSIDE, Composition.CHECKPOINT_OF_COMPILE,
+                              Composition.CHECKPOINT_OF_COMPILE_REENTRANT, Composition.SAC_AROUND_COMPILED,
+                              Composition.EAGER_MODEL_COMPILED_BLOCKS, Composition.COMPILED_MODEL_EAGER_BLOCKS,
+                              Composition.CHECKPOINT_WRAPPER_OF_COMPILED)
+
+
+# What a case whose non-reentrant checkpoint has a selective policy (a context_fn) supports: all but reentrant.
+SAC_COMPOSITIONS = tuple(c for c in NON_REENTRANT_COMPOSITIONS if c is not Composition.CHECKPOINT_OF_COMPILE_REENTRANT)
+
+
+def sac_around_compiled_policy():
+    """The selective policy SAC_AROUND_COMPILED puts around a compiled region whose case has none: save every matmul,
+    recompute the rest (torchtitan's "op" policy in small)."""
+    from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
+
+    def policy(ctx, op, *args, **kwargs):
+        return (CheckpointPolicy.MUST_SAVE if op in (torch.ops.aten.mm.default, torch.ops.aten.addmm.default)
+                else CheckpointPolicy.PREFER_RECOMPUTE)
+
+    return create_selective_checkpoint_contexts(policy)
+
+
+_CHECKPOINT_KWARGS = ("use_reentrant", "context_fn", "determinism_check", "debug", "preserve_rng_state",
+                      "early_stop")
+
+
+@functools.cache
+def _eager_checkpoint():
+    """``torch.utils.checkpoint.checkpoint`` hidden from Dynamo: called inside a compiled function it is a graph break,
+    and runs eagerly (torch.compiler.disable)."""
+    return torch.compiler.disable(tuc.checkpoint, recursive=True)
+
+
+def _compile_block(compile, fn):
+    """``fn`` compiled once: a module is compiled as a module (cached on it), a function as a function (Dynamo caches
+    per code object, so compiling it again on every call does not recompile)."""
+    if isinstance(fn, torch.nn.Module):
+        cached = fn.__dict__.get("_ac_compiled")
+        if cached is None:
+            cached = fn.__dict__["_ac_compiled"] = compile(fn)
+        return cached
+    return compile(fn)
+
+
+class _AsModule(torch.nn.Module):
+    """A function as a module, for checkpoint_wrapper (which wraps modules)."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+
+def _compiled_block_call(compile, function, *args, **kwargs):
+    """The no-AC program of a composition that compiles its blocks: the block compiled as with AC, not checkpointed."""
+    return no_checkpoint(_compile_block(compile, function), *args, **kwargs)
+
+
+def composed_checkpoint(composition: Composition, compile, function, *args, **kwargs):
+    """``checkpoint(function, *args, **kwargs)`` as ``composition`` arranges compile and checkpoint; ``compile`` is
+    the cell's (identity in the eager references)."""
+    ckpt = {k: kwargs.pop(k) for k in _CHECKPOINT_KWARGS if k in kwargs}
+    if composition is Composition.COMPILED_MODEL_EAGER_BLOCKS:
+        return _eager_checkpoint()(function, *args, **ckpt, **kwargs)
+    block = _compile_block(compile, function)
+    if composition is Composition.EAGER_MODEL_COMPILED_BLOCKS:
+        return tuc.checkpoint(block, *args, **ckpt, **kwargs)
+    if composition is Composition.CHECKPOINT_OF_COMPILE_REENTRANT:
+        if ckpt.get("context_fn") is not None:
+            raise ValueError("a reentrant checkpoint takes no context_fn: the case does not support this composition")
+        return tuc.checkpoint(block, *args, use_reentrant=True,
+                              preserve_rng_state=ckpt.get("preserve_rng_state", True), **kwargs)
+    ckpt["use_reentrant"] = False
+    if composition is Composition.SAC_AROUND_COMPILED and ckpt.get("context_fn") is None:
+        ckpt["context_fn"] = sac_around_compiled_policy
+    if composition is Composition.CHECKPOINT_WRAPPER_OF_COMPILED:
+        from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointImpl, checkpoint_wrapper
+
+        ckpt.pop("use_reentrant")
+        wrapped = checkpoint_wrapper(_AsModule(block), checkpoint_impl=CheckpointImpl.NO_REENTRANT, **ckpt)
+        return wrapped(*args, **kwargs)
+    return tuc.checkpoint(block, *args, **ckpt, **kwargs)
 
 
 class Partitioner(enum.StrEnum):
@@ -156,6 +303,46 @@ class Partitioner(enum.StrEnum):
 class Backend(enum.StrEnum):
     AOT_EAGER = "aot_eager"  # the recording aot_autograd backend
     INDUCTOR = "inductor"
+    # Dynamo only: the captured graph runs as is, no AOTAutograd, no partitioner (the checkpoint HOP runs
+    # torch.utils.checkpoint eagerly); the graph invariants do not apply, the run-time oracles judge.
+    EAGER = "eager"
+    # upstream's aot_eager_decomp_partition: inductor's decompositions and min-cut with compiler="inductor", graphs
+    # run as traced (torch/_dynamo/backends/debugging.py), recorded like aot_eager's
+    AOT_EAGER_DECOMP_PARTITION = "aot_eager_decomp_partition"
+
+    @property
+    def partitions(self) -> bool:
+        """Whether a partitioner (hence the partitioner axis) applies."""
+        return self is not Backend.EAGER
+
+    @property
+    def own_partitioner(self) -> bool:
+        """Whether the backend fixes its partitioner (min-cut) whatever the partitioner axis says."""
+        return self in (Backend.INDUCTOR, Backend.AOT_EAGER_DECOMP_PARTITION)
+
+
+class AmbientState(enum.StrEnum):
+    """State entered around every run of a cell (eager references, the compile, the probes), as a training loop
+    would around its step: an axis of the cells (issue 27 item 4), absent from ids when none."""
+
+    NONE = ""
+    # torch.autograd.graph.save_on_cpu(): saved-tensor hooks around the whole call, under which a non-reentrant
+    # checkpoint pushes its own (the documented stack: the innermost pair packs, torch/autograd/graph.py)
+    SAVE_ON_CPU = "save_on_cpu"
+    # torch.autocast(<cell device>, bfloat16) outside the compiled call, as a training loop enters it (numerics with
+    # checks.AUTOCAST_TOLERANCE)
+    AUTOCAST_BF16 = "autocast_bf16"
+
+    def context(self, device: str):
+        if self is AmbientState.SAVE_ON_CPU:
+            return torch.autograd.graph.save_on_cpu()
+        if self is AmbientState.AUTOCAST_BF16:
+            return torch.autocast(device_type=device, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+
+# The backends cases declared before issue 27 mean by "every backend" (``tuple(Backend)`` grew Dynamo-only ones).
+STANDARD_BACKENDS = (Backend.AOT_EAGER, Backend.INDUCTOR)
 
 
 class Decompositions(enum.StrEnum):
@@ -182,10 +369,16 @@ class AxesSpec:
     devices: tuple[str, ...] = ("cpu", "cuda")
     dtypes: tuple[str, ...] = ("float32",)
     budgets: tuple[float | None, ...] = (None,)  # torch._functorch.config.activation_memory_budget, None = untouched
+    # The compositions the case's program supports (Composition), and whether compiled autograd takes its backward.
+    compositions: tuple[Composition, ...] = (Composition.COMPILE_OUTSIDE,)
+    compiled_autograd: tuple[bool, ...] = (False,)
+    ambients: tuple[AmbientState, ...] = (AmbientState.NONE,)
 
     def __post_init__(self):
+        if isinstance(self.compiled_autograd, bool):
+            object.__setattr__(self, "compiled_autograd", (self.compiled_autograd,))
         for name, kind in (("partitioners", Partitioner), ("backends", Backend), ("devices", str), ("dtypes", str),
-                           ("budgets", None)):
+                           ("budgets", None), ("compositions", Composition), ("ambients", AmbientState)):
             object.__setattr__(self, name, _tuple_of(kind, getattr(self, name)))
         unknown = [d for d in self.dtypes if d not in DTYPES]
         if unknown:
@@ -249,6 +442,9 @@ class Needs:
     sweep: bool = False
     budgets: tuple[float, ...] | Callable[[Axes], tuple[float, ...]] = ()
     related: tuple[Case, ...] = ()
+    # the run-time evidence of harness/core/oracles.py (``Run.evidence``): eager with and without AC, and the same
+    # composition compiled without AC, each probed (the cell's own compiled run is probed by its runner)
+    evidence: bool = False
 
     def __or__(self, other: Needs) -> Needs:
         if callable(self.budgets) or callable(other.budgets):
@@ -258,7 +454,7 @@ class Needs:
         else:
             budgets = tuple(dict.fromkeys((*self.budgets, *other.budgets)))
         return Needs(self.no_ac or other.no_ac, self.sweep or other.sweep, budgets,
-                     tuple(dict.fromkeys((*self.related, *other.related))))
+                     tuple(dict.fromkeys((*self.related, *other.related))), self.evidence or other.evidence)
 
     def budgets_for(self, axes: Axes) -> tuple[float, ...]:
         return tuple(self.budgets(axes) if callable(self.budgets) else self.budgets)
@@ -417,9 +613,14 @@ class Selection:
     fast: tuple[float, ...] = ()
     matrix: str = ""  # why the slow matrix (harness/rows/collect.py) leaves the case out ("": it does not)
     slow: bool = False
+    # Cells on a composition, compiled autograd or a Dynamo-only backend (issue 27's axes) are ``slow`` but for these
+    # axes ids (``Axes.id``), which stay in make test: a few seconds of the product on every change.
+    fast_axes: tuple[str, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "fast", tuple(float(b) for b in self.fast))
+        object.__setattr__(self, "fast_axes", (self.fast_axes,) if isinstance(self.fast_axes, str)
+                           else tuple(self.fast_axes))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -507,6 +708,11 @@ class Case:
             raise ValueError(f"case {self.name}: a trace spec is read by Runner.TRACE only (runner {self.runner})")
         if self.ambient != Ambient() and self.runner is not Runner.STANDARD:
             raise ValueError(f"case {self.name}: ambient state is entered by the standard runner only")
+        if self.axes.compositions != (Composition.COMPILE_OUTSIDE,) and (
+                self.runner is not Runner.STANDARD or self.compile.composition is not Composition.COMPILE_OUTSIDE
+                or Composition.COMPILE_INSIDE in self.axes.compositions):
+            raise ValueError(f"case {self.name}: the composition axis is the standard runner's, for a program that "
+                             "calls ctx.checkpoint (not one that compiles its own parts)")
 
     @classmethod
     def stand_in(cls, name: str, area: str, why: str, **fields) -> Case:

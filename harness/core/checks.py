@@ -71,7 +71,9 @@ def compare_outcomes(actual: Outcome, expected: Outcome, rtol: float, atol: floa
 
 
 def tolerance(run: Run) -> tuple[float, float]:
-    return run.cell.case.numerics.tolerance or TOLERANCES[run.cell.axes.dtype]
+    if run.cell.case.numerics.tolerance:
+        return run.cell.case.numerics.tolerance
+    return AUTOCAST_TOLERANCE if run.cell.axes.ambient == "autocast_bf16" else TOLERANCES[run.cell.axes.dtype]
 
 
 def assert_numerics(run: Run) -> int:

@@ -54,6 +54,9 @@ def _analysis(run) -> Analysis:
     """The run's analysis; NotRun when it has none (no joint and backward graph recorded: another runner's graphs,
     inference only, no backward, graphs without node meta)."""
     a = analysis.of(run)
+    if a is None and run.cell.axes.backend == "eager":
+        raise NotRun("backend eager is Dynamo only: no AOTAutograd joint graph and no partitioner, so no graph says "
+                     "what is saved or recomputed (the run-time oracles of harness/core/oracles.py judge instead)")
     if a is None:
         kinds = sorted(k for k, gms in run.graphs.items() if gms) or "none"
         raise NotRun(f"no analysable joint and backward graph (runner {run.cell.case.runner}, graphs recorded: {kinds})")
@@ -138,6 +141,9 @@ def _no_ac_baseline(run):
 
 def _checkpointed(run) -> Analysis:
     a = _analysis(run)
+    if not any(g.policies for g in a.graphs) and run.cell.axes.eager_checkpoint:
+        raise NotRun(f"composition {run.cell.axes.composition}: checkpointing runs in eager autograd around the "
+                     "compiled code, so no partitioner sees a checkpointed region (the run-time oracles judge)")
     if not any(g.policies for g in a.graphs):
         raise NotRun("no checkpointed region in the compiled graphs: with and without AC the program is the same")
     return a

@@ -26,7 +26,7 @@ import torch
 import torch.fx as fx
 import torch.utils._pytree as pytree
 
-from harness.core.case import DTYPES, Axes, BuildContext, Case, Cell, CompileSpec, Composition
+from harness.core.case import DTYPES, AmbientState, Axes, BuildContext, Case, Cell, CompileSpec, Composition
 from harness.core.normalize import graph_text, graphs_text
 
 BUILD_SEED = 0
@@ -49,6 +49,11 @@ class Outcome:
     raw: Any = None
     seconds: float = 0.0
     state: Any = None  # Program.state() after the run (None: the program declares none)
+    # The program module's state (buffers, plain attributes: :func:`module_state`) as built and after the run's
+    # steps, {"before": ..., "after": ...}; None without a module.
+    module_state: dict[str, dict[str, Any]] | None = None
+    # What a probe measured after the run (``execute(probe=...)``: harness/core/oracles.py's run-time evidence).
+    evidence: Any = None
 
 
 NOT_ANALYSED = object()  # Run.analysis before harness.core.analysis.of(run) computed it
@@ -89,6 +94,9 @@ class Run:
     at_budget: dict[float, Run] = dataclasses.field(default_factory=dict)
     related: dict[str, Run] = dataclasses.field(default_factory=dict)
     unavailable: dict[str, str | Exception] = dataclasses.field(default_factory=dict)
+    # Run-time evidence (harness/core/oracles.py RuntimeEvidence) by run: "compiled" (this run's, probed by its
+    # runner), "eager", "eager_no_ac", "compiled_no_ac" (Needs.evidence).
+    evidence: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -170,6 +178,10 @@ class Recorder:
         cid = torch._guards.CompileContext.current_compile_id()
         if cid is not None:
             self.compile_ids.append((cid.frame_id, cid.frame_compile_id))
+        if self.axes.backend == "eager":  # Dynamo only: the captured graph runs as it is
+            return gm.forward
+        if self.axes.backend == "aot_eager_decomp_partition":
+            return self._decomp_partition(gm, example_inputs)
         if self.axes.backend == "aot_eager":
             from torch._dynamo.backends.common import aot_autograd
 
@@ -189,6 +201,23 @@ class Recorder:
         if self.axes.backend == "inductor":
             return self._inductor(gm, example_inputs)
         raise ValueError(f"unknown backend {self.axes.backend!r}")
+
+    def _decomp_partition(self, gm, example_inputs):
+        """Upstream's ``aot_eager_decomp_partition`` (torch/_dynamo/backends/debugging.py), recording: inductor's
+        decompositions, min-cut with ``compiler="inductor"``, forward and backward run as traced, effect tokens
+        unlifted."""
+        from torch._dynamo.backends.common import aot_autograd
+        from torch._functorch.partitioners import min_cut_rematerialization_partition
+        from torch._inductor.decomposition import select_decomp_table
+
+        def partition(joint, joint_inputs, **kwargs):
+            self._keep_joint(joint, joint_inputs, kwargs)
+            return min_cut_rematerialization_partition(joint, joint_inputs, **{"compiler": "inductor", **kwargs})
+
+        with torch._functorch.config.patch(unlift_effect_tokens=True):
+            return aot_autograd(fw_compiler=self._keep("fw"), bw_compiler=self._keep("bw"),
+                                inference_compiler=self._keep("inference"), partition_fn=partition,
+                                decompositions=select_decomp_table())(gm, example_inputs)
 
     def _inductor(self, gm, example_inputs):
         import torch._inductor.compile_fx as cfx
@@ -290,19 +319,33 @@ def cotangent_loss(outputs: list[torch.Tensor]) -> torch.Tensor | None:
     return functools.reduce(torch.add, terms) if terms else None
 
 
-def execute(case: Case, axes: Axes, *, ac: bool, backend=None, variant: str = "") -> Outcome:
+def composition_of(case: Case, axes: Axes) -> Composition:
+    """Where compile sits relative to checkpoint in the cell: the program's own (``CompileSpec.composition``, a program
+    that compiles its parts) or the cell's composition axis."""
+    own = case.compile.composition
+    return own if own is not Composition.COMPILE_OUTSIDE else Composition(axes.composition)
+
+
+def execute(case: Case, axes: Axes, *, ac: bool, backend=None, variant: str = "", probe=None) -> Outcome:
     """Build the program (seeded), optionally compile it, run forward and (if the case has one) backward, once per
-    call (``Program.calls``), under the case's ambient state and, where it asks, compiled autograd."""
+    call (``Program.calls``), under the case's ambient state and, where it asks, compiled autograd.  The cell's
+    composition decides what is compiled: ``fn`` (compile outside), or the program's parts (``ctx.compile`` /
+    ``ctx.checkpoint``'s compiled blocks).  ``probe(fn, program, backend)``, when given, runs after the steps on the
+    same (compiled) function; what it returns is ``Outcome.evidence``."""
     spec = case.compile
-    inside = backend is not None and spec.composition is Composition.COMPILE_INSIDE
+    composition = composition_of(case, axes)
+    outside = composition.compiles_outside
+    fullgraph = spec.fullgraph and composition is not Composition.COMPILED_MODEL_EAGER_BLOCKS  # a break per block
     ctx = BuildContext(device=axes.device, dtype=DTYPES[axes.dtype], ac=ac, variant=variant,
-                       compiler=backend if inside else None, fullgraph=spec.fullgraph)
-    with case.ambient.context(axes.device), _compiled_autograd(spec, axes, backend is not None):
+                       compiler=backend if not outside else None, fullgraph=fullgraph, composition=composition)
+    with case.ambient.context(axes.device), AmbientState(axes.ambient).context(axes.device), \
+            _compiled_autograd(spec, axes, backend is not None):
         torch.manual_seed(BUILD_SEED)
         prog = case.build(ctx)
+        before = module_state(prog.module)
         fn = prog.fn
-        if backend is not None and not inside:
-            fn = torch.compile(fn, backend=backend, fullgraph=spec.fullgraph)
+        if backend is not None and outside:
+            fn = torch.compile(fn, backend=backend, fullgraph=fullgraph)
         start = time.perf_counter()
         outputs: list[torch.Tensor] = []
         grads: dict[str, torch.Tensor | None] = {}
@@ -325,14 +368,42 @@ def execute(case: Case, axes: Axes, *, ac: bool, backend=None, variant: str = ""
             for name, p in prog.named_params().items():
                 grads[f"param {name}"] = p.grad
         state = prog.state() if prog.state is not None else None
-    return Outcome([o.detach() for o in outputs], grads, raw, time.perf_counter() - start, state)
+        after = module_state(prog.module)
+        seconds = time.perf_counter() - start
+        evidence = probe(fn, prog, backend) if probe is not None else None
+    return Outcome([o.detach() for o in outputs], grads, raw, seconds, state,
+                   {"before": before, "after": after} if prog.module is not None else None, evidence)
+
+
+def module_state(module: torch.nn.Module | None) -> dict[str, Any]:
+    """What a module's forward can change besides its outputs: every buffer (a copy) and every plain attribute (bool,
+    int, float, str) of it and its submodules, by name; ``training`` and private (``_``) attributes aside."""
+    if module is None:
+        return {}
+    out: dict[str, Any] = {f"buffer {_unwrapped(n)}": b.detach().clone() for n, b in module.named_buffers()}
+    for prefix, m in module.named_modules():
+        for k, v in vars(m).items():
+            if not k.startswith("_") and k != "training" and isinstance(v, (bool, int, float, str)):
+                out[f"attribute {_unwrapped(prefix + '.' if prefix else '')}{k}"] = v
+    return out
+
+
+# What wrappers put into a submodule's name: checkpoint_wrapper (torch.distributed.algorithms._checkpoint.
+# checkpoint_wrapper._CHECKPOINT_PREFIX) and torch.compile's OptimizedModule; a state's name is the model's own.
+_WRAPPER_PREFIXES = ("_checkpoint_wrapped_module.", "_orig_mod.")
+
+
+def _unwrapped(name: str) -> str:
+    for prefix in _WRAPPER_PREFIXES:
+        name = name.replace(prefix, "")
+    return name
 
 
 @contextlib.contextmanager
 def _compiled_autograd(spec: CompileSpec, axes: Axes, compiled: bool):
     """Compiled autograd around a compiled run whose case asks for it (``CompileSpec.compiled_autograd``): the
     backward graph is compiled by Dynamo with the cell's backend, fullgraph."""
-    if not (compiled and spec.compiled_autograd):
+    if not (compiled and (spec.compiled_autograd or axes.compiled_autograd)):
         yield
         return
     compiler = functools.partial(torch.compile, fullgraph=True, backend=str(axes.backend))
@@ -348,20 +419,24 @@ def input_tensors(cell: Cell) -> list[torch.Tensor]:
 
 
 @functools.lru_cache(maxsize=128)
-def eager(case: Case, device: str, dtype: str, ac: bool, variant: str = "") -> Outcome:
-    """Eager with or without AC does not depend on partitioner, backend or budget: computed once per case."""
-    axes = Axes(device=device, dtype=dtype)
+def eager(case: Case, device: str, dtype: str, ac: bool, variant: str = "",
+          composition: str = Composition.COMPILE_OUTSIDE, ambient: str = "") -> Outcome:
+    """Eager with or without AC does not depend on partitioner, backend or budget: computed once per case (and
+    composition: its checkpoint, nothing compiled; and ambient state)."""
+    axes = Axes(device=device, dtype=dtype, composition=composition, ambient=ambient)
     with config_patches(case, axes):
         return execute(case, axes, ac=ac, variant=variant)
 
 
-def eager_pair(case: Case, device: str, dtype: str, variant: str = "") -> tuple[Outcome, Outcome]:
-    """(eager without AC, eager with AC), each computed once per case."""
-    return eager(case, device, dtype, False, variant), eager(case, device, dtype, True, variant)
+def eager_pair(case: Case, device: str, dtype: str, variant: str = "",
+               composition: str = Composition.COMPILE_OUTSIDE, ambient: str = "") -> tuple[Outcome, Outcome]:
+    """(eager without AC, eager with AC), each computed once per case, composition and ambient state."""
+    return (eager(case, device, dtype, False, variant, composition, ambient),
+            eager(case, device, dtype, True, variant, composition, ambient))
 
 
 def compile_and_record(case: Case, axes: Axes, *, ac: bool, run: Run | None = None, codegen: bool = True,
-                       variant: str = "") -> Run:
+                       variant: str = "", probe=None) -> Run:
     """Compile the case's program (with or without AC) through the recording backend, run it forward and backward,
     and return the run with its graphs, texts, counters and timings.  Every compile of the standard runner goes
     through here: the cell's own and the baselines its verdicts compare with (:func:`baseline`; ``codegen``: see
@@ -371,10 +446,12 @@ def compile_and_record(case: Case, axes: Axes, *, ac: bool, run: Run | None = No
     fresh_state()
     with config_patches(case, axes), knapsack_spy() as instances:
         start = time.perf_counter()
-        outcome = execute(case, axes, ac=ac, backend=recorder, variant=variant)
+        outcome = execute(case, axes, ac=ac, backend=recorder, variant=variant, probe=probe)
         run.compile_seconds = time.perf_counter() - start
     if ac:
         run.compiled = outcome
+    if probe is not None:
+        run.evidence["compiled" if ac else "compiled_no_ac"] = outcome.evidence
     run.timings.update(_split_compile(run.compile_seconds, recorder.seconds))
     inductor = torch._dynamo.utils.counters["inductor"]
     run.cache = {k: inductor[k] for k in ("fxgraph_cache_hit", "fxgraph_cache_miss", "fxgraph_cache_bypass") if inductor[k]}

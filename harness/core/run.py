@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from harness.core import analysis, baselines, invariants
+from harness.core import analysis, baselines, invariants, oracles
 from harness.core.case import SWEEP_POINTS, Cell, Needs, Runner
 from harness.core.figures import Figures
 from harness.core.pipeline import Run, baseline
@@ -31,7 +31,7 @@ def run_cell(cell: Cell, needs: Needs | None = None) -> Run:
     case check's)."""
     run = record(cell)
     start = time.perf_counter()
-    complete(run, invariants.NEEDS | cell.case.expect.needs if needs is None else needs)
+    complete(run, invariants.NEEDS | oracles.NEEDS | cell.case.expect.needs if needs is None else needs)
     run.timings["baselines"] = time.perf_counter() - start  # ~0 on a warm baseline cache
     return run
 
@@ -41,7 +41,8 @@ def complete(run: Run, needs: Needs) -> Run:
     budgets = needs.budgets_for(run.cell.axes)
     for name, wanted, produce in (("no_ac", needs.no_ac, _no_ac), ("sweep", needs.sweep, _sweep),
                                   ("budgets", bool(budgets), lambda r: _at_budgets(r, budgets)),
-                                  ("related", bool(needs.related), lambda r: _related(r, needs.related))):
+                                  ("related", bool(needs.related), lambda r: _related(r, needs.related)),
+                                  ("evidence", needs.evidence, _evidence)):
         if wanted:
             try:
                 produce(run)
@@ -112,6 +113,22 @@ def _at_budgets(run: Run, budgets: tuple[float, ...]) -> None:
     for b in budgets:
         other = dataclasses.replace(axes, budget=b)
         run.at_budget[b] = run if b == axes.budget else _RECENT.get(other) or baseline(case, other, True)
+
+
+def _evidence(run: Run) -> None:
+    """The references of the run-time oracles (harness/core/oracles.py), for a cell they judge."""
+    axes = run.cell.axes
+    if not oracles.judged_at_run_time(axes):
+        return  # today's cells: the graph invariants judge, the oracles are not applied
+    why = _standard(run)
+    if why:
+        run.unavailable["evidence"] = why
+        return
+    case = run.cell.case
+    eager_axes = dataclasses.replace(axes, budget=None)
+    run.evidence["eager"] = oracles.evidence(case, eager_axes, True, compiled=False)
+    run.evidence["eager_no_ac"] = oracles.evidence(case, eager_axes, False, compiled=False)
+    run.evidence["compiled_no_ac"] = oracles.evidence(case, axes, False, compiled=True)
 
 
 def _related(run: Run, cases) -> None:

@@ -32,6 +32,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from harness.core import oracles
 from harness.core.case import DTYPES, Axes, Backend, BuildContext, Case, Cell, Runner
 from harness.core.normalize import graphs_text
 from harness.core.pipeline import (BUILD_SEED, RUN_SEED, Outcome, Recorder, Run, compile_and_record, config_patches,
@@ -79,9 +80,10 @@ def _standard_one(cell: Cell, variant: str = "") -> Run:
     run = Run(cell)
     if case.expect.raises is None:
         start = time.perf_counter()
-        run.reference, run.eager = eager_pair(case, axes.device, axes.dtype, variant)
+        run.reference, run.eager = eager_pair(case, axes.device, axes.dtype, variant, axes.composition, axes.ambient)
         run.timings["eager"] = time.perf_counter() - start  # ~0 when another axis of the case computed it
-    return compile_and_record(case, axes, ac=True, run=run, variant=variant)
+    probe = oracles.probe if oracles.judged_at_run_time(axes) and not variant else None
+    return compile_and_record(case, axes, ac=True, run=run, variant=variant, probe=probe)
 
 
 def standard(cell: Cell) -> Run:

@@ -1,7 +1,8 @@
 """The test template every suite module uses: run a cell, check it three ways, record what was checked.
 
 Every check of a cell runs, in order: numerics, expectations (op counts and compile counters), the case's own check,
-each invariant; a failing check does not stop the others.  A check that cannot run on the cell (it raises
+each invariant, then the run-time oracles on the cells they judge (issue 27's axes: harness/core/oracles.py) and the
+module state after the step where the forward changes some (issue 31); a failing check does not stop the others.  A check that cannot run on the cell (it raises
 :class:`~harness.core.checks.NotRun`, or makes no check at all) is recorded as not run with its reason, never as
 passed; a cell whose every invariant did not run is counted apart in the run's summary.  A contract cell
 (``Runner.CONTRACT``) has one check, its clause's oracle, one verdict per named part of it (``case_check:<part>``).
@@ -27,7 +28,7 @@ import time
 import pytest
 import torch
 
-from harness.core import attribution, known_failures
+from harness.core import attribution, known_failures, oracles
 from harness.core.case import Cell, Needs, Runner
 from harness.core.checks import (NamedChecks, NotRun, assert_numerics, assert_op_counts,
                                  assert_raises_as_documented)
@@ -172,6 +173,11 @@ def check_cell(cell: Cell, goldens: Goldens, record) -> Run | None:
             start = time.perf_counter()
             for invariant in INVARIANTS:
                 record("invariant_checks", verdicts.check(f"invariant:{invariant.__name__}", invariant, run))
+            if oracles.judged_at_run_time(cell.axes):  # issue 27's axes: what the graphs cannot show
+                for oracle in oracles.RUNTIME_ORACLES:
+                    record("runtime_checks", verdicts.check(f"oracle:{oracle.__name__}", oracle, run))
+            if oracles.mutated_state(run):  # a forward that changes its module's state (issue 31)
+                record("state_checks", verdicts.check(oracles.STATE_STAGE, oracles.assert_state, run))
             run.timings["invariants"] = time.perf_counter() - start
             verdicts.record_not_run(record)
             compare = getattr(goldens, "drift", None)  # a golden handle that can compare without writing

@@ -18,7 +18,9 @@ import dataclasses
 import functools
 import itertools
 
-from harness.core.case import BUDGET_SWEEP, Ambient, Axes, Backend, Case, Cell, Composition, Partitioner, Runner
+from harness.core.case import (BUDGET_SWEEP, Ambient, Axes, Backend, Case, Cell, Composition, Needs, Partitioner,
+                               Runner)
+from harness.core import oracles
 from harness.rows.cases import all_cases
 
 # Cases left out of the inductor matrix cells, with the reason.
@@ -26,6 +28,9 @@ NO_INDUCTOR = {
     "tags_sequential_layers": "cos of a 3-deep x@x chain is ill-conditioned (eager float32 is 0.23 off float64), so "
                               "inductor's different summation order exceeds any meaningful tolerance",
 }
+
+# The backends the matrix adds beside inductor (issue 27 item 2), each min-cut without a budget.
+MATRIX_BACKENDS = (Backend.EAGER, Backend.AOT_EAGER_DECOMP_PARTITION)
 
 # Areas left out of the matrix altogether, with the reason.
 NOT_IN_MATRIX = {
@@ -73,19 +78,37 @@ def matrix_case(case: Case) -> Case:
 
 
 def declared_axes(case: Case, device: str) -> list[Axes]:
-    """The axes of the cells ``case`` declares on ``device``: the product of its AxesSpec (inductor only with min-cut:
-    inductor always partitions with min-cut)."""
+    """The axes of the cells ``case`` declares on ``device``: the product of its AxesSpec, compositions and compiled
+    autograd last (inductor and aot_eager_decomp_partition only with min-cut: they partition with min-cut whatever the
+    axis says; Dynamo-only eager, which partitions nothing, once, named min-cut)."""
     spec = case.axes
     if device not in spec.devices:
         return []
-    return [Axes(part, backend, device, dtype, budget)
-            for backend, part, dtype, budget in itertools.product(spec.backends, spec.partitioners, spec.dtypes,
-                                                                  spec.budgets)
-            if backend is not Backend.INDUCTOR or part is Partitioner.MIN_CUT]
+    return [Axes(part, backend, device, dtype, budget, composition, ca, ambient)
+            for ambient, composition, ca, backend, part, dtype, budget in itertools.product(
+                spec.ambients, spec.compositions, spec.compiled_autograd, spec.backends, spec.partitioners,
+                spec.dtypes, spec.budgets)
+            if not (backend.own_partitioner or not backend.partitions) or part is Partitioner.MIN_CUT]
+
+
+def new_axis(axes: Axes) -> bool:
+    """Whether the cell sits on one of issue 27's axes beyond today's cells: a composition other than compile outside,
+    compiled autograd, or a backend other than aot_eager and inductor."""
+    return oracles.judged_at_run_time(axes)  # the cells the run-time oracles judge are exactly these
+
+
+@functools.cache
+def axis_case(case: Case) -> Case:
+    """The case as a cell on issue 27's axes runs it (:func:`new_axis`): the matrix's (no op counts, counters or
+    goldens), and without the case's own check either: they are written about the graphs of compile(checkpoint(f))
+    under aot_eager or inductor, which a composition or a Dynamo-only backend does not make.  Numerics, the state
+    after the step, the invariants and the run-time oracles (harness/core/oracles.py) judge it."""
+    m = matrix_case(case)
+    return dataclasses.replace(m, expect=dataclasses.replace(m.expect, check=None, needs=Needs()))
 
 
 def declared_cells(case: Case, device: str) -> list[Cell]:
-    return [Cell(case, a) for a in declared_axes(case, device)]
+    return [Cell(axis_case(case) if new_axis(a) else case, a) for a in declared_axes(case, device)]
 
 
 def matrix_axes(case: Case, device: str) -> list[Axes]:
@@ -98,13 +121,19 @@ def matrix_axes(case: Case, device: str) -> list[Axes]:
         candidates.append(Axes(Partitioner.DEFAULT, Backend.AOT_EAGER, device, dtype))
         if case.name not in NO_INDUCTOR:
             candidates.append(Axes(Partitioner.MIN_CUT, Backend.INDUCTOR, device, dtype))
+        # Dynamo-only eager and upstream's aot_eager_decomp_partition (issue 27: backends as an axis everywhere)
+        candidates += [Axes(Partitioner.MIN_CUT, b, device, dtype) for b in MATRIX_BACKENDS]
         out += [a for a in candidates if a not in declared]
     return out
 
 
 def case_cells(case: Case, device: str) -> list[Cell]:
     """The declared cells of ``case`` on ``device``, then its matrix cells."""
-    return declared_cells(case, device) + [Cell(matrix_case(case), a) for a in matrix_axes(case, device)]
+    return declared_cells(case, device) + matrix_cells(case, device)
+
+
+def matrix_cells(case: Case, device: str) -> list[Cell]:
+    return [Cell(axis_case(case) if new_axis(a) else matrix_case(case), a) for a in matrix_axes(case, device)]
 
 
 def collect(area: str, device: str) -> list[Collected]:
@@ -120,10 +149,17 @@ def collect(area: str, device: str) -> list[Collected]:
             out.append(Collected(Cell(case, Axes(device=device)), slow=case.selection.slow, skip=reason))
             continue
         fast = set(case.selection.fast)
-        out += [Collected(c, slow=c.case is not case or case.selection.slow
-                          or (c.axes.budget is not None and c.axes.budget not in fast),
+        matrix = set(map(id, matrix_cells_of(cells, case, device)))
+        out += [Collected(c, slow=id(c) in matrix or case.selection.slow
+                          or (c.axes.budget is not None and c.axes.budget not in fast)
+                          or (new_axis(c.axes) and c.axes.id not in case.selection.fast_axes),
                           marker=case.selection.marker) for c in cells]
     return out
+
+
+def matrix_cells_of(cells: list[Cell], case: Case, device: str) -> list[Cell]:
+    """Of ``case_cells(case, device)``, the matrix's (the ones after the declared)."""
+    return cells[len(declared_axes(case, device)):]
 
 
 def all_cells(devices=("cpu", "cuda")) -> list[Cell]:

@@ -144,10 +144,44 @@ def build(catalogue: Path = CATALOGUE, kf_path: Path = KNOWN_FAILURES) -> Covera
     if clauses:  # one case per cell: listed, with their clauses and verdicts, in their own table
         lines.append(f"- the checkpoint contract (contract): {len(clauses)} cases, one per clause x program x mode x "
                      f"variant; clauses, cells and verdicts in docs/contract-coverage.md")
+    lines += composition_table(cases)
     if unknown:
         lines += ["", "## Catalogue numbers that do not exist", ""]
         lines += [f"- `{name}`: {nums}" for name, nums in sorted(unknown.items())]
     return Coverage("\n".join(lines) + "\n", unmapped, unknown)
+
+
+def composition_table(cases: list[Case], device: str = "cpu") -> list[str]:
+    """Cells per composition of compile and checkpoint x backend on ``device`` (issue 27): ``make test`` cells / all
+    cells (the rest run nightly), compiled autograd and ambient states as their own rows; cases that declare the
+    axes listed below."""
+    from harness.core.case import Backend, Composition
+    from harness.rows.collect import collect
+
+    counts: dict[tuple[Composition, bool, str], list[int]] = {}
+    for area in sorted({c.area for c in cases}):
+        for col in collect(area, device):
+            if col.skip:
+                continue
+            a = col.cell.axes
+            ca = a.compiled_autograd or col.cell.case.compile.compiled_autograd
+            fast_all = counts.setdefault((Composition(a.composition), ca, a.ambient, str(a.backend)), [0, 0])
+            fast_all[0] += not col.slow
+            fast_all[1] += 1
+    rows = sorted({(comp, ca, amb) for comp, ca, amb, _ in counts},
+                  key=lambda r: (r[2], r[1], list(Composition).index(r[0])))
+    backends = [str(b) for b in Backend]
+    lines = ["", f"## Compositions x backends ({device} cells: make test / all, the rest nightly)", "",
+             "| composition | " + " | ".join(f"`{b}`" for b in backends) + " |", "|---|" + "---|" * len(backends)]
+    for comp, ca, amb in rows:
+        cells = [f"{counts[(comp, ca, amb, b)][0]} / {counts[(comp, ca, amb, b)][1]}" if (comp, ca, amb, b) in counts
+                 else "-" for b in backends]
+        lines.append(f"| `{comp}`{' + compiled autograd' if ca else ''}{f' under `{amb}`' if amb else ''} | "
+                     + " | ".join(cells) + " |")
+    declaring = [c.name for c in cases if len(c.axes.compositions) > 1 or c.axes.compiled_autograd != (False,)
+                 or len(c.axes.ambients) > 1]
+    lines += ["", "Cases declaring compositions: " + (", ".join(f"`{n}`" for n in declaring) or "none") + "."]
+    return lines
 
 
 def main() -> int:

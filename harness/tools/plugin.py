@@ -268,7 +268,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(
             f"cases: {len(cases)}; cells run: {cells}; graphs compared with goldens: {totals['graphs_compared']}; "
             f"numerics comparisons: {totals['numerics_checks']}; op-count checks: {totals['op_count_checks']}; "
-            f"invariant checks: {totals['invariant_checks']}; error-message checks: {totals['error_checks']}; "
+            f"invariant checks: {totals['invariant_checks']}; run-time oracle checks: {totals['runtime_checks']}; "
+            f"state checks: {totals['state_checks']}; error-message checks: {totals['error_checks']}; "
             f"contract checks: {totals['contract_checks']}; known-failure cells: {totals['known_failure_cells']} ({totals['known_failure_other_checks']} other "
             f"checks passed in them); checks not run: {totals['checks_not_run']}")
         if without_invariants:

@@ -20,7 +20,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from harness.core.case import (DTYPES, Ambient, AxesSpec, Backend, BuildContext, Case, Checkpoint, CompileSpec,
+from harness.core.case import (STANDARD_BACKENDS, DTYPES, Ambient, AxesSpec, Backend, BuildContext, Case, Checkpoint, CompileSpec,
                               Decompositions, Expect, Numerics, Partitioner, Program, Requires)
 from harness.core.checks import AUTOCAST_TOLERANCE, count_of, expect_equal
 
@@ -135,7 +135,7 @@ def _fused_sdpa_recomputed_not_sin(run) -> None:
 
 EFFICIENT_ONLY_CUDA = AxesSpec(partitioners=Partitioner.MIN_CUT, devices="cuda")
 EFFICIENT_KERNEL = Requires.cuda("aten._scaled_dot_product_efficient_attention has no CPU kernel")
-CPU_BOTH_BACKENDS = AxesSpec(backends=tuple(Backend), devices="cpu")
+CPU_BOTH_BACKENDS = AxesSpec(backends=STANDARD_BACKENDS, devices="cpu")
 
 CASES = [
     autocast_case("autocast_efficient_attention", efficient_attention, "float16", catalogue=(33,),

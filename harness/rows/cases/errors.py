@@ -12,7 +12,7 @@ import torch
 
 from torch._dynamo.exc import BackendCompilerFailed
 
-from harness.core.case import (AxesSpec, Backend, BuildContext, Case, Checkpoint, CompileSpec, Decompositions, Expect,
+from harness.core.case import (STANDARD_BACKENDS, AxesSpec, Backend, BuildContext, Case, Checkpoint, CompileSpec, Decompositions, Expect,
                                Partitioner, Program, Requires, Runner)
 
 ERROR_CELL = AxesSpec(partitioners=Partitioner.MIN_CUT, backends=Backend.AOT_EAGER)  # the error does not depend on them
@@ -161,7 +161,7 @@ CASES = [
          expect=Expect(raises=(BackendCompilerFailed, r"AssertionError: In torch\.compile mode, `context_fn` arg "
                                                     r"passed to `torch\.utils\.checkpoint` must generate a tuple of two "
                                                     r"`TorchDispatchMode`s")),
-         axes=AxesSpec(backends=tuple(Backend)),
+         axes=AxesSpec(backends=STANDARD_BACKENDS),
          notes="upstream asserts only Exception; the AssertionError is raised while AOTAutograd traces the region, so "
                "Dynamo reports it as BackendCompilerFailed"),
     Case("error_user_graph_break_fullgraph", user_graph_break, catalogue=(34,), checkpoint=Checkpoint.REENTRANT,
@@ -180,18 +180,18 @@ CASES = [
                      requires=NEEDS_BUDGET),
     Case("error_budget_conflict", conflicting_budgets, catalogue=(52,), checkpoint=Checkpoint.NONE,
          expect=Expect(raises=BUDGET_CONFLICT),
-         axes=AxesSpec(partitioners=Partitioner.MIN_CUT, backends=tuple(Backend)),
+         axes=AxesSpec(partitioners=Partitioner.MIN_CUT, backends=STANDARD_BACKENDS),
          notes="only the min-cut partitioner reads region budgets", requires=NEEDS_BUDGET),
     Case("error_budget_partial_annotation", partial_budget, catalogue=(53,), checkpoint=Checkpoint.NONE,
          expect=Expect(raises=(BackendCompilerFailed, r"RuntimeError: torch\.autograd\.graph\."
                                                     r"region_activation_memory_budget: must cover the entire forward of "
                                                     r"a graph \(including HOP bodies\), but 2 forward op\(s\) are "
                                                     r"unannotated")),
-         axes=AxesSpec(partitioners=Partitioner.MIN_CUT, backends=tuple(Backend)),
+         axes=AxesSpec(partitioners=Partitioner.MIN_CUT, backends=STANDARD_BACKENDS),
          notes="the two unannotated forward ops are the mul and the relu outside the region", requires=NEEDS_BUDGET),
     Case("error_budget_distinct_per_invoke_subgraph", budgets_per_invoke_subgraph, catalogue=(55,),
          checkpoint=Checkpoint.NONE, expect=Expect(raises=BUDGET_CONFLICT),
-         axes=AxesSpec(partitioners=Partitioner.MIN_CUT, backends=tuple(Backend)),
+         axes=AxesSpec(partitioners=Partitioner.MIN_CUT, backends=STANDARD_BACKENDS),
          compile=CompileSpec(config={"dynamo": {"inline_single_use_invoke_subgraph": False}}), requires=NEEDS_BUDGET),
     eager_error_case("error_patch_autograd_grad_outside_non_strict", patched_grad_outside_non_strict, (68,),
                      (AssertionError, r"_patch_autograd_grad\(\) must be used under _non_strict_tracing_context\(\)"),

@@ -12,7 +12,8 @@ import torch
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
 from harness.core import analysis
-from harness.core.case import MIN_CUT_ONLY, BuildContext, Case, Checkpoint, CompileSpec, Decompositions, Expect, Program
+from harness.core.case import (MIN_CUT_ONLY, SAC_COMPOSITIONS, AmbientState, AxesSpec, BuildContext, Case, Checkpoint, CompileSpec,
+                               Decompositions, Expect, Program, Selection)
 from harness.core.checks import expect_equal
 from harness.rows.cases import FORMER_CUSTOM
 
@@ -190,6 +191,10 @@ def _sin_topk_cos(x):
 CASES = [
     Case("sac_must_recompute_mm", sac_program(_mm_chain, 1, sac_context_fn(must_recompute_list=[aten.mm.default])),
          catalogue=(19,), checkpoint=Checkpoint.SAC, expect=Expect({"fw": {MM: 2}, "bw": {MM: 6}}),
+         # every composition a SAC program supports, each also under save_on_cpu and under bf16 autocast (issue 27 items 1, 4)
+         axes=AxesSpec(compositions=SAC_COMPOSITIONS, ambients=tuple(AmbientState)),
+         selection=Selection(fast_axes=("min_cut-aot_eager-cpu-float32-sac_around_compiled",
+                                        "min_cut-aot_eager-cpu-float32-checkpoint_of_compile-save_on_cpu")),
          notes="bw: 2 recomputed mm + 2 gradient mm per forward mm"),
     Case("sac_no_recompute_mm", sac_program(_mm_chain, 1, sac_context_fn(no_recompute_list=[aten.mm.default])),
          catalogue=(19,), checkpoint=Checkpoint.SAC, expect=Expect({"fw": {MM: 2}, "bw": {MM: 4}})),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from harness.core.case import AxesSpec, Backend, BuildContext, Case, Checkpoint, Expect, Program, Requires
+from harness.core.case import STANDARD_BACKENDS, AxesSpec, Backend, BuildContext, Case, Checkpoint, Expect, Program, Requires
 from harness.rows.cases.sac_policy import sac_context_fn
 
 try:
@@ -80,7 +80,7 @@ def sac_triton_kernel(add_one):
     return build
 
 
-TRITON = AxesSpec(backends=tuple(Backend), devices="cuda")
+TRITON = AxesSpec(backends=STANDARD_BACKENDS, devices="cuda")
 NEEDS_TRITON = tuple(f("a user Triton kernel needs a GPU and triton") for f in (Requires.cuda, Requires.triton))
 SAVE_MM = Expect({"fw": {MM: 2}, "bw": {MM: 4}})
 
