@@ -69,6 +69,15 @@ FUZZ_REFERENCE = 2.35
 CACHE_VARS = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "AC_BASELINE_CACHE")  # cold: all empty
 
 
+def _number(text: str) -> bool:
+    """A property that is a number (a distributed cell records per-side figures, {'ac': ..., 'no_ac': ...})."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def parse_junit(path: Path) -> dict:
     """Per cell: outcome, total seconds (setup+call+teardown) and the split into PARTS."""
     cells = {}
@@ -80,7 +89,7 @@ def parse_junit(path: Path) -> dict:
                 outcome = tag
         total = float(tc.get("time") or 0.0)
         bad = next((tc.find(t) for t in ("failure", "error") if tc.find(t) is not None), None)
-        secs = {k[: -len("_seconds")]: float(v) for k, v in props.items() if k.endswith("_seconds")}
+        secs = {k[: -len("_seconds")]: float(v) for k, v in props.items() if k.endswith("_seconds") and _number(v)}
         split = {p: secs.get(p, 0.0) for p in PARTS[:-2]}
         split["harness"] = sum(secs.get(k, 0.0) for k in HARNESS)
         split["other"] = max(total - sum(split.values()), 0.0)
