@@ -154,6 +154,9 @@ def test_outcomes_tell_crashed_from_never_started(tmp_path):
     result = {"outcomes": {k: v["outcome"] for k, v in doc["tests"].items()}}
     assert mutate.Mutate.killed_by(baseline, result) == ["a.py::hangs", "b.py::t"], \
         "expected the cell that crashed and the cell whose module failed to collect, not the cell that never started"
+    stopped = dict(result, timed_out=True)  # the same crash, but the run was stopped at its timeout: our kill
+    assert mutate.Mutate.killed_by(baseline, stopped) == ["b.py::t"], \
+        "expected a timed-out run's crashed cell (stopped by the timeout) not to count as a kill"
 
 
 def _matrix(kills: dict[str, list[int]], seconds: list[float]) -> dict:

@@ -248,6 +248,8 @@ class Mutate:
         module that failed to collect fails.  A cell that never started (a run that crashed or timed out on another
         cell) kills nothing."""
         outcomes = result["outcomes"]
+        if result.get("timed_out"):  # the cell running when the run was stopped "crashed" by our kill: no kill
+            outcomes = {k: "not run" if o == "crashed" else o for k, o in outcomes.items()}
         broken = [k for k, o in outcomes.items() if "::" not in k and o == "failed"]
 
         def outcome(cell: str) -> str:
@@ -295,8 +297,9 @@ class Mutate:
                 entry.update(status="not run", error=(result or {}).get("error", "not run yet"), killed_by=[])
             else:
                 killers = self.killed_by(baseline, result)
-                entry.update(status="killed" if killers else "survived", killed_by=[index[c] for c in killers],
-                             seconds=result["seconds"])
+                # A run stopped at its timeout reached only part of the selection: no kill is "timed out", not survived.
+                entry.update(status="killed" if killers else "timed out" if result.get("timed_out") else "survived",
+                             killed_by=[index[c] for c in killers], seconds=result["seconds"])
                 if result.get("stale"):
                     entry["stale"] = True
             faults.append(entry)
