@@ -84,11 +84,14 @@ def broken_requirements(pip_check: str) -> list[str]:
             if line.strip() and not line.startswith("No broken requirements") and not MODELS_ALLOWED.search(line)]
 
 
+def _torch_version(py: Path) -> str:
+    return subprocess.run([str(py), "-c", TORCH_DIST_VERSION], check=True, capture_output=True, text=True).stdout.strip()
+
+
 def install_models(py: Path, pip_args: tuple[str, ...] = ()) -> None:
     """Install the models group into the environment of ``py`` beside its torch (which must not change: checked), then
     ``pip check``: anything broken beyond :data:`MODELS_ALLOWED` is an error."""
-    torch_version = subprocess.run([str(py), "-c", TORCH_DIST_VERSION], check=True,
-                                   capture_output=True, text=True).stdout.strip()
+    torch_version = _torch_version(py)
     constraint = py.parent.parent / "torch-constraint.txt"
     constraint.write_text(f"torch=={torch_version}\n")
     pins = models_pins()
@@ -97,8 +100,7 @@ def install_models(py: Path, pip_args: tuple[str, ...] = ()) -> None:
     pip = [str(py), "-m", "pip", "install", "-q", *pip_args]
     subprocess.run([*pip, "-c", str(constraint), *rest], check=True)
     subprocess.run([*pip, "--no-deps", *no_deps], check=True)
-    after = subprocess.run([str(py), "-c", TORCH_DIST_VERSION], check=True,
-                           capture_output=True, text=True).stdout.strip()
+    after = _torch_version(py)
     if after != torch_version:
         raise RuntimeError(f"installing the models group replaced torch {torch_version} by {after} in {shown(py)}")
     check = subprocess.run([str(py), "-m", "pip", "check"], capture_output=True, text=True)
