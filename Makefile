@@ -65,13 +65,16 @@ RERUN    ?=
 compat: install  ## every suite on each of RELEASES against the pinned goldens; runs/compat/{compat.html,compat.json,progress.log}
 	$(PY) -m harness.tools.compat run --releases "$(RELEASES)" $(if $(RERUN),--rerun $(RERUN)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(ARGS),-- $(ARGS))
 
+compat-known: install  ## the tests known_failures.toml's entries address on each of RELEASES (confirms their ranges): runs/compat-known/
+	$(PY) -m harness.tools.compat --out runs/compat-known run --known-failures --releases "$(RELEASES)" $(if $(RERUN),--rerun $(RERUN)) $(if $(WORKERS),--workers $(WORKERS))
+
 compat-envs:  ## the per-release environments and the disk each takes
 	$(PY) -m harness.tools.compat envs
 
 compat-prune:  ## remove environments: PRUNE="2.11.0 2.12.1" (or PRUNE=all)
 	$(PY) -m harness.tools.compat prune $(if $(filter all,$(PRUNE)),--all,$(PRUNE))
 
-.PHONY: compat compat-envs compat-prune
+.PHONY: compat compat-known compat-envs compat-prune
 
 memory-report: install  ## saved-activation bytes vs recompute FLOPs per case and policy/budget: reports/memory_report.{md,png}
 	$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install -q -e ".[report]"

@@ -56,6 +56,13 @@ class Selector:
             return False
         return all(getattr(cell.axes, axis) in allowed for axis, allowed in self.axes)
 
+    def selects_test(self, nodeid: str) -> bool:
+        """Whether a ``tests`` glob names the plain pytest test ``nodeid`` (``*`` and ``?``; brackets are literal,
+        as in a parametrized id, not a character class)."""
+        import fnmatch
+
+        return any(fnmatch.fnmatchcase(nodeid, p.replace("[", "[[]")) for p in self.tests)
+
 
 @dataclasses.dataclass(frozen=True)
 class KnownFailure:
@@ -154,9 +161,5 @@ def unmatched(entries: list[KnownFailure], cells: list[Cell]) -> list[KnownFailu
 
 
 def known_test(entries: Iterable[KnownFailure], nodeid: str, version: str) -> KnownFailure | None:
-    """The entry covering the plain pytest test ``nodeid`` on torch ``version`` (selector ``tests``: node-id globs
-    with ``*`` and ``?``; brackets are literal, as in a parametrized id, not a character class)."""
-    import fnmatch
-
-    return next((e for e in entries if e.holds_on(version)
-                 and any(fnmatch.fnmatchcase(nodeid, p.replace("[", "[[]")) for p in e.select.tests)), None)
+    """The entry covering the plain pytest test ``nodeid`` on torch ``version`` (:meth:`Selector.selects_test`)."""
+    return next((e for e in entries if e.holds_on(version) and e.select.selects_test(nodeid)), None)

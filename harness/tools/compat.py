@@ -3,6 +3,7 @@ release, sequentially, resumable, then one report of what changed when.
 
     python -m harness.tools.compat run --releases "2.11.0 2.12.1 2.13.0 2.14.0 2.14.1" [--rerun 2.14.1|all] [--workers 1]
     python -m harness.tools.compat run --releases 2.13.0 --patch -- NODEID ...   (rerun some cells of a release done)
+    python -m harness.tools.compat --out runs/compat-known run --known-failures   (only the tests the entries address)
     python -m harness.tools.compat build [--releases ...]      (build or reuse the environments only)
     python -m harness.tools.compat report                      (re-render compat.json / compat.html from the state)
     python -m harness.tools.compat changes                     (the verdict changes between consecutive releases, markdown)
@@ -202,6 +203,35 @@ def write_report(out: Path, state: State, releases: list[str]) -> dict:
     return doc
 
 
+def known_failure_nodeids(suites: str = "suites") -> list[str]:
+    """The collected tests of ``suites`` that some entry of known_failures.toml addresses: cells its static selector
+    selects (run features cannot narrow before the run, so an entry with features takes every cell of its static
+    part), a model-level test named by the entry's cases, and plain tests by node-id glob.  A release run of these
+    is what confirms (or corrects) each entry's torch range without running the whole suite."""
+    import re
+
+    from harness.core import known_failures
+    from harness.rows import collect
+
+    listed = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "", "-p", "no:xdist", suites],
+                            cwd=ROOT, capture_output=True, text=True)
+    ids = [line.strip() for line in listed.stdout.splitlines() if "::" in line]
+    if not ids:
+        raise RuntimeError(f"collecting {suites} gave no tests:\n{listed.stdout[-2000:]}{listed.stderr[-2000:]}")
+    entries = known_failures.load()
+    cells = {c.id: c for c in collect.all_cells(("cpu",))}
+    chosen = []
+    for nodeid in ids:
+        m = re.search(r"\[(.*)\]$", nodeid)
+        param = m.group(1) if m else ""
+        cell = cells.get(param)
+        if any((e.select.selects(cell) if cell is not None
+                else any(param in (c, f"{c}-cpu") for c in e.select.cases)) for e in entries) \
+                or any(e.select.selects_test(nodeid) for e in entries):
+            chosen.append(nodeid)
+    return chosen
+
+
 def cmd_run(a) -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -210,6 +240,11 @@ def cmd_run(a) -> int:
     state.data["order"] = sorted(set(state.data.get("order", [])) | set(releases), key=release_key)
     rerun = set(releases if a.rerun == ["all"] else a.rerun or [])
     log = Log(out / "progress.log")
+    if a.known_failures:
+        if a.pytest_args[1:] if a.pytest_args[:1] == ["--"] else a.pytest_args:
+            raise SystemExit("--known-failures chooses the tests itself: pass no pytest arguments with it")
+        a.pytest_args = known_failure_nodeids()
+        log(f"--known-failures: the {len(a.pytest_args)} tests that known_failures.toml's entries address")
     log(f"releases {' '.join(releases)}; environments under {shown(NIGHTLY_VENVS)}; state {shown(state.path)}")
     for i, r in enumerate(releases, 1):
         st = state.get(r)
@@ -304,6 +339,8 @@ def main(argv=None) -> int:
     r.add_argument("--workers", type=int, default=1, help="xdist workers per run (>= 1: a crash takes only its worker)")
     r.add_argument("--patch", action="store_true", help="rerun only the cells the pytest arguments select on releases "
                    "already done; their records replace the full run's in the report")
+    r.add_argument("--known-failures", action="store_true", help="run only the tests the entries of "
+                   "known_failures.toml address (confirms each entry's range; use its own --out)")
     r.add_argument("pytest_args", nargs=argparse.REMAINDER, help="-- then pytest arguments (default: every suite)")
     b = sub.add_parser("build", help="build (or reuse) the environments only")
     b.add_argument("--releases", default=" ".join(RELEASES))
