@@ -388,19 +388,39 @@ def test_release_environments_get_the_models_group_and_a_broken_pip_check_fails(
     assert envs.broken_requirements("No broken requirements found.\n") == [], "expected a clean pip check to pass"
 
 
-def test_known_failures_selection_takes_each_entrys_tests_and_nothing_else(monkeypatch):
+def test_known_failures_selection_takes_each_entrys_tests_and_nothing_else(monkeypatch, tmp_path):
     """``compat run --known-failures`` runs what the entries address: a cell an entry's selector selects, a model
     test named by an entry's case, a plain test by glob; a cell no entry selects stays out."""
     from harness.core import known_failures
     from harness.rows import collect
 
-    entries = {e.id: e for e in known_failures.load()}
     cells = collect.all_cells(("cpu",))
-    chosen = next(c for c in cells if entries["budget-interior-recomputes-random-op"].select.selects(c))
-    free = next(c for c in cells if c.case.area == "tags" and not any(e.select.selects(c) for e in entries.values()))
+    chosen = next(c for c in cells if c.case.area == "budget_sweep")
+    free = next(c for c in cells if c.case.area == "tags")
+    (tmp_path / "kf.toml").write_text(f"""
+[[failure]]
+id = "synthetic-cell"
+reason = "r"
+upstream = "none: synthetic"
+stage = "numerics"
+message = "x"
+torch = ">=2.11"
+select = {{ cases = ["{chosen.case.name}", "hf_gpt2_full"], budget = [{chosen.axes.budget}] }}
+
+[[failure]]
+id = "synthetic-test"
+reason = "r"
+upstream = "none: synthetic"
+stage = "test"
+message = "x"
+torch = ">=2.11"
+select = {{ tests = ["suites/test_knapsack_solvers.py::test_hirschberg_*"] }}
+""")
+    real_load = known_failures.load
+    monkeypatch.setattr(known_failures, "load", lambda path=None: real_load(tmp_path / "kf.toml"))
     listed = [f"suites/test_budget_sweep.py::test_case[{chosen.id}]", f"suites/test_tags.py::test_case[{free.id}]",
               "suites/test_real_models.py::test_case[hf_gpt2_full-cpu]",
               "suites/test_knapsack_solvers.py::test_hirschberg_minimal_case", "suites/test_knapsack_solvers.py::test_other"]
     monkeypatch.setattr(compat.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, "\n".join(listed), ""))
-    assert compat.known_failure_nodeids() == [listed[0], listed[2], listed[3]], (
-        f"expected the selected cell, the model test and the globbed test; got {compat.known_failure_nodeids()}")
+    got = compat.known_failure_nodeids()
+    assert got == [listed[0], listed[2], listed[3]], f"expected the selected cell, the model test and the globbed test; got {got}"
