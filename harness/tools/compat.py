@@ -203,8 +203,9 @@ def write_report(out: Path, state: State, releases: list[str]) -> dict:
     return doc
 
 
-def known_failure_nodeids(suites: str = "suites") -> list[str]:
-    """The collected tests of ``suites`` that some entry of known_failures.toml addresses: cells its static selector
+def known_failure_nodeids(python: Path | str = sys.executable, suites: str = "suites") -> list[str]:
+    """The tests of ``suites``, as ``python`` (a release's environment: what it collects differs, e.g. a real-model
+    case is one skipped placeholder where its library is missing) collects them, that some entry of known_failures.toml addresses: cells its static selector
     selects (run features cannot narrow before the run, so an entry with features takes every cell of its static
     part), a model-level test named by the entry's cases, and plain tests by node-id glob.  A release run of these
     is what confirms (or corrects) each entry's torch range without running the whole suite."""
@@ -213,7 +214,7 @@ def known_failure_nodeids(suites: str = "suites") -> list[str]:
     from harness.core import known_failures
     from harness.rows import collect
 
-    listed = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "", "-p", "no:xdist", suites],
+    listed = subprocess.run([str(python), "-m", "pytest", "--collect-only", "-q", "-m", "", "-p", "no:xdist", suites],
                             cwd=ROOT, capture_output=True, text=True)
     ids = [line.strip() for line in listed.stdout.splitlines() if "::" in line]
     if not ids:
@@ -243,8 +244,8 @@ def cmd_run(a) -> int:
     if a.known_failures:
         if a.pytest_args[1:] if a.pytest_args[:1] == ["--"] else a.pytest_args:
             raise SystemExit("--known-failures chooses the tests itself: pass no pytest arguments with it")
-        a.pytest_args = known_failure_nodeids()
-        log(f"--known-failures: the {len(a.pytest_args)} tests that known_failures.toml's entries address")
+        log("--known-failures: each release runs the tests, as its environment collects them, that known_failures.toml's "
+            "entries address")
     log(f"releases {' '.join(releases)}; environments under {shown(NIGHTLY_VENVS)}; state {shown(state.path)}")
     for i, r in enumerate(releases, 1):
         st = state.get(r)
@@ -263,7 +264,11 @@ def cmd_run(a) -> int:
         st.clear()
         st["status"] = "running"  # saved now: a run killed midway is rerun next time, and `report` shows its cells so far
         state.save()
-        run_release(r, st, out, a.workers, a.pytest_args[1:] if a.pytest_args[:1] == ["--"] else a.pytest_args, log)
+        args = a.pytest_args[1:] if a.pytest_args[:1] == ["--"] else a.pytest_args
+        if a.known_failures:
+            args = known_failure_nodeids(envs.ensure_env(spec_of(r), pip_args=PIP_ARGS))
+            log(f"torch {r}: {len(args)} tests addressed by known_failures.toml's entries")
+        run_release(r, st, out, a.workers, args, log)
         state.save()
         write_report(out, state, state.data["order"])
     doc = write_report(out, state, state.data["order"])
