@@ -216,6 +216,28 @@ def test_greedy_is_feasible(inst):
     GREEDY_GAPS.append((_style(runtimes), gap, len(memory)))
 
 
+@PROFILE
+@given(inst=instances(positive_memory=True))
+@example(inst=([0.5, 0.45, 0.45], [6.0, 5.0, 5.0], 0.9))  # by ratio: item 0 (12) first, then 1 and 2 no longer fit
+def test_greedy_takes_items_by_descending_ratio(inst):
+    """greedy_knapsack's rule, its own comment in torch/_functorch/_activation_checkpointing/knapsack.py: "Sort items
+    based on the ratio of runtime to memory in descending order", then take each item ``if total_memory + memory[i]
+    <= max_memory``.  So its saved list is exactly that first-fit walk in descending ratio order (ties in index order:
+    Python's sort is stable), in the order taken; an ascending sort, or a walk that skips a fitting item, differs."""
+    memory, runtimes, cap = inst
+    order = sorted(range(len(memory)), key=lambda i: runtimes[i] / memory[i], reverse=True)
+    expected, used = [], 0.0
+    for i in order:
+        if used + memory[i] <= cap:
+            used += memory[i]
+            expected.append(i)
+    sol = solve("greedy", memory, runtimes, cap)
+    assert list(sol.saved) == expected, (
+        f"greedy: expected the items that fit in descending runtime/memory order {expected} (order {order}), saw "
+        f"saved={list(sol.saved)} for {_describe(*inst)}"
+    )
+
+
 def test_greedy_zero_weight_item():
     """A zero-size candidate (``_size_of`` of a tensor with numel 0 is 0) makes greedy's sort key
     ``runtimes[i] / memory[i]`` divide by zero.  Documented behaviour of torch 2.13's greedy_knapsack, pinned here so
