@@ -37,6 +37,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
@@ -236,6 +237,51 @@ def test_greedy_takes_items_by_descending_ratio(inst):
         f"greedy: expected the items that fit in descending runtime/memory order {expected} (order {order}), saw "
         f"saved={list(sol.saved)} for {_describe(*inst)}"
     )
+
+
+@pytest.mark.parametrize("name", [s for s in SOLVERS if s != "dynamic_memory_budget_dp"])  # (that one reads the graph)
+def test_config_selects_the_solver(name):
+    """torch/_functorch/config.py: ``activation_memory_budget_solver`` "controls the solver used for the 0-1 knapsack.
+    By default we use a quantized DP solution ("dp"). The other approaches are a "greedy", an "ilp" [...] and
+    "dp_knapsack_sliding_hirschberg"".  The partitioner's dispatch (``partitioners._optimize_runtime_with_given_memory``)
+    under each name must return that solver's answer, on an instance where they differ: greedy (descending
+    runtime/memory) takes item 0 and then fits neither other; the exact solvers take items 1 and 2 (runtime 10 > 6)."""
+    from torch._functorch import config, partitioners
+
+    memory, runtimes, cap = [0.5, 0.45, 0.45], [6.0, 5.0, 5.0], 0.9
+    with config.patch(activation_memory_budget_solver=name):
+        _, saved, _ = partitioners._optimize_runtime_with_given_memory(None, memory, runtimes, cap, None, [])
+    expected = [0] if name == "greedy" else [1, 2]
+    own = sorted(solve(name, memory, runtimes, cap).saved)
+    assert own == expected, f"{name} called directly: expected saved items {expected}, saw {own}"
+    assert sorted(saved) == expected, (
+        f"activation_memory_budget_solver={name!r}: expected the partitioner's knapsack to save {expected} (the "
+        f"{name} solver's answer), saw {sorted(saved)}")
+
+
+def test_runtime_estimator_flops_counts_flops():
+    """The knapsack's ``runtimes`` (``partitioners.estimate_runtime``) follow torch/_functorch/config.py's
+    ``activation_memory_budget_runtime_estimator``: ""flops": Bases it off of the flop count provided by
+    torch.utils.flop_counter", ""testing": Returns 1 for everything".  An mm of (16, 256) @ (256, 64) counts
+    2 * 16 * 256 * 64 FLOPs under "flops" and 1 under "testing"."""
+    from torch._functorch import config, partitioners
+    from torch.fx.experimental.proxy_tensor import make_fx
+    from torch.utils.flop_counter import FlopCounterMode
+
+    a, b = torch.randn(16, 256), torch.randn(256, 64)
+    with FlopCounterMode(display=False) as counter:
+        torch.mm(a, b)
+    assert counter.get_total_flops() == 2 * 16 * 256 * 64, (
+        f"expected torch.utils.flop_counter to count 2*16*256*64 = {2 * 16 * 256 * 64} FLOPs for the mm, saw "
+        f"{counter.get_total_flops()}")
+    gm = make_fx(torch.mm, tracing_mode="fake")(a, b)
+    node = next(n for n in gm.graph.nodes if n.target is torch.ops.aten.mm.default)
+    seen = {}
+    for estimator in ("flops", "testing"):
+        with config.patch(activation_memory_budget_runtime_estimator=estimator):
+            seen[estimator] = partitioners.estimate_runtime(node)
+    expected = {"flops": counter.get_total_flops(), "testing": 1}
+    assert seen == expected, f"expected estimate_runtime of the mm node per estimator {expected}, saw {seen}"
 
 
 def test_greedy_zero_weight_item():
