@@ -37,6 +37,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
@@ -214,6 +215,73 @@ def test_greedy_is_feasible(inst):
     got = float(sol.runtime(runtimes))
     gap = 0.0 if best.objective == 0 else max(0.0, 1 - got / best.objective)
     GREEDY_GAPS.append((_style(runtimes), gap, len(memory)))
+
+
+@PROFILE
+@given(inst=instances(positive_memory=True))
+@example(inst=([0.5, 0.45, 0.45], [6.0, 5.0, 5.0], 0.9))  # by ratio: item 0 (12) first, then 1 and 2 no longer fit
+def test_greedy_takes_items_by_descending_ratio(inst):
+    """greedy_knapsack's rule, its own comment in torch/_functorch/_activation_checkpointing/knapsack.py: "Sort items
+    based on the ratio of runtime to memory in descending order", then take each item ``if total_memory + memory[i]
+    <= max_memory``.  So its saved list is exactly that first-fit walk in descending ratio order (ties in index order:
+    Python's sort is stable), in the order taken; an ascending sort, or a walk that skips a fitting item, differs."""
+    memory, runtimes, cap = inst
+    order = sorted(range(len(memory)), key=lambda i: runtimes[i] / memory[i], reverse=True)
+    expected, used = [], 0.0
+    for i in order:
+        if used + memory[i] <= cap:
+            used += memory[i]
+            expected.append(i)
+    sol = solve("greedy", memory, runtimes, cap)
+    assert list(sol.saved) == expected, (
+        f"greedy: expected the items that fit in descending runtime/memory order {expected} (order {order}), saw "
+        f"saved={list(sol.saved)} for {_describe(*inst)}"
+    )
+
+
+@pytest.mark.parametrize("name", [s for s in SOLVERS if s != "dynamic_memory_budget_dp"])  # (that one reads the graph)
+def test_config_selects_the_solver(name):
+    """torch/_functorch/config.py: ``activation_memory_budget_solver`` "controls the solver used for the 0-1 knapsack.
+    By default we use a quantized DP solution ("dp"). The other approaches are a "greedy", an "ilp" [...] and
+    "dp_knapsack_sliding_hirschberg"".  The partitioner's dispatch (``partitioners._optimize_runtime_with_given_memory``)
+    under each name must return that solver's answer, on an instance where they differ: greedy (descending
+    runtime/memory) takes item 0 and then fits neither other; the exact solvers take items 1 and 2 (runtime 10 > 6)."""
+    from torch._functorch import config, partitioners
+
+    memory, runtimes, cap = [0.5, 0.45, 0.45], [6.0, 5.0, 5.0], 0.9
+    with config.patch(activation_memory_budget_solver=name):
+        _, saved, _ = partitioners._optimize_runtime_with_given_memory(None, memory, runtimes, cap, None, [])
+    expected = [0] if name == "greedy" else [1, 2]
+    own = sorted(solve(name, memory, runtimes, cap).saved)
+    assert own == expected, f"{name} called directly: expected saved items {expected}, saw {own}"
+    assert sorted(saved) == expected, (
+        f"activation_memory_budget_solver={name!r}: expected the partitioner's knapsack to save {expected} (the "
+        f"{name} solver's answer), saw {sorted(saved)}")
+
+
+def test_runtime_estimator_flops_counts_flops():
+    """The knapsack's ``runtimes`` (``partitioners.estimate_runtime``) follow torch/_functorch/config.py's
+    ``activation_memory_budget_runtime_estimator``: ""flops": Bases it off of the flop count provided by
+    torch.utils.flop_counter", ""testing": Returns 1 for everything".  An mm of (16, 256) @ (256, 64) counts
+    2 * 16 * 256 * 64 FLOPs under "flops" and 1 under "testing"."""
+    from torch._functorch import config, partitioners
+    from torch.fx.experimental.proxy_tensor import make_fx
+    from torch.utils.flop_counter import FlopCounterMode
+
+    a, b = torch.randn(16, 256), torch.randn(256, 64)
+    with FlopCounterMode(display=False) as counter:
+        torch.mm(a, b)
+    assert counter.get_total_flops() == 2 * 16 * 256 * 64, (
+        f"expected torch.utils.flop_counter to count 2*16*256*64 = {2 * 16 * 256 * 64} FLOPs for the mm, saw "
+        f"{counter.get_total_flops()}")
+    gm = make_fx(torch.mm, tracing_mode="fake")(a, b)
+    node = next(n for n in gm.graph.nodes if n.target is torch.ops.aten.mm.default)
+    seen = {}
+    for estimator in ("flops", "testing"):
+        with config.patch(activation_memory_budget_runtime_estimator=estimator):
+            seen[estimator] = partitioners.estimate_runtime(node)
+    expected = {"flops": counter.get_total_flops(), "testing": 1}
+    assert seen == expected, f"expected estimate_runtime of the mm node per estimator {expected}, saw {seen}"
 
 
 def test_greedy_zero_weight_item():

@@ -385,13 +385,29 @@ def b_sac_cache_not_consumed(mp):
     mp.setattr(cp._CachedTorchDispatchMode, "__torch_dispatch__", dispatch)
 
 
+def _kit(fault_id: str):
+    """A breaker that is a fault of the kit (harness/tools/faults/catalogue.py): its edits of a torch function's
+    source swapped in as the function's ``__code__`` (undone by monkeypatch)."""
+    def breaker(mp):
+        from harness.tools.faults import faults
+        from harness.tools.faults.patching import edited_code, function_of, resolve
+
+        fault = faults()[fault_id]
+        func = function_of(resolve(fault.target))
+        mp.setattr(func, "__code__", edited_code(func, fault.edits))
+
+    breaker.__name__ = "kit_" + fault_id.replace("-", "_")
+    return breaker
+
+
 # clause -> [(breaker, cells it must break: (program or None for all, mode or None for all))]
 R, N = True, False
 BREAKERS = {
-    "ckpt.rng.preserved": [(b_rng_not_restored, [(None, None)])],
+    "ckpt.rng.preserved": [(b_rng_not_restored, [(None, None)]), (_kit("eager-rng-fork-disabled"), [(None, N)])],
     "ckpt.rng.not_preserved": [(b_rng_always_preserved, [(None, None)])],
     "ckpt.autocast": [(b_autocast_not_captured, [("cpu-outside", None)])],
-    "ckpt.determinism.default": [(b_determinism_default_off, [("default", N)])],
+    "ckpt.determinism.default": [(b_determinism_default_off, [("default", N), ("dtype", N)]),
+                                 (_kit("determinism-check-ignores-dtype"), [("dtype", N)])],
     "ckpt.determinism.invalid": [(b_determinism_accepts_anything, [(None, None)])],
     "ckpt.debug": [(b_debug_no_traces, [("debug-true", N)])],
     "ckpt.debug.global": [(b_debug_global_ignored, [("on-overrides-false", N), ("off-overrides-true", N)])],
@@ -421,6 +437,7 @@ BREAKERS = {
     "sac.bool_policy": [(b_bool_inverted, [(None, None)])],
     "sac.op_list": [(b_op_list_ignored, [("op-list", None)])],
     "sac.backward_twice": [(b_sac_cache_not_consumed, [(None, None)])],
+    "ckpt.unpack_once": [(_kit("unpack-twice-allowed"), [(None, N)])],
 }
 
 

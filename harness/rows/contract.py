@@ -355,10 +355,13 @@ def _rng_run(obs: Obs, preserve: bool):
     f = obs.compile(fn)
     torch.manual_seed(1234)
     out = f(x)
-    after_forward = torch.get_rng_state()
+    # the training step draws on between forward and backward (another module's dropout): a recompute that ran
+    # outside fork_rng would leave the state where the forward's own draws ended, not where the stream was
+    torch.rand(3)
+    before_backward = torch.get_rng_state()
     out.sum().backward()
     after_backward = torch.get_rng_state()
-    return x, out.detach(), x.grad, torch.equal(after_forward, after_backward)
+    return x, out.detach(), x.grad, torch.equal(before_backward, after_backward)
 
 
 @clause("ckpt.rng.preserved", "checkpoint(preserve_rng_state=True)",
@@ -368,8 +371,9 @@ def _rng_run(obs: Obs, preserve: bool):
 def _rng_preserved(obs: Obs):
     x, out, grad, untouched = _rng_run(obs, True)
     obs.close("recompute_replays_forward_rng", grad, _mask_consistent_grad(x.detach(), out))
-    obs.expect("surrounding_rng_restored", untouched, "the global RNG state after backward equal to after forward",
-               "backward advanced the global RNG state")
+    obs.expect("surrounding_rng_restored", untouched, "the global RNG state after backward equal to before it (the "
+               "recompute runs under torch.random.fork_rng: stashing and restoring)",
+               "backward moved the global RNG state")
 
 
 @clause("ckpt.rng.not_preserved", "checkpoint(preserve_rng_state=False)",
@@ -441,28 +445,30 @@ def _autocast(obs: Obs):
 
 # ---- determinism check -----------------------------------------------------------------------------------------
 
-_WIDTH = {"k": 1}
+_DET = {"k": 1, "dtype": torch.float32}  # global state the bodies read; it changes between forward and backward
+_DET_FORWARD, _DET_BACKWARD = {"k": 1, "dtype": torch.float32}, {"k": 2, "dtype": torch.float64}
 
 
 def _det_body(x):
-    t = x.expand(_WIDTH["k"], x.shape[0])  # the saved tensor's shape depends on global state
-    return t.sin().sum(0) / _WIDTH["k"]  # the output does not
+    t = x.expand(_DET["k"], x.shape[0])  # the saved tensor's shape depends on global state
+    return t.sin().sum(0) / _DET["k"]  # the output does not
 
 
-def _det_run(obs: Obs, **kw):
+def _det_dtype_body(x):
+    return x.to(_DET["dtype"]).sin().float()  # the saved tensor's dtype depends on global state; the output's not
+
+
+def _det_run(obs: Obs, body=_det_body, **kw):
     x = _leaf(6)
-    f = obs.compile(lambda x: ckpt(_det_body, x, reentrant=obs.reentrant, **kw))
-    _WIDTH["k"] = 1
-    try:
-        out = f(x)
-        _WIDTH["k"] = 2  # global state changes between forward and backward
-        return lambda: out.sum().backward(), x
-    finally:
-        pass
+    f = obs.compile(lambda x: ckpt(body, x, reentrant=obs.reentrant, **kw))
+    _DET.update(_DET_FORWARD)
+    out = f(x)
+    _DET.update(_DET_BACKWARD)  # global state changes between forward and backward
+    return lambda: out.sum().backward(), x
 
 
 def _det_restore():
-    _WIDTH["k"] = 1
+    _DET.update(_DET_FORWARD)
 
 
 _NO_REPLAY = ("compiled recompute replays the traced graph, so Python-level non-determinism between forward and "
@@ -475,12 +481,14 @@ _NO_REPLAY = ("compiled recompute replays the traced graph, so Python-level non-
         "are the only two supported values. Please open an issue if you would like to see more determinism "
         "checks. This argument is only supported if ``use_reentrant=False``, if ``use_reentrant=True``, the "
         "determinism check is always disabled.",
-        programs=("default", "none"), compiled=_NO_REPLAY)
+        programs=("default", "none", "dtype"), compiled=_NO_REPLAY)
 def _determinism(obs: Obs):
-    kw = {} if obs.program == "default" else {"determinism_check": "none"}
+    """Programs: ``default`` (the recomputed saved tensor's shape differs), ``none`` (the same with the check off),
+    ``dtype`` (only its dtype differs: the default check compares dtypes too)."""
+    kw = {"determinism_check": "none"} if obs.program == "none" else {}
     try:
-        backward, x = _det_run(obs, **kw)
-        if obs.program == "default" and obs.reentrant is False and not obs.compiled:
+        backward, x = _det_run(obs, _det_dtype_body if obs.program == "dtype" else _det_body, **kw)
+        if obs.program != "none" and obs.reentrant is False and not obs.compiled:
             obs.raises("metadata_mismatch_raises", backward, cp.CheckpointError,
                        "Recomputed values for the following tensors have different metadata")
         else:
@@ -1189,6 +1197,41 @@ def _sac_twice(obs: Obs):
         obs.close("first_backward", x.grad, want)
         obs.no_error("second_backward", lambda: out.sum().backward())
         obs.close("gradients_accumulate", x.grad, 2 * want)
+
+
+# ---- a saved tensor unpacked twice (appended last: a clause's index alternates its representative compiled cell) ----
+
+class _UnpackTwice(torch.autograd.Function):
+    """sin whose backward reads ``ctx.saved_tensors`` twice."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.sin(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        (x,) = ctx.saved_tensors  # the second unpack of the same saved tensor
+        return g * torch.cos(x)
+
+
+@clause("ckpt.unpack_once", "checkpoint (the non-reentrant unpack hook)",
+        "\"torch.utils.checkpoint: Unpack is being triggered for a tensor that was already \" [...] "
+        "If you are calling ctx.saved_tensors in backward, make sure \" \"to do so only once.",
+        modes=(False,), from_code=True,
+        compiled="no error: the compiled backward is a traced graph whose saved values do not go through "
+                 "checkpoint's unpack hook; its gradient must equal no-AC's")
+def _unpack_once(obs: Obs):
+    x = _leaf(4)
+    xd = x.detach()
+    f = obs.compile(lambda x: ckpt(lambda t: _UnpackTwice.apply(t.exp()), x, reentrant=False))
+    out = f(x)
+    if obs.compiled:
+        obs.no_error("compiled_backward_runs", lambda: out.sum().backward())
+        obs.close("gradient_equals_no_ac", x.grad, torch.cos(torch.exp(xd)) * torch.exp(xd))
+        return
+    obs.raises("second_unpack_rejected", lambda: out.sum().backward(), cp.CheckpointError, "already unpacked once")
 
 
 # --------------------------------------------------------------------------------------------------------------

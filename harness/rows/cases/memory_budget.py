@@ -7,17 +7,34 @@ On CPU the same idea is checked on the partition itself: the activation bytes th
 (harness/core/analysis.py: saved tensors that are not inputs or parameters).  No budget: > 0; budget 0.0: exactly 0;
 two regions split by a graph break each follow their own budget (item 49's ordering, and per region exactly);
 a budget around a nested_compile_region call reaches into the invoke_subgraph body (item 54).
+
+Two rules of the global ``activation_memory_budget`` (torch/_functorch/config.py) on a chain of three mm
+(``mm_chain``), each a fast cell that kills a fault of the kit (docs/faults.md) nothing else in ``make test`` kills:
+
+* ``budget_op_list_mm_saved`` (budget 0.5): an op-list SAC region (``create_selective_checkpoint_contexts([mm])``:
+  "equivalent to a policy returning ``CheckpointPolicy.MUST_SAVE`` for the specified operations") keeps its mm saved
+  under a budget: "Use ``MUST_*`` over ``PREFER_*`` to indicate that the policy should not be overridden by other
+  subsystems like `torch.compile`" (``CheckpointPolicy``, torch/utils/checkpoint.py), and the partitioner keeps
+  MUST_SAVE nodes out of the knapsack (``choose_saved_values_set``'s ``must_save_nodes``).  No mm in the backward
+  beyond the six of the gradients (a PREFER_SAVE mm, or a MUST_SAVE one offered to the knapsack, is traded away);
+* ``budget_mm_chain_recomputes_one`` (budget 0.7, no AC): the partitioner is "choosing the fastest option that saves
+  less activations than the memory budget [...] It solves a 0-1 knapsack to find the minimum recompute necessary"
+  (config.py).  Its aggressive min-cuts ban recomputing compute-intensive ops, so only the knapsack trades an mm;
+  at 0.7 it recomputes one (seven mm in the backward on torch 2.13), where a min-cut free to recompute every mm
+  returns a partition that recomputes all three (nine) although one suffices.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import torch
+from torch.utils.checkpoint import create_selective_checkpoint_contexts
 
 from harness.core import analysis
 from harness.core.case import (AxesSpec, BuildContext, Case, Checkpoint, CompileSpec, Expect, Needs, Numerics,
-                               Partitioner, Program, Requires, Runner)
+                               Partitioner, Program, Requires, Runner, Selection)
 from harness.core.checks import expect_equal
 
 BUDGET_API = "torch.autograd.graph.region_activation_memory_budget"
@@ -87,6 +104,25 @@ def subgraph(budget, width=CPU_WIDTH):
                 return region(x).sum()
 
         return Program(fn, (ctx.randn(width, width),), module=model)
+
+    return build
+
+
+def mm_chain(op_list_sac: bool):
+    """x -> mm -> relu -> mm -> sin -> mm -> cos: three mm whose outputs the backward needs; optionally the whole chain
+    in one op-list SAC region saving mm."""
+    def chain(x, w1, w2, w3):
+        return torch.mm(torch.mm(torch.mm(x, w1).relu(), w2).sin(), w3).cos()
+
+    def build(ctx: BuildContext) -> Program:
+        if not op_list_sac:
+            return Program(chain, tuple(ctx.randn(16, 16) for _ in range(4)))
+        context_fn = functools.partial(create_selective_checkpoint_contexts, [torch.ops.aten.mm.default])
+
+        def fn(*args):
+            return ctx.checkpoint(chain, *args, use_reentrant=False, context_fn=context_fn)
+
+        return Program(fn, tuple(ctx.randn(16, 16) for _ in range(4)))
 
     return build
 
@@ -192,7 +228,20 @@ def _per_region_cases() -> list[Case]:
 
 PER_REGION_CASES = _per_region_cases()
 
+MM = "aten.mm.default"
+BUDGET_RULES = [
+    Case("budget_op_list_mm_saved", mm_chain(True), checkpoint=Checkpoint.SAC,
+         axes=AxesSpec(partitioners=Partitioner.MIN_CUT, devices="cpu", budgets=0.5),
+         expect=Expect({"fw": {MM: 3}, "bw": {MM: 6}}), goldens=(), selection=Selection(fast=(0.5,)),
+         notes="op-list SAC (MUST_SAVE mm) under activation_memory_budget 0.5: no mm recomputed (module docstring)"),
+    Case("budget_mm_chain_recomputes_one", mm_chain(False), checkpoint=Checkpoint.NONE,
+         axes=AxesSpec(partitioners=Partitioner.MIN_CUT, devices="cpu", budgets=0.7),
+         expect=Expect({"fw": {MM: 3}, "bw": {MM: 7}}), goldens=(), selection=Selection(fast=(0.7,)),
+         notes="activation_memory_budget 0.7 on three mm: the knapsack recomputes one (module docstring)"),
+]
+
 CASES = [
+    *BUDGET_RULES,
     Case("budget_whole_model_none", whole_model(None), catalogue=(48,), checkpoint=Checkpoint.NONE, axes=CPU,
          requires=NEEDS_BUDGET, expect=Expect(check=activation_bytes(False))),
     Case("budget_whole_model_zero", whole_model(0.0), catalogue=(48,), checkpoint=Checkpoint.NONE, axes=CPU,
