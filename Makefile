@@ -1,6 +1,8 @@
 # The conformance suite for activation checkpointing under torch.compile.  See README.md.
 PY      ?= .venv/bin/python
 TORCH   ?= torch==2.13.0
+# triton for the user-Triton-kernel cells (the project's `triton` extra); ~290 MB wheel, ~1 GB installed
+TRITON  ?= triton==3.9.0
 PYTEST  = $(PY) -m pytest
 # Extra pytest arguments, e.g. make test ARGS="-k tags_function -x"
 ARGS    ?=
@@ -27,7 +29,7 @@ install: .venv/.installed
 .venv/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH)" -e .
+	$(PY) -m pip install -q "$(TORCH)" "$(TRITON)" -e ".[triton]"
 	touch $@
 
 test: install  ## the conformance suites on CPU against the committed goldens

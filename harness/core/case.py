@@ -120,6 +120,7 @@ class Axes:
     composition: str = "compile_outside"  # Composition: where compile sits relative to checkpoint
     compiled_autograd: bool = False  # the backward compiled by compiled autograd (the cell's backend)
     ambient: str = ""  # AmbientState around every run of the cell ("": none)
+    emulation: str = ""  # Emulation: what the cell's run stands in for on this device ("": nothing)
 
     @property
     def id(self) -> str:
@@ -132,6 +133,8 @@ class Axes:
             parts.append("compiled_autograd")
         if self.ambient:
             parts.append(str(self.ambient))
+        if self.emulation:
+            parts.append(str(self.emulation))
         return "-".join(parts)
 
     @property
@@ -341,6 +344,37 @@ class AmbientState(enum.StrEnum):
         return contextlib.nullcontext()
 
 
+class Emulation(enum.StrEnum):
+    """What a cell's run stands in for because its device cannot do it, declared per case (``AxesSpec.emulation``)
+    and named in the cell's id, so an emulated cell never passes for the real thing (issue 27 item 6)."""
+
+    NONE = ""
+    # User Triton kernels on CPU: Dynamo captures the @triton.jit kernel as on a GPU, its launches (eager and from the
+    # compiled graphs) run in Triton's interpreter (harness/core/triton_emulation.py).  Real: the kernel's capture,
+    # tags, partitioning, numerics; not: the GPU launch path, and inductor, which cannot codegen a user kernel for CPU.
+    TRITON_INTERPRETER = "triton_interpreted"
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        """The devices whose cells run emulated (elsewhere the case's cells are real)."""
+        return ("cpu",) if self is Emulation.TRITON_INTERPRETER else ()
+
+    @property
+    def backends(self) -> tuple[Backend, ...]:
+        """The backends an emulated cell can run on: those that run the captured graphs as traced (no codegen)."""
+        if self is Emulation.TRITON_INTERPRETER:
+            return (Backend.AOT_EAGER, Backend.AOT_EAGER_DECOMP_PARTITION, Backend.EAGER)
+        return tuple(Backend)
+
+    def context(self):
+        """Entered around every run of an emulated cell (eager references, compiles, baselines), undone after."""
+        if self is Emulation.TRITON_INTERPRETER:
+            from harness.core.triton_emulation import interpreted_launches
+
+            return interpreted_launches()
+        return contextlib.nullcontext()
+
+
 # The backends cases declared before issue 27 mean by "every backend" (``tuple(Backend)`` grew Dynamo-only ones).
 STANDARD_BACKENDS = (Backend.AOT_EAGER, Backend.INDUCTOR)
 
@@ -373,8 +407,11 @@ class AxesSpec:
     compositions: tuple[Composition, ...] = (Composition.COMPILE_OUTSIDE,)
     compiled_autograd: tuple[bool, ...] = (False,)
     ambients: tuple[AmbientState, ...] = (AmbientState.NONE,)
+    # On the devices it covers (Emulation.devices) the cells run emulated, on the backends it supports only.
+    emulation: Emulation = Emulation.NONE
 
     def __post_init__(self):
+        object.__setattr__(self, "emulation", Emulation(self.emulation))
         if isinstance(self.compiled_autograd, bool):
             object.__setattr__(self, "compiled_autograd", (self.compiled_autograd,))
         for name, kind in (("partitioners", Partitioner), ("backends", Backend), ("devices", str), ("dtypes", str),
@@ -383,6 +420,10 @@ class AxesSpec:
         unknown = [d for d in self.dtypes if d not in DTYPES]
         if unknown:
             raise ValueError(f"unknown dtypes {unknown}; use {sorted(DTYPES)}")
+
+    def emulation_on(self, device: str) -> Emulation:
+        """What the cells on ``device`` emulate (``Emulation.NONE``: they are real)."""
+        return self.emulation if device in self.emulation.devices else Emulation.NONE
 
 
 # activation_memory_budget values of a sweep: the slow matrix's budget cells (harness/rows/collect.py), the memory
@@ -613,8 +654,8 @@ class Selection:
     fast: tuple[float, ...] = ()
     matrix: str = ""  # why the slow matrix (harness/rows/collect.py) leaves the case out ("": it does not)
     slow: bool = False
-    # Cells on a composition, compiled autograd or a Dynamo-only backend (issue 27's axes) are ``slow`` but for these
-    # axes ids (``Axes.id``), which stay in make test: a few seconds of the product on every change.
+    # Cells on a composition, compiled autograd or a Dynamo-only backend (issue 27's axes), and emulated cells, are
+    # ``slow`` but for these axes ids (``Axes.id``), which stay in make test: a few seconds of the product on every change.
     fast_axes: tuple[str, ...] = ()
 
     def __post_init__(self):
@@ -708,6 +749,10 @@ class Case:
             raise ValueError(f"case {self.name}: a trace spec is read by Runner.TRACE only (runner {self.runner})")
         if self.ambient != Ambient() and self.runner is not Runner.STANDARD:
             raise ValueError(f"case {self.name}: ambient state is entered by the standard runner only")
+        if self.needs(Need.TRITON) and any(d != "cuda" and self.axes.emulation_on(d) is not Emulation.TRITON_INTERPRETER
+                                           for d in self.axes.devices):
+            raise ValueError(f"case {self.name}: a user Triton kernel runs off CUDA only emulated "
+                             "(AxesSpec(emulation=Emulation.TRITON_INTERPRETER)), so its cells say so")
         if self.axes.compositions != (Composition.COMPILE_OUTSIDE,) and (
                 self.runner is not Runner.STANDARD or self.compile.composition is not Composition.COMPILE_OUTSIDE
                 or Composition.COMPILE_INSIDE in self.axes.compositions):

@@ -101,7 +101,8 @@ class Run:
 
 @contextlib.contextmanager
 def config_patches(case: Case, axes: Axes):
-    """Apply the case's config patches (and the budget axis) for the duration of the cell."""
+    """Apply the case's config patches (and the budget axis) for the duration of the cell, and enter the emulation
+    the case declares on the cell's device (``AxesSpec.emulation_on``: eager references and baselines too)."""
     import torch._dynamo.config
     import torch._functorch.config
     import torch._inductor.config
@@ -112,6 +113,7 @@ def config_patches(case: Case, axes: Axes):
             stack.enter_context(modules[ns].patch(**dict(patch)))
         if axes.budget is not None:
             stack.enter_context(torch._functorch.config.patch(activation_memory_budget=axes.budget))
+        stack.enter_context(case.axes.emulation_on(axes.device).context())
         yield
 
 

@@ -80,15 +80,18 @@ def matrix_case(case: Case) -> Case:
 def declared_axes(case: Case, device: str) -> list[Axes]:
     """The axes of the cells ``case`` declares on ``device``: the product of its AxesSpec, compositions and compiled
     autograd last (inductor and aot_eager_decomp_partition only with min-cut: they partition with min-cut whatever the
-    axis says; Dynamo-only eager, which partitions nothing, once, named min-cut)."""
+    axis says; Dynamo-only eager, which partitions nothing, once, named min-cut).  Where the case is emulated on
+    ``device`` (``AxesSpec.emulation_on``) its cells say so and keep only the backends the emulation runs."""
     spec = case.axes
     if device not in spec.devices:
         return []
-    return [Axes(part, backend, device, dtype, budget, composition, ca, ambient)
+    emulation = spec.emulation_on(device)
+    return [Axes(part, backend, device, dtype, budget, composition, ca, ambient, emulation)
             for ambient, composition, ca, backend, part, dtype, budget in itertools.product(
                 spec.ambients, spec.compositions, spec.compiled_autograd, spec.backends, spec.partitioners,
                 spec.dtypes, spec.budgets)
-            if not (backend.own_partitioner or not backend.partitions) or part is Partitioner.MIN_CUT]
+            if (not (backend.own_partitioner or not backend.partitions) or part is Partitioner.MIN_CUT)
+            and backend in emulation.backends]
 
 
 def new_axis(axes: Axes) -> bool:
@@ -123,6 +126,8 @@ def matrix_axes(case: Case, device: str) -> list[Axes]:
             candidates.append(Axes(Partitioner.MIN_CUT, Backend.INDUCTOR, device, dtype))
         # Dynamo-only eager and upstream's aot_eager_decomp_partition (issue 27: backends as an axis everywhere)
         candidates += [Axes(Partitioner.MIN_CUT, b, device, dtype) for b in MATRIX_BACKENDS]
+        emulation = case.axes.emulation_on(device)
+        candidates = [dataclasses.replace(a, emulation=emulation) for a in candidates if a.backend in emulation.backends]
         out += [a for a in candidates if a not in declared]
     return out
 
@@ -152,7 +157,8 @@ def collect(area: str, device: str) -> list[Collected]:
         matrix = set(map(id, matrix_cells_of(cells, case, device)))
         out += [Collected(c, slow=id(c) in matrix or case.selection.slow
                           or (c.axes.budget is not None and c.axes.budget not in fast)
-                          or (new_axis(c.axes) and c.axes.id not in case.selection.fast_axes),
+                          or ((new_axis(c.axes) or bool(c.axes.emulation))
+                              and c.axes.id not in case.selection.fast_axes),
                           marker=case.selection.marker) for c in cells]
     return out
 

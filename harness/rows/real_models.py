@@ -11,9 +11,10 @@ timm 1.0.31 and torchvision 0.28.0.  Two of them do not import as published besi
   (ResNet, and timm, which imports torchvision for ``FrozenBatchNorm2d``) work; the detection ops (nms, roi_align,
   deform_conv2d) raise if called.  The alternative, the CPU wheel from PyTorch's own index, is not on PyPI.
 * **torchtitan 0.3.0** imports triton at import time (``models.common.moe`` -> ``token_dispatcher`` ->
-  ``distributed.minimal_async_ep.kernels``) for expert-parallel GPU kernels the dense Llama3 never calls; triton has
-  no CPU use and installing it would make the harness's triton cases look runnable.  :func:`import_torchtitan`
-  puts a stand-in for ``torchtitan.distributed.minimal_async_ep`` in ``sys.modules`` (its functions raise).  torchtitan
+  ``distributed.minimal_async_ep.kernels``) for expert-parallel GPU kernels the dense Llama3 never calls.  `make
+  install` installs triton (the emulated user-kernel cells), and with it the real module imports on CPU (checked
+  with torchtitan 0.3.0 and triton 3.9.0); where triton is missing :func:`import_torchtitan` puts a stand-in for
+  ``torchtitan.distributed.minimal_async_ep`` in ``sys.modules`` (its functions raise).  torchtitan
   0.3.0 also refuses SDPA for language models (it wants FlexAttention, which has no CPU backward):
   :func:`torchtitan_llama3` builds the configs with flex and swaps each block's inner attention for torchtitan's own
   ``ScaledDotProductAttention`` (causal), the CPU-runnable attention the issue asks for.

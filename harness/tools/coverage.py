@@ -71,7 +71,8 @@ def where_it_runs(case: Case) -> str:
         if devices == ["cuda"]:
             notes.insert(0, "CUDA-only: the case declares only cuda")
         elif devices:
-            notes.insert(0, " + ".join(d.upper() for d in devices))
+            notes.insert(0, " + ".join(d.upper() + (f" (emulated: {e})" if (e := case.axes.emulation_on(d)) else "")
+                                       for d in devices))
     return "; ".join(notes)
 
 

@@ -46,6 +46,11 @@ def env_dir(spec: str, base: Path = NIGHTLY_VENVS) -> Path:
     return base / slug(spec)
 
 
+# The project with its ``triton`` extra: the user-Triton-kernel cells, emulated on CPU (harness/core/triton_emulation.py).
+# The extra names triton unpinned: a CUDA torch wheel pins its own triton, a CPU one takes the newest.
+PROJECT = f"{ROOT}[triton]"
+
+
 def ensure_env(spec: str, base: Path = NIGHTLY_VENVS, pip_args: tuple[str, ...] = ()) -> Path:
     """The python of ``<base>/<slug>/`` with ``spec`` and the project installed; built once, then reused."""
     venv = env_dir(spec, base)
@@ -57,7 +62,7 @@ def ensure_env(spec: str, base: Path = NIGHTLY_VENVS, pip_args: tuple[str, ...] 
         if (venv / MARKER).exists():
             if (venv / MARKER).read_text() != _marker(spec):  # the project's dependencies changed since the build
                 print(f"[nightly] updating the project's dependencies in {shown(venv)}", file=sys.stderr)
-                subprocess.run([str(py), "-m", "pip", "install", "-q", *pip_args, spec, "-e", str(ROOT)], check=True)
+                subprocess.run([str(py), "-m", "pip", "install", "-q", *pip_args, spec, "-e", PROJECT], check=True)
                 (venv / MARKER).write_text(_marker(spec))
                 install_models(py, pip_args)
                 (venv / MARKER).write_text(_marker(spec))
@@ -65,7 +70,7 @@ def ensure_env(spec: str, base: Path = NIGHTLY_VENVS, pip_args: tuple[str, ...] 
             return py
         print(f"[nightly] building {venv} with {spec} (once)", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(py), "-m", "pip", "install", "-q", *pip_args, spec, "-e", str(ROOT)], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", *pip_args, spec, "-e", PROJECT], check=True)
         install_models(py, pip_args)
         (venv / MARKER).write_text(_marker(spec))
     return py
