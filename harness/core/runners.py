@@ -207,7 +207,10 @@ def exported_program(cell: Cell) -> Run:
     """The program exported (``torch.export.export``, the cell's ExportMode) with AC, and the exported program's module
     run eagerly forward and backward (``run.compiled``: outputs, input and parameter gradients) against eager with
     and without AC; the program without AC goes the same way (``run.no_ac``), so a failure it shares is attributed to
-    export, not AC (harness/core/attribution.py).  The exported graph with AC is recorded as "exported"."""
+    export, not AC (harness/core/attribution.py).  The exported graph with AC is recorded as "exported".  Rule: the
+    exported graph represents "the Tensor computation of the function" (torch/export/__init__.py ``export``) and
+    ``ep.module()`` is that graph as a self-contained module (torch/export/exported_program.py), so it computes, and
+    autograd differentiates, what the program does."""
     case, axes = cell.case, cell.axes
     mode = ExportMode(axes.export)
     programs: dict[bool, fx.GraphModule] = {}

@@ -12,9 +12,10 @@ forward/backward op counts, so a SAC policy lost on the way through export shows
 The ``exported_*`` rows run on ``Runner.EXPORTED_PROGRAM``: a module with a parameter whose forward checkpoints a
 region (non-reentrant, reentrant, selective), exported by ``torch.export.export`` strict and non-strict (the cells'
 ``ExportMode`` axis), and the exported program's module run eagerly forward and backward: its outputs and its input
-and parameter gradients must equal eager with AC and eager without AC (torch/export/__init__.py: ``ep.module()``
-"returns a self-contained GraphModule with all the parameters/buffers inlined" that computes what the exported
-module computes; autograd differentiates it like any module).  The same module without AC is exported and run the
+and parameter gradients must equal eager with AC and eager without AC: ``export`` "produces a traced graph representing
+only the Tensor computation of the function" (torch/export/__init__.py), ``ep.module()`` "Returns a self contained
+GraphModule with all the parameters/buffers inlined" (torch/export/exported_program.py), and autograd differentiates
+that module like any other, so its gradients are the function's.  The same module without AC is exported and run the
 same way, so a failure it shares is export's, not AC's.  The "exported" golden shows what the export kept of the
 checkpoint: strict keeps a ``tag_activation_checkpoint`` HOP, non-strict traces through checkpoint and keeps none.
 """
