@@ -5,7 +5,8 @@ Non-strict export traces reentrant checkpoint through CheckpointFunction.forward
 the exported module's output has no grad_fn, so ``backward`` raises "element 0 of tensors does not require grad and
 does not have a grad_fn", where eager (with or without the checkpoint) differentiates.  The non-reentrant and SAC
 checkpoints export and differentiate like eager.  Upstream: pytorch/pytorch#185140 ("Preserve reentrant checkpoint in
-non-strict export", closed upstream; 2.13.0 still reproduces).  Issue 27 item 5; no suite cell carries it yet.
+non-strict export", closed upstream; 2.13.0 still reproduces).  Issue 27 item 5: cells
+exported_*_reentrant-non_strict_export.
 
 Run: python findings/export_non_strict_reentrant_checkpoint_not_differentiable.py   Exits 1 while it reproduces.
 """

@@ -5,7 +5,8 @@ evidence both rest on.
 and without AC.  A mismatch of the compiled program is an AC defect only when it does not also happen without AC
 (DEVELOPERS.md: "call something an AC defect only when it does not also happen without AC").  So when a numerics check
 failed and eager with AC agreed with eager without AC, the same program is compiled *without* AC (code generated, the
-same backend and partitioner; only then: a passing cell never pays for it) and compared with eager without AC.  Every
+same backend and partitioner; only then: a passing cell never pays for it), or taken from the runner where it made
+that run itself (``Run.no_ac``: the export runners), and compared with eager without AC.  Every
 tensor whose AC mismatch the no-AC compile shows too, with an error no more than :data:`EXPLAINED_RATIO` times smaller,
 is a compile/backend difference: the failure becomes stage :data:`BACKEND_STAGE`, its message both errors side by
 side.  A tensor that mismatches only with AC keeps the cell's numerics failure (an AC defect), with the no-AC compile's
@@ -146,8 +147,12 @@ def attribute(run: Run | None, failed: list[tuple[str, str]]) -> list[tuple[str,
     if "eager with AC vs eager without AC" in message:
         return failed  # eager checkpointing itself changes the result: no compile to blame
     rtol, atol = tolerance(run)
+    # the runner's own path without AC where it made one (export), else the same program compiled without AC
+    how = run.info.get("attribution", f"the same program compiled without AC ({run.cell.axes.backend})")
+    what = run.info.get("compiled_as", "compiled")  # what the runner made of the program ("exported")
     try:
-        plain = compiled_without_ac(run.cell.case, run.cell.axes)
+        plain = run.no_ac.compiled if run.no_ac is not None and run.no_ac.compiled is not None else \
+            compiled_without_ac(run.cell.case, run.cell.axes)
     except Exception as e:  # noqa: BLE001 - the no-AC compile fails: the AC verdict stands, with why
         note = f"\n  (attribution: compiling without AC raised {type(e).__name__}: {str(e)[:300]})"
         return [(s, m + note if s == "numerics" else m) for s, m in failed]
@@ -166,20 +171,20 @@ def attribute(run: Run | None, failed: list[tuple[str, str]]) -> list[tuple[str,
                      and err_ac <= EXPLAINED_RATIO * err_plain)
         if not explained:
             unexplained.append(name)
-        rows.append(f"{name}:\n      compiled with AC    vs eager without AC: {bad.partition(': ')[2]}\n"
-                    f"      compiled without AC vs eager without AC: "
+        rows.append(f"{name}:\n      {what} with AC    vs eager without AC: {bad.partition(': ')[2]}\n"
+                    f"      {what} without AC vs eager without AC: "
                     f"{bad_plain.partition(': ')[2] if bad_plain else 'matches'}")
     if not rows:
         return failed
     if unexplained:
-        note = ("\n  attribution: compiled without AC vs eager without AC "
+        note = (f"\n  attribution: {what} without AC vs eager without AC "
                 + (f"also differs on {len(rows) - len(unexplained)} of these tensors, but not (or far less) on "
                    if len(unexplained) < len(rows) else "matches on ")
                 + f"{', '.join(unexplained[:5])}: the difference comes with AC\n    " + "\n    ".join(rows))
         return [(s, m + note if s == "numerics" else m) for s, m in failed]
-    text = (f"{run.cell.id}: compile/backend difference, not an AC defect: compiled with AC differs from eager "
-            f"without AC, and the same program compiled without AC ({run.cell.axes.backend}) differs from it the same "
-            f"way (rtol={rtol:g} atol={atol:g}); eager with AC matches eager without AC.\n    " + "\n    ".join(rows))
+    text = (f"{run.cell.id}: compile/backend difference, not an AC defect: {what} with AC differs from eager "
+            f"without AC, and {how} differs from it the same way (rtol={rtol:g} atol={atol:g}); eager with AC "
+            f"matches eager without AC.\n    " + "\n    ".join(rows))
     return [(BACKEND_STAGE, text) if s == "numerics" else (s, m) for s, m in failed]
 
 

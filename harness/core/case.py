@@ -121,9 +121,14 @@ class Axes:
     compiled_autograd: bool = False  # the backward compiled by compiled autograd (the cell's backend)
     ambient: str = ""  # AmbientState around every run of the cell ("": none)
     emulation: str = ""  # Emulation: what the cell's run stands in for on this device ("": nothing)
+    # ExportMode of a Runner.EXPORTED_PROGRAM cell ("": not exported): its program is torch.export'ed and the exported
+    # module run eagerly, so no partitioner or backend applies and its id names the export mode in their place
+    export: str = ""
 
     @property
     def id(self) -> str:
+        if self.export:  # <mode>_export-<device>-<dtype>: nothing is compiled, partitioner and backend do not apply
+            return "-".join([f"{self.export}_export", self.device, self.dtype])
         parts = [self.partitioner, self.backend, self.device, self.dtype]
         if self.budget is not None:
             parts.append(f"budget{float(self.budget)!r}")  # budget0.0, not budget0: a known-failure prefix must not match budget0.5
@@ -165,6 +170,9 @@ class Runner(enum.StrEnum):
 
     STANDARD = "standard"  # eager without and with AC, then torch.compile(fn) through the recording backend
     EXPORT = "export"  # fn exported to torch IR (torch.export), then compiled like aot_eager_decomp_partition
+    # torch.export.export of the program (strict or not: the cell's ExportMode axis), then the exported program's
+    # module (``ep.module()``) run eagerly forward and backward against eager with and without AC (issue 27 item 5)
+    EXPORTED_PROGRAM = "exported_program"
     TRACE = "trace"  # make_fx of a program that computes its own gradients, under non-strict tracing (Case.trace)
     REMAT = "remat"  # one forward-loss-backward graph (trace_autograd_ops) compiled with the remat pass on and off
     JOINT_PASSES = "joint_passes"  # that graph before and after inductor's joint-graph passes
@@ -175,6 +183,17 @@ class Runner(enum.StrEnum):
     # returns its observations; the row's ``expect.check`` judges them, one verdict per named check.  One cell per
     # case, named as the case.
     CONTRACT = "contract"
+
+
+class ExportMode(enum.StrEnum):
+    """How ``Runner.EXPORTED_PROGRAM`` exports a program: ``torch.export.export(module, args, strict=...)``
+    (torch/export/__init__.py).  Strict export captures the program with Dynamo (a checkpoint becomes the
+    ``tag_activation_checkpoint`` HOP, then traced by AOT's pre-dispatch tracing); non-strict traces the Python
+    program itself with make_fx (checkpoint's own code runs under the tracer).  An axis of those cells, in their id as
+    ``<mode>_export``."""
+
+    STRICT = "strict"
+    NON_STRICT = "non_strict"
 
 
 class Composition(enum.StrEnum):
@@ -409,13 +428,16 @@ class AxesSpec:
     ambients: tuple[AmbientState, ...] = (AmbientState.NONE,)
     # On the devices it covers (Emulation.devices) the cells run emulated, on the backends it supports only.
     emulation: Emulation = Emulation.NONE
+    # How a Runner.EXPORTED_PROGRAM case's program is exported (ExportMode); None: not exported (every other runner)
+    exports: tuple[ExportMode | None, ...] = (None,)
 
     def __post_init__(self):
         object.__setattr__(self, "emulation", Emulation(self.emulation))
         if isinstance(self.compiled_autograd, bool):
             object.__setattr__(self, "compiled_autograd", (self.compiled_autograd,))
         for name, kind in (("partitioners", Partitioner), ("backends", Backend), ("devices", str), ("dtypes", str),
-                           ("budgets", None), ("compositions", Composition), ("ambients", AmbientState)):
+                           ("budgets", None), ("compositions", Composition), ("ambients", AmbientState),
+                           ("exports", ExportMode)):
             object.__setattr__(self, name, _tuple_of(kind, getattr(self, name)))
         unknown = [d for d in self.dtypes if d not in DTYPES]
         if unknown:
@@ -435,6 +457,9 @@ BUDGET_SWEEP = (1.0, 0.5, 0.0)
 SWEEP_POINTS = (1.0, 0.99, 0.95, 0.9, 0.8, 0.7, 0.5, 0.3, 0.1, 0.0)
 
 CPU_ONLY = AxesSpec(devices=("cpu",))
+# A Runner.EXPORTED_PROGRAM case's axes: both export modes; nothing is compiled, so one partitioner and backend (the
+# defaults, absent from the cells' ids)
+EXPORT_MODES = AxesSpec(partitioners=("min_cut",), backends=("aot_eager",), exports=tuple(ExportMode))
 CUDA_ONLY = AxesSpec(devices=("cuda",))
 MIN_CUT_ONLY = AxesSpec(partitioners=(Partitioner.MIN_CUT,))
 
@@ -654,8 +679,9 @@ class Selection:
     fast: tuple[float, ...] = ()
     matrix: str = ""  # why the slow matrix (harness/rows/collect.py) leaves the case out ("": it does not)
     slow: bool = False
-    # Cells on a composition, compiled autograd or a Dynamo-only backend (issue 27's axes), and emulated cells, are
-    # ``slow`` but for these axes ids (``Axes.id``), which stay in make test: a few seconds of the product on every change.
+    # Cells on a composition, compiled autograd, a Dynamo-only backend or an export mode (issue 27's axes), and
+    # emulated cells, are ``slow`` but for these axes ids (``Axes.id``), which stay in make test: a few seconds of
+    # the product on every change.
     fast_axes: tuple[str, ...] = ()
 
     def __post_init__(self):
@@ -758,6 +784,14 @@ class Case:
                 or Composition.COMPILE_INSIDE in self.axes.compositions):
             raise ValueError(f"case {self.name}: the composition axis is the standard runner's, for a program that "
                              "calls ctx.checkpoint (not one that compiles its own parts)")
+        exported = self.runner is Runner.EXPORTED_PROGRAM
+        if exported != (None not in self.axes.exports) or exported and (
+                self.axes.partitioners != (Partitioner.MIN_CUT,) or self.axes.backends != (Backend.AOT_EAGER,)
+                or self.axes.budgets != (None,) or self.axes.compositions != (Composition.COMPILE_OUTSIDE,)
+                or self.axes.compiled_autograd != (False,) or self.axes.ambients != (AmbientState.NONE,)):
+            raise ValueError(f"case {self.name}: the export axis (AxesSpec.exports, ExportMode members) is "
+                             "Runner.EXPORTED_PROGRAM's and that runner's only axis besides devices and dtypes "
+                             f"(EXPORT_MODES); runner {self.runner}, axes {self.axes}")
 
     @classmethod
     def stand_in(cls, name: str, area: str, why: str, **fields) -> Case:

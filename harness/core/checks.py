@@ -111,7 +111,7 @@ def _numerics_of(run: Run) -> tuple[int, list[str]]:
         for label, ref in pairs:
             found = compare_outcomes(run.compiled, ref, rtol, atol)
             n += len(ref.outputs) + len(ref.grads)
-            problems += [f"compiled vs {label}: {p}" for p in found]
+            problems += [f"{run.info.get('compiled_as', 'compiled')} vs {label}: {p}" for p in found]
     elif run.compiled is not None and case.numerics.mode is NumericsMode.SHAPE and run.eager is not None:
         for i, (a, e) in enumerate(zip(run.compiled.outputs, run.eager.outputs)):
             n += 1

@@ -328,12 +328,15 @@ def composition_of(case: Case, axes: Axes) -> Composition:
     return own if own is not Composition.COMPILE_OUTSIDE else Composition(axes.composition)
 
 
-def execute(case: Case, axes: Axes, *, ac: bool, backend=None, variant: str = "", probe=None) -> Outcome:
+def execute(case: Case, axes: Axes, *, ac: bool, backend=None, variant: str = "", probe=None,
+            call_as=None) -> Outcome:
     """Build the program (seeded), optionally compile it, run forward and (if the case has one) backward, once per
     call (``Program.calls``), under the case's ambient state and, where it asks, compiled autograd.  The cell's
     composition decides what is compiled: ``fn`` (compile outside), or the program's parts (``ctx.compile`` /
-    ``ctx.checkpoint``'s compiled blocks).  ``probe(fn, program, backend)``, when given, runs after the steps on the
-    same (compiled) function; what it returns is ``Outcome.evidence``."""
+    ``ctx.checkpoint``'s compiled blocks).  ``call_as(program)``, when given, is what runs instead of ``fn`` (the
+    exported program's module: Runner.EXPORTED_PROGRAM), on the same inputs and parameters.  ``probe(fn, program,
+    backend)``, when given, runs after the steps on the same (compiled) function; what it returns is
+    ``Outcome.evidence``."""
     spec = case.compile
     composition = composition_of(case, axes)
     outside = composition.compiles_outside
@@ -345,7 +348,7 @@ def execute(case: Case, axes: Axes, *, ac: bool, backend=None, variant: str = ""
         torch.manual_seed(BUILD_SEED)
         prog = case.build(ctx)
         before = module_state(prog.module)
-        fn = prog.fn
+        fn = prog.fn if call_as is None else call_as(prog)
         if backend is not None and outside:
             fn = torch.compile(fn, backend=backend, fullgraph=fullgraph)
         start = time.perf_counter()

@@ -8,6 +8,9 @@ way and recording a :class:`~harness.core.pipeline.Run`.  :func:`record` dispatc
   the checkpoint is a ``tag_activation_checkpoint`` HOP, a SAC ``context_fn`` rides on the body's meta), then that
   graph compiled like upstream's ``aot_eager_decomp_partition`` (the case's decompositions and the cell's
   partitioner), forward and backward; the program without AC goes the same way (``Run.no_ac``);
+* ``EXPORTED_PROGRAM``: ``torch.export.export`` of the program, strict or not (the cell's ``ExportMode``), and the
+  exported program's module run eagerly forward and backward against eager with and without AC; the program without
+  AC exported and run the same way (``Run.no_ac``);
 * ``TRACE``: ``make_fx`` of a program that computes its own gradients, under the non-strict tracing context
   (``Case.trace``), the traced graph run on the inputs against the eager program with and without AC;
 * ``REMAT``: one forward-loss-backward graph (``trace_autograd_ops``) compiled with
@@ -33,10 +36,10 @@ import torch.fx as fx
 import torch.nn as nn
 
 from harness.core import oracles
-from harness.core.case import DTYPES, Axes, Backend, BuildContext, Case, Cell, Runner
+from harness.core.case import DTYPES, Axes, Backend, BuildContext, Case, Cell, ExportMode, Runner
 from harness.core.normalize import graphs_text
 from harness.core.pipeline import (BUILD_SEED, RUN_SEED, Outcome, Recorder, Run, compile_and_record, config_patches,
-                                   cotangent_loss, eager_pair, flat_tensors, fresh_state, partition_fn)
+                                   cotangent_loss, eager_pair, execute, flat_tensors, fresh_state, partition_fn)
 
 
 def record(cell: Cell) -> Run:
@@ -176,6 +179,71 @@ def _pairs(actual: Outcome, expected: Outcome) -> list[tuple]:
                              f"vs {sorted(expected.grads)}: the two runs do not correspond")
     return ([(f"output[{i}]", a, e) for i, (a, e) in enumerate(zip(actual.outputs, expected.outputs))]
             + [(f"grad of {n}", actual.grads[n], expected.grads[n]) for n in sorted(expected.grads)])
+
+
+# --- EXPORTED_PROGRAM -----------------------------------------------------------------------------------------------
+
+def export_program(prog, mode: ExportMode):
+    """``torch.export.export`` of a built program (``mode``: strict or not) on copies of its inputs: its ``fn`` is the
+    forward of a module that holds the program's module as ``program``, so the parameters are the exported program's
+    (lifted, named ``program.<name>``, the same tensors: ``ep.module()`` accumulates their gradients where eager
+    does)."""
+    fn = prog.fn
+
+    class Exported(nn.Module):
+        def __init__(self):
+            super().__init__()
+            if prog.module is not None:
+                self.program = prog.module
+            self.call_module = fn is prog.module  # called as self.program: parameters named by the module path
+
+        def forward(self, *args, **kwargs):
+            return self.program(*args, **kwargs) if self.call_module else fn(*args, **kwargs)
+
+    return torch.export.export(Exported(), _fresh(prog.inputs), dict(prog.kwargs), strict=mode is ExportMode.STRICT)
+
+
+def exported_program(cell: Cell) -> Run:
+    """The program exported (``torch.export.export``, the cell's ExportMode) with AC, and the exported program's module
+    run eagerly forward and backward (``run.compiled``: outputs, input and parameter gradients) against eager with
+    and without AC; the program without AC goes the same way (``run.no_ac``), so a failure it shares is attributed to
+    export, not AC (harness/core/attribution.py).  The exported graph with AC is recorded as "exported".  Rule: the
+    exported graph represents "the Tensor computation of the function" (torch/export/__init__.py ``export``) and
+    ``ep.module()`` is that graph as a self-contained module (torch/export/exported_program.py), so it computes, and
+    autograd differentiates, what the program does."""
+    case, axes = cell.case, cell.axes
+    mode = ExportMode(axes.export)
+    programs: dict[bool, fx.GraphModule] = {}
+
+    def exporter(ac: bool):
+        def call_as(prog):
+            fresh_state()
+            ep = export_program(prog, mode)
+            programs[ac] = ep.graph_module
+            return ep.module()
+
+        return call_as
+
+    run = Run(cell)
+    with config_patches(case, axes):
+        start = time.perf_counter()
+        run.reference, run.eager = eager_pair(case, axes.device, axes.dtype)
+        run.timings["eager"] = time.perf_counter() - start
+        start = time.perf_counter()
+        try:
+            plain = execute(case, axes, ac=False, call_as=exporter(False))
+        except Exception as e:
+            raise RuntimeError(f"{mode} export of the program without AC fails too (an export defect, not AC's): "
+                               f"{type(e).__name__}: {e}") from e
+        try:
+            run.compiled = execute(case, axes, ac=True, call_as=exporter(True))
+        except Exception as e:
+            raise RuntimeError(f"{mode} export with AC: {type(e).__name__}: {e} (the program without AC exports and "
+                               "runs)") from e
+        run.compile_seconds = time.perf_counter() - start
+    run.no_ac = Run(cell, compiled=plain)
+    run.info.update(compiled_as="exported", attribution=f"the same program {mode}-exported without AC")
+    return _set_texts(run, {"exported": [programs[True]]})
 
 
 # --- TRACE ----------------------------------------------------------------------------------------------------------
@@ -371,6 +439,7 @@ def contract(cell: Cell) -> Run:
     return run
 
 
-RUNNERS = {Runner.STANDARD: standard, Runner.EXPORT: export, Runner.TRACE: trace, Runner.REMAT: remat,
+RUNNERS = {Runner.STANDARD: standard, Runner.EXPORT: export, Runner.EXPORTED_PROGRAM: exported_program,
+           Runner.TRACE: trace, Runner.REMAT: remat,
            Runner.JOINT_PASSES: joint_passes, Runner.EAGER: eager_call, Runner.MEMORY: memory,
            Runner.CONTRACT: contract}

@@ -78,18 +78,18 @@ def matrix_case(case: Case) -> Case:
 
 
 def declared_axes(case: Case, device: str) -> list[Axes]:
-    """The axes of the cells ``case`` declares on ``device``: the product of its AxesSpec, compositions and compiled
-    autograd last (inductor and aot_eager_decomp_partition only with min-cut: they partition with min-cut whatever the
-    axis says; Dynamo-only eager, which partitions nothing, once, named min-cut).  Where the case is emulated on
-    ``device`` (``AxesSpec.emulation_on``) its cells say so and keep only the backends the emulation runs."""
+    """The axes of the cells ``case`` declares on ``device``: the product of its AxesSpec, export modes, compositions
+    and compiled autograd last (inductor and aot_eager_decomp_partition only with min-cut: they partition with min-cut
+    whatever the axis says; Dynamo-only eager, which partitions nothing, once, named min-cut).  Where the case is
+    emulated on ``device`` (``AxesSpec.emulation_on``) its cells say so and keep only the backends the emulation runs."""
     spec = case.axes
     if device not in spec.devices:
         return []
     emulation = spec.emulation_on(device)
-    return [Axes(part, backend, device, dtype, budget, composition, ca, ambient, emulation)
-            for ambient, composition, ca, backend, part, dtype, budget in itertools.product(
-                spec.ambients, spec.compositions, spec.compiled_autograd, spec.backends, spec.partitioners,
-                spec.dtypes, spec.budgets)
+    return [Axes(part, backend, device, dtype, budget, composition, ca, ambient, emulation, export or "")
+            for export, ambient, composition, ca, backend, part, dtype, budget in itertools.product(
+                spec.exports, spec.ambients, spec.compositions, spec.compiled_autograd, spec.backends,
+                spec.partitioners, spec.dtypes, spec.budgets)
             if (not (backend.own_partitioner or not backend.partitions) or part is Partitioner.MIN_CUT)
             and backend in emulation.backends]
 
@@ -157,7 +157,7 @@ def collect(area: str, device: str) -> list[Collected]:
         matrix = set(map(id, matrix_cells_of(cells, case, device)))
         out += [Collected(c, slow=id(c) in matrix or case.selection.slow
                           or (c.axes.budget is not None and c.axes.budget not in fast)
-                          or ((new_axis(c.axes) or bool(c.axes.emulation))
+                          or ((new_axis(c.axes) or bool(c.axes.emulation) or bool(c.axes.export))
                               and c.axes.id not in case.selection.fast_axes),
                           marker=case.selection.marker) for c in cells]
     return out

@@ -160,11 +160,17 @@ def composition_table(cases: list[Case], device: str = "cpu") -> list[str]:
     from harness.rows.collect import collect
 
     counts: dict[tuple[Composition, bool, str], list[int]] = {}
+    exports: dict[tuple[str, str], list[int]] = {}  # (checkpoint kind, export mode) -> [make test, all]
     for area in sorted({c.area for c in cases}):
         for col in collect(area, device):
             if col.skip:
                 continue
             a = col.cell.axes
+            if a.export:  # exported, not compiled: a table of its own
+                fast_all = exports.setdefault((str(col.cell.case.checkpoint), a.export), [0, 0])
+                fast_all[0] += not col.slow
+                fast_all[1] += 1
+                continue
             ca = a.compiled_autograd or col.cell.case.compile.compiled_autograd
             fast_all = counts.setdefault((Composition(a.composition), ca, a.ambient, str(a.backend)), [0, 0])
             fast_all[0] += not col.slow
@@ -182,6 +188,22 @@ def composition_table(cases: list[Case], device: str = "cpu") -> list[str]:
     declaring = [c.name for c in cases if len(c.axes.compositions) > 1 or c.axes.compiled_autograd != (False,)
                  or len(c.axes.ambients) > 1]
     lines += ["", "Cases declaring compositions: " + (", ".join(f"`{n}`" for n in declaring) or "none") + "."]
+    return lines + export_table(exports, device)
+
+
+def export_table(exports: dict[tuple[str, str], list[int]], device: str) -> list[str]:
+    """Exported-program cells (Runner.EXPORTED_PROGRAM, issue 27 item 5) per checkpoint kind x export mode."""
+    from harness.core.case import ExportMode
+
+    if not exports:
+        return []
+    modes = [str(m) for m in ExportMode]
+    lines = ["", f"## Checkpoints x export modes ({device} cells of torch.export.export, the exported module "
+             "differentiated: make test / all, the rest nightly)", "",
+             "| checkpoint | " + " | ".join(f"`{m}`" for m in modes) + " |", "|---|" + "---|" * len(modes)]
+    for kind in sorted({k for k, _ in exports}):
+        lines.append(f"| `{kind}` | " + " | ".join(f"{exports[(kind, m)][0]} / {exports[(kind, m)][1]}"
+                                                  if (kind, m) in exports else "-" for m in modes) + " |")
     return lines
 
 

@@ -1,5 +1,5 @@
 """Area "export": the export path of upstream's ``_compare_orig_and_checkpointed_fns`` (CATALOGUE.md "Class-level setup",
-items 21, 22, 24-28, 30).
+items 21, 22, 24-28, 30), and torch.export's exported programs of checkpointed modules (issue 27 item 5).
 
 Every row runs on ``Runner.EXPORT`` (harness/core/runners.py): the checkpointed function, wrapped in a module, is
 traced with ``torch.export._trace._export_to_torch_ir`` (the Dynamo-level torch IR, where the checkpoint is a
@@ -8,6 +8,16 @@ traced with ``torch.export._trace._export_to_torch_ir`` (the Dynamo-level torch 
 The uncheckpointed function goes through the same path, and both must give equal outputs and input gradients
 (upstream's fact); ours also compares with plain eager without AC, and holds the export-path graphs to the item's
 forward/backward op counts, so a SAC policy lost on the way through export shows.
+
+The ``exported_*`` rows run on ``Runner.EXPORTED_PROGRAM``: a module with a parameter whose forward checkpoints a
+region (non-reentrant, reentrant, selective), exported by ``torch.export.export`` strict and non-strict (the cells'
+``ExportMode`` axis), and the exported program's module run eagerly forward and backward: its outputs and its input
+and parameter gradients must equal eager with AC and eager without AC: ``export`` "produces a traced graph representing
+only the Tensor computation of the function" (torch/export/__init__.py), ``ep.module()`` "Returns a self contained
+GraphModule with all the parameters/buffers inlined" (torch/export/exported_program.py), and autograd differentiates
+that module like any other, so its gradients are the function's.  The same module without AC is exported and run the
+same way, so a failure it shares is export's, not AC's.  The "exported" golden shows what the export kept of the
+checkpoint: strict keeps a ``tag_activation_checkpoint`` HOP, non-strict traces through checkpoint and keeps none.
 """
 
 from __future__ import annotations
@@ -16,9 +26,11 @@ import dataclasses
 import functools
 
 import torch
+import torch.nn.functional as F
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
-from harness.core.case import BuildContext, Case, Checkpoint, CompileSpec, Decompositions, Expect, Program, Runner
+from harness.core.case import (EXPORT_MODES, BuildContext, Case, Checkpoint, CompileSpec, Decompositions, Expect,
+                               Program, Runner, Selection)
 from harness.core.checks import count_of, expect_equal
 from harness.rows.cases.sac_policy import counting_bool_policy_context, custom_rule_body
 
@@ -145,4 +157,59 @@ CASES = [
                   (30,), compile=CompileSpec(config={"inductor": {"fallback_random": True}}),
                   expect=Expect({"fw": {SIGMOID: 2, DROPOUT: 1}, "bw": {DROPOUT: 1}}))
       for flag in (True, False)],
+]
+
+
+# --- torch.export.export of checkpointed modules (Runner.EXPORTED_PROGRAM) -----------------------------------------
+
+# The checkpoint arguments of each kind of checkpoint the exported rows cross with both export modes.
+EXPORT_CHECKPOINTS = {Checkpoint.NON_REENTRANT: {"use_reentrant": False},
+                      Checkpoint.REENTRANT: {"use_reentrant": True},
+                      Checkpoint.SAC: {"use_reentrant": False, "context_fn": _MM_ONLY}}
+
+
+def _sin_mm_sigmoid(a, w):
+    return torch.sigmoid(torch.sin(a) @ w)
+
+
+def _sin_mm_dropout(a, w):
+    return F.dropout(torch.sin(a) @ w, p=0.5, training=True).sigmoid()
+
+
+class _Checkpointed(torch.nn.Module):
+    """``checkpoint(body, x, w, **ckpt).cos()`` with ``checkpoint`` the build context's (a pass-through without AC)."""
+
+    def __init__(self, checkpoint, body, ckpt: dict):
+        super().__init__()
+        self.checkpoint, self.body, self.ckpt = checkpoint, body, ckpt
+        self.w = torch.nn.Parameter(torch.randn(8, 8))
+
+    def forward(self, x):
+        return self.checkpoint(self.body, x, self.w, **self.ckpt).cos()
+
+
+def exported_program(body, ckpt: dict):
+    """A module with one parameter ``w`` whose forward checkpoints ``body(x, w)`` with ``ckpt``."""
+
+    def build(ctx: BuildContext) -> Program:
+        module = ctx.module(_Checkpointed(ctx.checkpoint, body, ckpt))
+        return Program(module, (ctx.randn(8, 8),), module=module)
+
+    return build
+
+
+# make test runs these cells (one strict, one non-strict, one known failure); the rest are the nightly's.
+_FAST_EXPORTED = {"exported_gemm_sac": "strict_export-cpu-float32",
+                  "exported_gemm_non_reentrant": "non_strict_export-cpu-float32",
+                  "exported_gemm_reentrant": "non_strict_export-cpu-float32"}
+
+CASES += [
+    Case(f"exported_{name}_{kind}", exported_program(body, ckpt), checkpoint=kind, runner=Runner.EXPORTED_PROGRAM,
+         axes=EXPORT_MODES, goldens=("exported",),
+         selection=Selection(fast_axes=_FAST_EXPORTED.get(f"exported_{name}_{kind}", ())),
+         notes=f"torch.export.export of a module whose forward checkpoints {what} ({kind}), strict and non-strict; "
+               "the exported program's module differentiated against eager with and without AC")
+    for name, body, what in (("gemm", _sin_mm_sigmoid, "sin, mm, sigmoid"),
+                             ("dropout", _sin_mm_dropout, "sin, mm, dropout, sigmoid (its mask must be replayed)"))
+    for kind, ckpt in EXPORT_CHECKPOINTS.items()
 ]
