@@ -126,3 +126,32 @@ def test_export_failing_without_ac_is_not_blamed_on_ac(monkeypatch):
     with pytest.raises(RuntimeError, match=r"non_strict export of the program without AC fails too \(an export "
                                            r"defect, not AC's\): RuntimeError: synthetic export failure"):
         run_cell(_cell())
+
+
+def _oracle_verdict(cell_id: str):
+    from harness.core import oracles
+    from harness.core.checks import NotRun
+
+    cell = next(c.cell for c in collect.collect("export", "cpu") if c.id == cell_id)
+    try:
+        return oracles.exported_checkpoints_like_eager(run_cell(cell))
+    except (AssertionError, NotRun) as e:
+        return e
+
+
+def test_strict_export_checkpoints_like_eager_and_a_lost_policy_fails(monkeypatch):
+    """oracles.exported_checkpoints_like_eager: the strictly exported SAC program saves and recomputes what eager SAC
+    does; with the kit's fault that drops the region's context_fn in pre-dispatch tracing (the policy lost, its mm
+    recomputed) the oracle fails; on a non-strict export it is reported as not run, with its reason."""
+    from test_contract_meta import _kit
+
+    from harness.core.checks import NotRun
+
+    strict = "exported_gemm_sac-strict_export-cpu-float32"
+    assert _oracle_verdict(strict) == 1, "expected the strict export of the SAC program to checkpoint like eager"
+    not_run = _oracle_verdict("exported_gemm_sac-non_strict_export-cpu-float32")
+    assert isinstance(not_run, NotRun) and "traces through" in str(not_run), f"expected not run, saw {not_run!r}"
+    _kit("hop-pre-dispatch-drops-context-fn")(monkeypatch)
+    broken = _oracle_verdict(strict)
+    assert isinstance(broken, AssertionError) and "checkpoints differently" in str(broken), (
+        f"expected the oracle to fail on the exported program that lost its policy, saw {broken!r}")

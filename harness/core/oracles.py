@@ -257,7 +257,36 @@ def no_recompile(run) -> int:
     return 2
 
 
+def exported_checkpoints_like_eager(run) -> int:
+    """A strictly exported program checkpoints as eager does: the module of ``torch.export.export(..., strict=True)``
+    dispatches the same ops during backward and packs the same activation bytes for it as the eager program with AC.
+
+    Rule: strict export keeps a checkpointed region as the ``tag_activation_checkpoint`` higher-order op, and its
+    pre-dispatch trace copies the region's selective policy onto the re-traced body (torch/_higher_order_ops/wrap.py
+    ``proxy_mode_key``: ``gmod_aten.meta["_checkpoint_context_fn"] = gmod.meta["_checkpoint_context_fn"]``); running
+    ``ep.module()`` runs that op's implementation, which is ``torch.utils.checkpoint.checkpoint`` of the body with that
+    ``context_fn`` (``tag_activation_checkpoint_impl``): what is saved and what is recomputed are eager
+    checkpointing's.  Non-strict export traces through the checkpoint (the exported graph holds no region: nothing is
+    recomputed), which no documented rule forbids, so it is not judged."""
+    __tracebackhide__ = True
+    from harness.core.case import ExportMode
+
+    if run.cell.axes.export != ExportMode.STRICT:
+        raise NotRun("non-strict export traces through torch.utils.checkpoint (the exported graph holds no "
+                     "checkpointed region and recomputes nothing), which no documented rule forbids")
+    eager_ac, exported = _evidence(run, "eager", "compiled")
+    if (exported.backward_ops, exported.saved_bytes) != (eager_ac.backward_ops, eager_ac.saved_bytes):
+        raise AssertionError(
+            f"{run.cell.id}: expected the strictly exported program's backward to dispatch {eager_ac.backward_ops} ops "
+            f"and its forward to keep {eager_ac.saved_bytes} activation bytes, as the eager program with AC does (the "
+            f"exported region runs torch.utils.checkpoint with the region's own policy), saw {exported.backward_ops} "
+            f"ops and {exported.saved_bytes} bytes: the exported region checkpoints differently (a selective policy "
+            "lost on the way through export recomputes what it should save)")
+    return 1
+
+
 RUNTIME_ORACLES = (recompute_evidence, saved_evidence, no_recompile)
+EXPORT_ORACLES = (exported_checkpoints_like_eager,)  # the cells of Runner.EXPORTED_PROGRAM
 NEEDS = Needs(evidence=True)  # what they read besides the run (run_cell produces it for the cells they judge)
 
 

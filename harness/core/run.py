@@ -118,13 +118,18 @@ def _at_budgets(run: Run, budgets: tuple[float, ...]) -> None:
 def _evidence(run: Run) -> None:
     """The references of the run-time oracles (harness/core/oracles.py), for a cell they judge."""
     axes = run.cell.axes
+    case = run.cell.case
+    if case.runner is Runner.EXPORTED_PROGRAM:  # the runner probed the exported programs; the eager references here
+        eager_axes = dataclasses.replace(axes, export="")
+        run.evidence["eager"] = oracles.evidence(case, eager_axes, True, compiled=False)
+        run.evidence["eager_no_ac"] = oracles.evidence(case, eager_axes, False, compiled=False)
+        return
     if not oracles.judged_at_run_time(axes):
         return  # today's cells: the graph invariants judge, the oracles are not applied
     why = _standard(run)
     if why:
         run.unavailable["evidence"] = why
         return
-    case = run.cell.case
     eager_axes = dataclasses.replace(axes, budget=None)
     run.evidence["eager"] = oracles.evidence(case, eager_axes, True, compiled=False)
     run.evidence["eager_no_ac"] = oracles.evidence(case, eager_axes, False, compiled=False)

@@ -231,17 +231,18 @@ def exported_program(cell: Cell) -> Run:
         run.timings["eager"] = time.perf_counter() - start
         start = time.perf_counter()
         try:
-            plain = execute(case, axes, ac=False, call_as=exporter(False))
+            plain = execute(case, axes, ac=False, call_as=exporter(False), probe=oracles.probe)
         except Exception as e:
             raise RuntimeError(f"{mode} export of the program without AC fails too (an export defect, not AC's): "
                                f"{type(e).__name__}: {e}") from e
         try:
-            run.compiled = execute(case, axes, ac=True, call_as=exporter(True))
+            run.compiled = execute(case, axes, ac=True, call_as=exporter(True), probe=oracles.probe)
         except Exception as e:
             raise RuntimeError(f"{mode} export with AC: {type(e).__name__}: {e} (the program without AC exports and "
                                "runs)") from e
         run.compile_seconds = time.perf_counter() - start
     run.no_ac = Run(cell, compiled=plain)
+    run.evidence.update(compiled=run.compiled.evidence, compiled_no_ac=plain.evidence)  # oracles.exported_checkpoints_like_eager
     run.info.update(compiled_as="exported", attribution=f"the same program {mode}-exported without AC")
     return _set_texts(run, {"exported": [programs[True]]})
 

@@ -176,6 +176,9 @@ def check_cell(cell: Cell, goldens: Goldens, record) -> Run | None:
             if oracles.judged_at_run_time(cell.axes):  # issue 27's axes: what the graphs cannot show
                 for oracle in oracles.RUNTIME_ORACLES:
                     record("runtime_checks", verdicts.check(f"oracle:{oracle.__name__}", oracle, run))
+            if cell.axes.export:  # an exported program run eagerly: its checkpointing is eager's
+                for oracle in oracles.EXPORT_ORACLES:
+                    record("runtime_checks", verdicts.check(f"oracle:{oracle.__name__}", oracle, run))
             if oracles.mutated_state(run):  # a forward that changes its module's state (issue 31)
                 record("state_checks", verdicts.check(oracles.STATE_STAGE, oracles.assert_state, run))
             run.timings["invariants"] = time.perf_counter() - start
