@@ -105,6 +105,14 @@ def test_grad_disabled_oracle_fails_on_a_checkpoint_that_saves(monkeypatch):
         oracles.grad_disabled_saves_nothing(bad)
 
 
+def test_probe_copies_nested_input_tensors():
+    """The probe's further calls take fresh copies of every input tensor, nested ones (a list, a dataclass) included:
+    their backward must not accumulate into the gradients the run recorded (a dataclass input's did)."""
+    x = torch.randn(2, 2, requires_grad=True)
+    (copied,) = oracles._copies(([x],))
+    assert copied[0] is not x and copied[0].requires_grad and torch.equal(copied[0], x), copied
+
+
 def test_composed_checkpoint_rejects_context_fn_when_reentrant():
     with pytest.raises(ValueError, match="reentrant checkpoint takes no context_fn"):
         composed_checkpoint(Composition.CHECKPOINT_OF_COMPILE_REENTRANT, lambda f: f, _body, torch.ones(2, 2),

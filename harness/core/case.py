@@ -63,6 +63,8 @@ class BuildContext:
     def _checkpoint(self) -> Callable[..., Any]:
         if not self.ac and self.composition in EAGER_CHECKPOINT - {Composition.COMPILED_MODEL_EAGER_BLOCKS}:
             return functools.partial(_compiled_block_call, self.compile_block)  # the same compiled blocks, no AC
+        if not self.ac and self.composition is Composition.COMPILED_MODEL_EAGER_BLOCKS:
+            return _eager_checkpoint(no_checkpoint)  # the same eager blocks (a graph break around each), no AC
         if not self.ac:
             return no_checkpoint
         if self.composition in (None, Composition.COMPILE_OUTSIDE, Composition.COMPILE_INSIDE):
@@ -256,10 +258,12 @@ _CHECKPOINT_KWARGS = ("use_reentrant", "context_fn", "determinism_check", "debug
 
 
 @functools.cache
-def _eager_checkpoint():
-    """``torch.utils.checkpoint.checkpoint`` hidden from Dynamo: called inside a compiled function it is a graph break,
-    and runs eagerly (torch.compiler.disable)."""
-    return torch.compiler.disable(tuc.checkpoint, recursive=True)
+def _eager_checkpoint(checkpoint=tuc.checkpoint):
+    """``torch.utils.checkpoint.checkpoint`` (or the no-AC pass-through) hidden from Dynamo: called inside a compiled
+    function it is a graph break, and runs eagerly (torch.compiler.disable), so the compiled model's program without
+    AC has the same eager blocks as with AC (a partitioner that recomputes cheap ops in a whole-model graph would
+    otherwise be the reference of the run-time oracles)."""
+    return torch.compiler.disable(checkpoint, recursive=True)
 
 
 def _compile_block(compile, fn):

@@ -29,6 +29,7 @@ import dataclasses
 from typing import Any
 
 import torch
+import torch.utils._pytree as pytree
 
 from harness.core.attribution import _OpCounter
 from harness.core.case import AmbientState, Axes, Backend, Case, Composition, Needs
@@ -81,13 +82,13 @@ def _step(fn, prog, inputs, call_context=contextlib.nullcontext) -> None:
 
 
 def _copies(inputs: tuple, new_values: bool = False) -> tuple:
-    out = []
-    for t in inputs:
-        if isinstance(t, torch.Tensor):
-            c = (torch.randn_like(t) if new_values and t.is_floating_point() else t.detach().clone())
-            t = c.requires_grad_(t.requires_grad)
-        out.append(t)
-    return tuple(out)
+    """Fresh copies of every tensor in the inputs, nested ones included (a dataclass or a list of tensors): a probe's
+    backward must not accumulate into the gradients the run recorded."""
+    def copy(t: torch.Tensor) -> torch.Tensor:
+        c = torch.randn_like(t) if new_values and t.is_floating_point() else t.detach().clone()
+        return c.requires_grad_(t.requires_grad)
+
+    return tuple(pytree.tree_map_only(torch.Tensor, copy, tuple(inputs)))
 
 
 class _CompiledCodeCounter(_OpCounter):
@@ -245,10 +246,15 @@ def no_recompile(run) -> int:
     (torch/_dynamo/guards.py; the torch.compile programming model, "Guards and recompilations"); a tensor's guards
     check its dtype, device, shape, strides, requires_grad and dispatch keys, not its values (``TENSOR_MATCH``,
     torch/csrc/dynamo/guards.cpp ``TensorCheck``).  Counted as graphs the recording backend received.  Not judged
-    where the forward changes a module's plain attributes: Dynamo guards Python constants by value
-    (``CONSTANT_MATCH``), so the next call is another program state."""
+    where the forward changes a module's plain attributes or Python state of its own (``Program.state``, a closure
+    counter): Dynamo guards Python constants by value (``CONSTANT_MATCH``), so the next call is another program
+    state."""
     __tracebackhide__ = True
     (with_ac,) = _evidence(run, "compiled")
+    if run.compiled is not None and run.compiled.state is not None:
+        raise NotRun(f"the program mutates Python state outside its tensors (Program.state, {run.compiled.state!r} "
+                     "after the run), which compiled code reads and Dynamo guards by value (CONSTANT_MATCH): the next "
+                     "call is not identical")
     changed = [n for n in mutated_state(run) if n.startswith("attribute ")]
     if changed:
         raise NotRun(f"the forward changes module attributes ({', '.join(changed[:3])}), which Dynamo guards by "
