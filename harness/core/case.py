@@ -350,6 +350,11 @@ class AmbientState(enum.StrEnum):
     of the cells (issue 27 item 4), absent from ids when none.  Each value is combined with a case's compositions
     where the documentation says the combination works (the rule it relies on is next to each value); every run of the
     cell (eager references, the compile, the probes) is under it, so "eager with AC" is always the same program.
+    No composition is excluded by these rules: each is checkpoint's own (it records and re-enters the autocast state,
+    checks only ``torch.is_grad_enabled()``, pushes its hooks over the ambient ones) and holds wherever compile sits,
+    compiled code being guarded on the grad mode and the autocast state it was compiled under (torch/_dynamo/guards.py
+    ``GLOBAL_STATE``).  Compiled autograd under a grad-disabled state would be vacuous (no backward): no case declares
+    the two together.
 
     (``Case.ambient``, the older :class:`Ambient`, is not a value of this axis: it sets autocast for every cell of a
     case without naming it in ids, and the autocast cases' dtypes are float16 and bfloat16 on CUDA; folding it in
