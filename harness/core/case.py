@@ -353,7 +353,7 @@ class AmbientState(enum.StrEnum):
     No composition is excluded by these rules: each is checkpoint's own (it records and re-enters the autocast state,
     checks only ``torch.is_grad_enabled()``, pushes its hooks over the ambient ones) and holds wherever compile sits,
     compiled code being guarded on the grad mode and the autocast state it was compiled under (torch/_dynamo/guards.py
-    ``GLOBAL_STATE``).  Compiled autograd under a grad-disabled state would be vacuous (no backward): no case declares
+    ``GLOBAL_STATE``: ``torch._C._dynamo.guards.GlobalStateGuard`` holds ``grad_mode`` and ``autocast_state``).  Compiled autograd under a grad-disabled state would be vacuous (no backward): no case declares
     the two together.
 
     (``Case.ambient``, the older :class:`Ambient`, is not a value of this axis: it sets autocast for every cell of a
@@ -387,8 +387,9 @@ class AmbientState(enum.StrEnum):
     # inference graph under it.
     NO_GRAD = "no_grad"
     # torch.inference_mode() around each call: the same rule (grad is disabled in inference mode: torch.autograd.grad_mode
-    # ``inference_mode``: "analogous to no_grad"; checkpoint reads only ``torch.is_grad_enabled()``), and
-    # torch.compile supports inference mode as a global state it guards (torch/_dynamo/guards.py GLOBAL_STATE).
+    # ``inference_mode``: "analogous to no_grad"; checkpoint reads only ``torch.is_grad_enabled()``); Dynamo traces a
+    # frame called in inference mode and restores the mode around it (torch/_dynamo/convert_frame.py
+    # ``maybe_disable_inference_mode`` / ``_enter_inference_mode``) and guards the grad mode it implies.
     INFERENCE_MODE = "inference_mode"
 
     @property
