@@ -58,6 +58,59 @@ def test_ambient_axis_is_named_only_when_set():
                     ambients=(AmbientState.NONE, AmbientState.SAVE_ON_CPU))
     ids = [a.id for a in collect.declared_axes(Case("probe", _region, axes=spec, area="meta"), "cpu")]
     assert ids == ["min_cut-aot_eager-cpu-float32", "min_cut-aot_eager-cpu-float32-save_on_cpu"], ids
+    spec = AxesSpec(partitioners=Partitioner.MIN_CUT, devices="cpu", ambients=tuple(AmbientState))
+    ids = [a.id for a in collect.declared_axes(Case("probe", _region, axes=spec, area="meta"), "cpu")]
+    assert [i.removeprefix("min_cut-aot_eager-cpu-float32") for i in ids] == [
+        "", "-save_on_cpu", "-autocast_bf16", "-autocast_bf16_inside", "-autocast_bf16_both", "-no_grad",
+        "-inference_mode"], ids
+
+
+def test_autocast_inside_the_region_wraps_the_checkpointed_function_with_and_without_ac():
+    """AUTOCAST_BF16_INSIDE: the region's matmul runs in bfloat16 (with AC, and in the no-AC reference), what follows
+    the region does not; a module stays a module, wrapped once."""
+    x = torch.randn(4, 4)
+    for ac in (True, False):
+        ctx = case_module.BuildContext("cpu", torch.float32, ac, ambient=AmbientState.AUTOCAST_BF16_INSIDE)
+        out = ctx.checkpoint(torch.mm, x, x, use_reentrant=False)
+        assert out.dtype == torch.bfloat16 and torch.mm(x, x).dtype == torch.float32, (ac, out.dtype)
+        lin = torch.nn.Linear(4, 4)
+        assert ctx.checkpoint(lin, x, use_reentrant=False).dtype == torch.bfloat16
+        assert case_module.autocast_inside(lin, "cpu") is case_module.autocast_inside(lin, "cpu")
+    plain = case_module.BuildContext("cpu", torch.float32, True, ambient=AmbientState.AUTOCAST_BF16)
+    assert plain.checkpoint(torch.mm, x, x, use_reentrant=False).dtype == torch.float32, "outside only: not inside"
+
+
+def _saving_under_no_grad(monkeypatch):
+    """Break every checkpoint with AC: it re-enables grad around the region, so autograd records and saves under an
+    ambient no_grad (the no-AC program stays right)."""
+    real = case_module.composed_checkpoint
+
+    def broken(*args, **kwargs):
+        with torch.enable_grad():
+            return real(*args, **kwargs)
+
+    monkeypatch.setattr(case_module, "composed_checkpoint", broken)
+
+
+def test_grad_disabled_oracle_fails_on_a_checkpoint_that_saves(monkeypatch):
+    for ambient in (AmbientState.NO_GRAD, AmbientState.INFERENCE_MODE):
+        good = _run(CASE, composition=Composition.CHECKPOINT_OF_COMPILE, ambient=ambient)
+        assert oracles.grad_disabled_saves_nothing(good) == 1
+    with pytest.raises(NotRun, match="grad is enabled"):
+        oracles.grad_disabled_saves_nothing(_run(CASE, composition=Composition.CHECKPOINT_OF_COMPILE))
+    _saving_under_no_grad(monkeypatch)
+    bad = _run(CASE, composition=Composition.CHECKPOINT_OF_COMPILE, ambient=AmbientState.NO_GRAD)
+    with pytest.raises(AssertionError, match="expected nothing saved for backward and no output requiring grad "
+                                             "under no_grad.*compiled with AC: [1-9]"):
+        oracles.grad_disabled_saves_nothing(bad)
+
+
+def test_probe_copies_nested_input_tensors():
+    """The probe's further calls take fresh copies of every input tensor, nested ones (a list, a dataclass) included:
+    their backward must not accumulate into the gradients the run recorded (a dataclass input's did)."""
+    x = torch.randn(2, 2, requires_grad=True)
+    (copied,) = oracles._copies(([x],))
+    assert copied[0] is not x and copied[0].requires_grad and torch.equal(copied[0], x), copied
 
 
 def test_composed_checkpoint_rejects_context_fn_when_reentrant():

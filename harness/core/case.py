@@ -45,11 +45,26 @@ class BuildContext:
     # Where compile sits relative to checkpointing (the cell's composition axis): ``ctx.checkpoint`` is that
     # composition's checkpoint, compiling with ``compiler`` (eager references: the same composition, nothing compiled).
     composition: Composition = None  # type: ignore[assignment]  # None: Composition.COMPILE_OUTSIDE
+    # The cell's ambient state (AmbientState): one that enters autocast inside the region wraps the checkpointed
+    # function, with and without AC alike.
+    ambient: str = ""
 
     @property
     def checkpoint(self) -> Callable[..., Any]:
+        chosen = self._checkpoint()
+        if not AmbientState(self.ambient).inside:
+            return chosen
+
+        def checkpoint_inside(function, *args, **kwargs):
+            return chosen(autocast_inside(function, self.device), *args, **kwargs)
+
+        return checkpoint_inside
+
+    def _checkpoint(self) -> Callable[..., Any]:
         if not self.ac and self.composition in EAGER_CHECKPOINT - {Composition.COMPILED_MODEL_EAGER_BLOCKS}:
             return functools.partial(_compiled_block_call, self.compile_block)  # the same compiled blocks, no AC
+        if not self.ac and self.composition is Composition.COMPILED_MODEL_EAGER_BLOCKS:
+            return _eager_checkpoint(no_checkpoint)  # the same eager blocks (a graph break around each), no AC
         if not self.ac:
             return no_checkpoint
         if self.composition in (None, Composition.COMPILE_OUTSIDE, Composition.COMPILE_INSIDE):
@@ -237,8 +252,15 @@ NON_REENTRANT_COMPOSITIONS = (Composition.COMPILE_OUTSIDE, Composition.CHECKPOIN
                               Composition.CHECKPOINT_WRAPPER_OF_COMPILED)
 
 
-# What a case whose non-reentrant checkpoint has a selective policy (a context_fn) supports: all but reentrant.
+# What a case whose non-reentrant checkpoint has a selective policy (a context_fn) supports: all but reentrant.  Also
+# what a non-reentrant program supports whose region the reentrant variant would change (a kwarg it refuses, an
+# output appended to a list, which reentrant checkpoint computes under no_grad: its docstring's list of differences).
 SAC_COMPOSITIONS = tuple(c for c in NON_REENTRANT_COMPOSITIONS if c is not Composition.CHECKPOINT_OF_COMPILE_REENTRANT)
+# What a case whose checkpoint is reentrant supports keeping it reentrant: the compositions that pass the case's own
+# checkpoint arguments (use_reentrant=True) and the reentrant checkpoint of a compiled region.  The others make the
+# checkpoint non-reentrant, another program.
+REENTRANT_COMPOSITIONS = (Composition.COMPILE_OUTSIDE, Composition.CHECKPOINT_OF_COMPILE_REENTRANT,
+                          Composition.EAGER_MODEL_COMPILED_BLOCKS, Composition.COMPILED_MODEL_EAGER_BLOCKS)
 
 
 def sac_around_compiled_policy():
@@ -258,10 +280,12 @@ _CHECKPOINT_KWARGS = ("use_reentrant", "context_fn", "determinism_check", "debug
 
 
 @functools.cache
-def _eager_checkpoint():
-    """``torch.utils.checkpoint.checkpoint`` hidden from Dynamo: called inside a compiled function it is a graph break,
-    and runs eagerly (torch.compiler.disable)."""
-    return torch.compiler.disable(tuc.checkpoint, recursive=True)
+def _eager_checkpoint(checkpoint=tuc.checkpoint):
+    """``torch.utils.checkpoint.checkpoint`` (or the no-AC pass-through) hidden from Dynamo: called inside a compiled
+    function it is a graph break, and runs eagerly (torch.compiler.disable), so the compiled model's program without
+    AC has the same eager blocks as with AC (a partitioner that recomputes cheap ops in a whole-model graph would
+    otherwise be the reference of the run-time oracles)."""
+    return torch.compiler.disable(checkpoint, recursive=True)
 
 
 def _compile_block(compile, fn):
@@ -344,23 +368,109 @@ class Backend(enum.StrEnum):
 
 
 class AmbientState(enum.StrEnum):
-    """State entered around every run of a cell (eager references, the compile, the probes), as a training loop
-    would around its step: an axis of the cells (issue 27 item 4), absent from ids when none."""
+    """State a cell's program runs under without saying so, as a training loop would set it around its step: an axis
+    of the cells (issue 27 item 4), absent from ids when none.  Each value is combined with a case's compositions
+    where the documentation says the combination works (the rule it relies on is next to each value); every run of the
+    cell (eager references, the compile, the probes) is under it, so "eager with AC" is always the same program.
+    No composition is excluded by these rules: each is checkpoint's own (it records and re-enters the autocast state,
+    checks only ``torch.is_grad_enabled()``, pushes its hooks over the ambient ones) and holds wherever compile sits,
+    compiled code being guarded on the grad mode and the autocast state it was compiled under (torch/_dynamo/guards.py
+    ``GLOBAL_STATE``: ``torch._C._dynamo.guards.GlobalStateGuard`` holds ``grad_mode`` and ``autocast_state``).  Compiled autograd under a grad-disabled state would be vacuous (no backward): no case declares
+    the two together.
+
+    (``Case.ambient``, the older :class:`Ambient`, is not a value of this axis: it sets autocast for every cell of a
+    case without naming it in ids, and the autocast cases' dtypes are float16 and bfloat16 on CUDA; folding it in
+    would rename their cells and goldens.)"""
 
     NONE = ""
     # torch.autograd.graph.save_on_cpu(): saved-tensor hooks around the whole call, under which a non-reentrant
     # checkpoint pushes its own (the documented stack: the innermost pair packs, torch/autograd/graph.py)
     SAVE_ON_CPU = "save_on_cpu"
     # torch.autocast(<cell device>, bfloat16) outside the compiled call, as a training loop enters it (numerics with
-    # checks.AUTOCAST_TOLERANCE)
+    # checks.AUTOCAST_TOLERANCE).  Rule: checkpoint records the autocast state of the forward and recomputes under
+    # it (torch/utils/checkpoint.py: ``_get_autocast_kwargs`` at the forward, ``recompute_fn`` / ``CheckpointFunction
+    # .backward`` re-enter ``torch.amp.autocast(**those kwargs)``), so the recompute casts as the forward did.
     AUTOCAST_BF16 = "autocast_bf16"
+    # torch.autocast(<cell device>, bfloat16) entered by the checkpointed function itself, around its body (the
+    # region's own autocast; where the composition compiles the block, inside the compiled block).  Rule: checkpoint
+    # recomputes "by re-invoking :attr:`function` in the backward pass" (its docstring), so the recompute enters the
+    # same autocast; autocast contexts nest and are local to the code they wrap (torch.amp docs, "Autocasting":
+    # "autocast ... can be nested"), and the backward runs outside them, as the docs ask ("Backward passes under
+    # autocast are not recommended").
+    AUTOCAST_BF16_INSIDE = "autocast_bf16_inside"
+    # both: autocast outside the compiled call and again inside the region (the same dtype; nested autocast).
+    AUTOCAST_BF16_BOTH = "autocast_bf16_both"
+    # torch.no_grad() around each call of the (compiled) function, the program built outside it: an evaluation
+    # pass.  Rule: a non-reentrant checkpoint with grad disabled runs the function plainly and installs no hooks
+    # (torch/utils/checkpoint.py ``_checkpoint_without_reentrant_generator``: ``if not torch.is_grad_enabled():
+    # yield; return``) and a reentrant one runs it under no_grad anyway ("the reentrant variant ... runs with the
+    # forward pass under torch.no_grad"): nothing is saved, there is no backward to recompute in, and the outputs are
+    # the same as without AC.  Dynamo guards the grad mode (torch/_dynamo/guards.py GLOBAL_STATE) and compiles an
+    # inference graph under it.
+    NO_GRAD = "no_grad"
+    # torch.inference_mode() around each call: the same rule (grad is disabled in inference mode: torch.autograd.grad_mode
+    # ``inference_mode``: "analogous to no_grad"; checkpoint reads only ``torch.is_grad_enabled()``); Dynamo traces a
+    # frame called in inference mode and restores the mode around it (torch/_dynamo/convert_frame.py
+    # ``maybe_disable_inference_mode`` / ``_enter_inference_mode``) and guards the grad mode it implies.
+    INFERENCE_MODE = "inference_mode"
+
+    @property
+    def autocast(self) -> bool:
+        """Whether the cell runs (partly) under bf16 autocast: numerics at checks.AUTOCAST_TOLERANCE."""
+        return self in (AmbientState.AUTOCAST_BF16, AmbientState.AUTOCAST_BF16_INSIDE, AmbientState.AUTOCAST_BF16_BOTH)
+
+    @property
+    def grad_disabled(self) -> bool:
+        """Whether the calls run with grad disabled (no backward: nothing saved, nothing recomputed)."""
+        return self in (AmbientState.NO_GRAD, AmbientState.INFERENCE_MODE)
+
+    @property
+    def inside(self) -> bool:
+        """Whether the checkpointed function enters autocast itself (``BuildContext.checkpoint`` wraps it)."""
+        return self in (AmbientState.AUTOCAST_BF16_INSIDE, AmbientState.AUTOCAST_BF16_BOTH)
 
     def context(self, device: str):
+        """Entered around the whole run (building the program included)."""
         if self is AmbientState.SAVE_ON_CPU:
             return torch.autograd.graph.save_on_cpu()
-        if self is AmbientState.AUTOCAST_BF16:
+        if self in (AmbientState.AUTOCAST_BF16, AmbientState.AUTOCAST_BF16_BOTH):
             return torch.autocast(device_type=device, dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+    def call_context(self):
+        """Entered around each call of the function (the program is built outside it, as a model is)."""
+        if self is AmbientState.NO_GRAD:
+            return torch.no_grad()
+        if self is AmbientState.INFERENCE_MODE:
+            return torch.inference_mode()
+        return contextlib.nullcontext()
+
+
+def autocast_inside(function, device: str):
+    """``function`` entering ``torch.autocast(device, bfloat16)`` around its body (AmbientState.AUTOCAST_BF16_INSIDE);
+    a module stays a module (wrapped once, cached on it, so a composition compiling blocks compiles it once)."""
+    if isinstance(function, torch.nn.Module):
+        wrapped = function.__dict__.get("_ac_autocast_inside")
+        if wrapped is None:
+            wrapped = function.__dict__["_ac_autocast_inside"] = _AutocastInside(function, device)
+        return wrapped
+
+    @functools.wraps(function)
+    def region(*args, **kwargs):
+        with torch.autocast(device_type=device, dtype=torch.bfloat16):
+            return function(*args, **kwargs)
+
+    return region
+
+
+class _AutocastInside(torch.nn.Module):
+    def __init__(self, block: torch.nn.Module, device: str):
+        super().__init__()
+        self.block, self.device = block, device
+
+    def forward(self, *args, **kwargs):
+        with torch.autocast(device_type=self.device, dtype=torch.bfloat16):
+            return self.block(*args, **kwargs)
 
 
 class Emulation(enum.StrEnum):

@@ -9,7 +9,7 @@ import re
 import torch
 
 from harness.core.analysis import op_counts
-from harness.core.case import NumericsMode
+from harness.core.case import AmbientState, NumericsMode
 from harness.core.pipeline import Outcome, Run
 
 
@@ -73,7 +73,7 @@ def compare_outcomes(actual: Outcome, expected: Outcome, rtol: float, atol: floa
 def tolerance(run: Run) -> tuple[float, float]:
     if run.cell.case.numerics.tolerance:
         return run.cell.case.numerics.tolerance
-    return AUTOCAST_TOLERANCE if run.cell.axes.ambient == "autocast_bf16" else TOLERANCES[run.cell.axes.dtype]
+    return AUTOCAST_TOLERANCE if AmbientState(run.cell.axes.ambient).autocast else TOLERANCES[run.cell.axes.dtype]
 
 
 def assert_numerics(run: Run) -> int:

@@ -28,7 +28,7 @@ from packaging.version import Version
 from harness.core import paths
 from harness.core.case import Cell
 
-AXES = ("partitioner", "backend", "device", "dtype", "budget", "composition", "compiled_autograd", "export")
+AXES = ("partitioner", "backend", "device", "dtype", "budget", "composition", "compiled_autograd", "ambient", "export")
 # Case features read off a recorded run: name -> (description, predicate on the run's analysis).
 FEATURES = {
     "must_save": "the joint graph has a node a SAC policy tagged MUST_SAVE",

@@ -11,6 +11,8 @@ partitioner sees a checkpointed region and the graph invariants cannot judge; th
   (:func:`~harness.core.attribution.saved_for_backward`): a region saves nothing there, so less than without AC;
 * :func:`no_recompile`: Dynamo's compiles counted over further calls: an identical call, and a call with other values
   of the same shapes, must not compile again;
+* :func:`grad_disabled_saves_nothing`: with grad disabled around the call (no_grad, inference_mode), nothing is
+  saved and no output requires grad, with AC as without;
 * :func:`assert_state` (issue 31): the module state after the step (buffers, plain attributes) of eager without AC,
   eager with AC and compiled with AC, with the gradients' tolerance; numerics, RNG (dropout masks) and Python side
   effects are compared with eager checkpointing by ``assert_numerics`` and the case's own checks.
@@ -27,9 +29,10 @@ import dataclasses
 from typing import Any
 
 import torch
+import torch.utils._pytree as pytree
 
 from harness.core.attribution import _OpCounter
-from harness.core.case import Axes, Backend, Case, Composition, Needs
+from harness.core.case import AmbientState, Axes, Backend, Case, Composition, Needs
 from harness.core.checks import TOLERANCES, NamedChecks, NotRun, mismatch, tolerance
 from harness.core.pipeline import (RUN_SEED, Recorder, config_patches, cotangent_loss, execute, flat_tensors,
                                    fresh_state)
@@ -53,6 +56,7 @@ class RuntimeEvidence:
     backward_ops: int
     recompiles_identical: int | None = None
     recompiles_new_values: int | None = None
+    outputs_requiring_grad: int = 0  # of the instrumented call's outputs (0 with grad disabled: no backward exists)
 
 
 def judged_at_run_time(axes: Axes) -> bool:
@@ -68,21 +72,23 @@ def _compiles(backend) -> int | None:
     return None if graphs is None else len(graphs.get("dynamo", []))
 
 
-def _step(fn, prog, inputs) -> None:
+def _step(fn, prog, inputs, call_context=contextlib.nullcontext) -> None:
     torch.manual_seed(RUN_SEED)
-    loss = cotangent_loss(flat_tensors(fn(*inputs, **prog.kwargs)))
+    with call_context():
+        out = fn(*inputs, **prog.kwargs)
+    loss = cotangent_loss(flat_tensors(out))
     if loss is not None:
         loss.backward()
 
 
 def _copies(inputs: tuple, new_values: bool = False) -> tuple:
-    out = []
-    for t in inputs:
-        if isinstance(t, torch.Tensor):
-            c = (torch.randn_like(t) if new_values and t.is_floating_point() else t.detach().clone())
-            t = c.requires_grad_(t.requires_grad)
-        out.append(t)
-    return tuple(out)
+    """Fresh copies of every tensor in the inputs, nested ones included (a dataclass or a list of tensors): a probe's
+    backward must not accumulate into the gradients the run recorded."""
+    def copy(t: torch.Tensor) -> torch.Tensor:
+        c = torch.randn_like(t) if new_values and t.is_floating_point() else t.detach().clone()
+        return c.requires_grad_(t.requires_grad)
+
+    return tuple(pytree.tree_map_only(torch.Tensor, copy, tuple(inputs)))
 
 
 class _CompiledCodeCounter(_OpCounter):
@@ -117,10 +123,10 @@ def _activations_saved():
         yield seen
 
 
-def probe(fn, prog, backend) -> RuntimeEvidence:
+def probe(fn, prog, backend, call_context=contextlib.nullcontext) -> RuntimeEvidence:
     """After a run's steps, on the same function: an identical call and a call with other values (compiles counted),
-    then one call with its forward under :func:`saved_for_backward` and its backward under :func:`ops_executed`.  The
-    module's parameter gradients are released first (the run's are already recorded) and whatever the recorder
+    then one call with its forward under :func:`saved_for_backward` and its backward under :func:`ops_executed`; each
+    call under ``call_context`` (the cell's grad mode, AmbientState.call_context).  The module's parameter gradients are released first (the run's are already recorded) and whatever the recorder
     captured during these calls is dropped, so the recorded run is the run's alone."""
     if prog.module is not None:
         for p in prog.module.parameters():
@@ -128,13 +134,13 @@ def probe(fn, prog, backend) -> RuntimeEvidence:
     kept = ({k: len(v) for k, v in backend.graphs.items()}, len(backend.joint_texts), len(backend.partition_args),
             len(backend.compile_ids)) if isinstance(backend, Recorder) else None
     start = _compiles(backend)
-    _step(fn, prog, _copies(prog.inputs))
+    _step(fn, prog, _copies(prog.inputs), call_context)
     identical = _compiles(backend)
-    _step(fn, prog, _copies(prog.inputs, new_values=True))
+    _step(fn, prog, _copies(prog.inputs, new_values=True), call_context)
     new_values = _compiles(backend)
     inputs = _copies(prog.inputs)
     torch.manual_seed(RUN_SEED)
-    with _activations_saved() as saved:
+    with call_context(), _activations_saved() as saved:
         out = fn(*inputs, **prog.kwargs)
     loss = cotangent_loss(flat_tensors(out))
     with _CompiledCodeCounter() as ops:
@@ -147,7 +153,8 @@ def probe(fn, prog, backend) -> RuntimeEvidence:
         del backend.joint_texts[joints:], backend.partition_args[args:], backend.compile_ids[ids:]
     return RuntimeEvidence(saved[0], saved[1], ops.count,
                            None if start is None else identical - start,
-                           None if start is None else new_values - identical)
+                           None if start is None else new_values - identical,
+                           sum(t.requires_grad for t in flat_tensors(out)))
 
 
 def evidence(case: Case, axes: Axes, ac: bool, compiled: bool) -> RuntimeEvidence:
@@ -239,10 +246,15 @@ def no_recompile(run) -> int:
     (torch/_dynamo/guards.py; the torch.compile programming model, "Guards and recompilations"); a tensor's guards
     check its dtype, device, shape, strides, requires_grad and dispatch keys, not its values (``TENSOR_MATCH``,
     torch/csrc/dynamo/guards.cpp ``TensorCheck``).  Counted as graphs the recording backend received.  Not judged
-    where the forward changes a module's plain attributes: Dynamo guards Python constants by value
-    (``CONSTANT_MATCH``), so the next call is another program state."""
+    where the forward changes a module's plain attributes or Python state of its own (``Program.state``, a closure
+    counter): Dynamo guards Python constants by value (``CONSTANT_MATCH``), so the next call is another program
+    state."""
     __tracebackhide__ = True
     (with_ac,) = _evidence(run, "compiled")
+    if run.compiled is not None and run.compiled.state is not None:
+        raise NotRun(f"the program mutates Python state outside its tensors (Program.state, {run.compiled.state!r} "
+                     "after the run), which compiled code reads and Dynamo guards by value (CONSTANT_MATCH): the next "
+                     "call is not identical")
     changed = [n for n in mutated_state(run) if n.startswith("attribute ")]
     if changed:
         raise NotRun(f"the forward changes module attributes ({', '.join(changed[:3])}), which Dynamo guards by "
@@ -255,6 +267,36 @@ def no_recompile(run) -> int:
             f"the same shapes (guards check tensor metadata, not values), saw {with_ac.recompiles_identical} and "
             f"{with_ac.recompiles_new_values} new graphs (TORCH_LOGS=recompiles names the failing guard)")
     return 2
+
+
+def grad_disabled_saves_nothing(run) -> int:
+    """With grad disabled around the call (``AmbientState.NO_GRAD``, ``INFERENCE_MODE``) checkpointing neither saves
+    nor recomputes: with AC, eager and compiled alike, nothing is packed for backward and no output requires grad (no
+    backward exists to recompute in), as without AC; numerics compare the outputs with eager as everywhere.
+
+    Rule: torch/utils/checkpoint.py: a non-reentrant checkpoint with grad disabled runs its function plainly and
+    installs no saved-tensor hooks (``_checkpoint_without_reentrant_generator``: ``if not torch.is_grad_enabled():
+    yield; return``); the reentrant one runs the function under no_grad in any case (its docstring) and, grad being
+    disabled, ``CheckpointFunction.apply`` records no node; inference mode disables grad too (``torch.inference_mode``,
+    "analogous to no_grad").  Saves counted with saved-tensor hooks around the call, as for :func:`saved_evidence`."""
+    __tracebackhide__ = True
+    ambient = AmbientState(run.cell.axes.ambient)
+    if not ambient.grad_disabled:
+        raise NotRun("grad is enabled around the call: recompute_evidence and saved_evidence judge")
+    eager_ac, eager_plain, with_ac, without = _evidence(run, "eager", "eager_no_ac", "compiled", "compiled_no_ac")
+
+    def seen(e: RuntimeEvidence) -> str:
+        return f"{e.saved} tensors ({e.saved_bytes} B) saved, {e.outputs_requiring_grad} outputs requiring grad"
+
+    bad = [f"{label}: {seen(e)}" for label, e in (("compiled with AC", with_ac), ("eager with AC", eager_ac))
+           if e.saved or e.outputs_requiring_grad]
+    if bad:
+        plain = any(e.saved or e.outputs_requiring_grad for e in (without, eager_plain))
+        raise AssertionError(
+            f"{run.cell.id}: expected nothing saved for backward and no output requiring grad under {ambient} (a "
+            f"checkpoint with grad disabled runs its function plainly), saw {'; '.join(bad)} (without AC: compiled "
+            f"{seen(without)}, eager {seen(eager_plain)}{'; also without AC: not an AC defect' if plain else ''})")
+    return 1
 
 
 def exported_checkpoints_like_eager(run) -> int:
@@ -285,7 +327,8 @@ def exported_checkpoints_like_eager(run) -> int:
     return 1
 
 
-RUNTIME_ORACLES = (recompute_evidence, saved_evidence, no_recompile)
+
+RUNTIME_ORACLES = (recompute_evidence, saved_evidence, no_recompile, grad_disabled_saves_nothing)
 EXPORT_ORACLES = (exported_checkpoints_like_eager,)  # the cells of Runner.EXPORTED_PROGRAM
 NEEDS = Needs(evidence=True)  # what they read besides the run (run_cell produces it for the cells they judge)
 

@@ -335,15 +335,17 @@ def execute(case: Case, axes: Axes, *, ac: bool, backend=None, variant: str = ""
     composition decides what is compiled: ``fn`` (compile outside), or the program's parts (``ctx.compile`` /
     ``ctx.checkpoint``'s compiled blocks).  ``call_as(program)``, when given, is what runs instead of ``fn`` (the
     exported program's module: Runner.EXPORTED_PROGRAM), on the same inputs and parameters.  ``probe(fn, program,
-    backend)``, when given, runs after the steps on the same (compiled) function; what it returns is
+    backend, call_context)``, when given, runs after the steps on the same (compiled) function; what it returns is
     ``Outcome.evidence``."""
     spec = case.compile
     composition = composition_of(case, axes)
     outside = composition.compiles_outside
     fullgraph = spec.fullgraph and composition is not Composition.COMPILED_MODEL_EAGER_BLOCKS  # a break per block
+    ambient = AmbientState(axes.ambient)
     ctx = BuildContext(device=axes.device, dtype=DTYPES[axes.dtype], ac=ac, variant=variant,
-                       compiler=backend if not outside else None, fullgraph=fullgraph, composition=composition)
-    with case.ambient.context(axes.device), AmbientState(axes.ambient).context(axes.device), \
+                       compiler=backend if not outside else None, fullgraph=fullgraph, composition=composition,
+                       ambient=ambient)
+    with case.ambient.context(axes.device), ambient.context(axes.device), \
             _compiled_autograd(spec, axes, backend is not None):
         torch.manual_seed(BUILD_SEED)
         prog = case.build(ctx)
@@ -357,7 +359,8 @@ def execute(case: Case, axes: Axes, *, ac: bool, backend=None, variant: str = ""
         raw = None
         for call, inputs in enumerate((prog.inputs, *prog.calls)):
             torch.manual_seed(RUN_SEED)
-            out = fn(*inputs, **prog.kwargs)
+            with ambient.call_context():  # grad mode around the call (no backward follows where it disables grad)
+                out = fn(*inputs, **prog.kwargs)
             raw = out if call == 0 else raw
             flat = flat_tensors(out)
             outputs += flat
@@ -375,7 +378,7 @@ def execute(case: Case, axes: Axes, *, ac: bool, backend=None, variant: str = ""
         state = prog.state() if prog.state is not None else None
         after = module_state(prog.module)
         seconds = time.perf_counter() - start
-        evidence = probe(fn, prog, backend) if probe is not None else None
+        evidence = probe(fn, prog, backend, ambient.call_context) if probe is not None else None
     return Outcome([o.detach() for o in outputs], grads, raw, seconds, state,
                    {"before": before, "after": after} if prog.module is not None else None, evidence)
 

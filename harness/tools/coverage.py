@@ -185,10 +185,44 @@ def composition_table(cases: list[Case], device: str = "cpu") -> list[str]:
                  else "-" for b in backends]
         lines.append(f"| `{comp}`{' + compiled autograd' if ca else ''}{f' under `{amb}`' if amb else ''} | "
                      + " | ".join(cells) + " |")
-    declaring = [c.name for c in cases if len(c.axes.compositions) > 1 or c.axes.compiled_autograd != (False,)
+    declaring = [c for c in cases if len(c.axes.compositions) > 1 or c.axes.compiled_autograd != (False,)
                  or len(c.axes.ambients) > 1]
-    lines += ["", "Cases declaring compositions: " + (", ".join(f"`{n}`" for n in declaring) or "none") + "."]
-    return lines + export_table(exports, device)
+    lines += ["", "Cases declaring compositions: " + (", ".join(f"`{c.name}`" for c in declaring) or "none") + "."]
+    return lines + case_composition_table(declaring, device) + export_table(exports, device)
+
+
+def case_composition_table(cases: list[Case], device: str = "cpu") -> list[str]:
+    """Case x composition x backend x ambient state (issue 27): for each case declaring the axes, one row per ambient
+    state (and compiled autograd), one column per composition, each entry its cells per backend on ``device`` as
+    ``make test`` / all (its declared cells and the slow matrix's)."""
+    from harness.core.case import Backend, Composition
+    from harness.rows.collect import collect
+
+    wanted = {c.name for c in cases}
+    counts: dict[tuple, dict[tuple[str, str], list[int]]] = {}
+    for area in sorted({c.area for c in cases}):
+        for col in collect(area, device):
+            case = col.cell.case
+            if col.skip or case.name not in wanted:
+                continue
+            a = col.cell.axes
+            row = counts.setdefault((case.name, a.ambient, a.compiled_autograd), {})
+            fast_all = row.setdefault((str(a.composition), str(a.backend)), [0, 0])
+            fast_all[0] += not col.slow
+            fast_all[1] += 1
+    compositions = [str(c) for c in Composition if c is not Composition.COMPILE_INSIDE]
+    backends = [str(b) for b in Backend]
+    lines = ["", f"## Cases x compositions x backends x ambient states ({device} cells: make test / all)", "",
+             "| case | ambient state | " + " | ".join(f"`{c}`" for c in compositions) + " |",
+             "|---|---|" + "---|" * len(compositions)]
+    order = {c.name: i for i, c in enumerate(cases)}
+    for (name, amb, ca), row in sorted(counts.items(), key=lambda kv: (order[kv[0][0]], kv[0][2], kv[0][1] != "",
+                                                                       kv[0][1])):
+        entries = ["<br>".join(f"{b} {row[(c, b)][0]}/{row[(c, b)][1]}" for b in backends if (c, b) in row) or "-"
+                   for c in compositions]
+        label = (f"`{amb}`" if amb else "none") + (" + compiled autograd" if ca else "")
+        lines.append(f"| `{name}` | {label} | " + " | ".join(entries) + " |")
+    return lines
 
 
 def export_table(exports: dict[tuple[str, str], list[int]], device: str) -> list[str]:

@@ -7,7 +7,7 @@ import torch
 import torch.fx as fx
 from torch._higher_order_ops.wrap import tag_activation_checkpoint
 
-from harness.core.case import MIN_CUT_ONLY, BuildContext, Case, Checkpoint, CompileSpec, Expect, Numerics, Program
+from harness.core.case import REENTRANT_COMPOSITIONS, SAC_COMPOSITIONS, AxesSpec, BuildContext, Partitioner, Case, Checkpoint, CompileSpec, Expect, Numerics, Program
 from harness.core.checks import expect_equal
 from harness.rows.cases import FORMER_CUSTOM
 
@@ -75,12 +75,15 @@ def _recompiled_with_symints(run) -> None:
 
 
 CASES = [
-    Case("kwargs_user_kwarg_forwarded", user_kwarg, catalogue=(17,), axes=MIN_CUT_ONLY,
+    # Compositions (issue 27 item 1, nightly); the user kwarg: not the reentrant checkpoint, which takes none.
+    Case("kwargs_user_kwarg_forwarded", user_kwarg, catalogue=(17,),
+         axes=AxesSpec(partitioners=Partitioner.MIN_CUT, compositions=SAC_COMPOSITIONS),
          compile=CompileSpec(fullgraph=False),  # as upstream; Dynamo counts frames["ok"] only outside fullgraph mode
          expect=Expect(counters={"graphs": 1, "frames": 1, "frames_ok": 1, "graph_breaks": 0, "recompiles": 0},
                        check=_kwarg_reaches_the_hop)),
     Case("kwargs_symints_location", symints_location, catalogue=(18,), checkpoint=Checkpoint.REENTRANT,
-         axes=MIN_CUT_ONLY, expect=Expect(check=_recompiled_with_symints), goldens=("dynamo", "joint", "fw", "bw"),
+         axes=AxesSpec(partitioners=Partitioner.MIN_CUT, compositions=REENTRANT_COMPOSITIONS),
+         expect=Expect(check=_recompiled_with_symints), goldens=("dynamo", "joint", "fw", "bw"),
          compile=CompileSpec(fullgraph=False),
          numerics=Numerics.shape_only("dropout makes values stream-dependent; upstream asserts only shapes and counters"),
          selection=FORMER_CUSTOM),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch.testing._internal.two_tensor import TwoTensor
 
-from harness.core.case import BuildContext, Case, Checkpoint, Expect, Program
+from harness.core.case import SAC_COMPOSITIONS, AxesSpec, BuildContext, Case, Checkpoint, Expect, Program
 from harness.rows.cases.sac_policy import sac_context_fn
 
 MM = "aten.mm.default"
@@ -29,7 +29,9 @@ def two_tensor_sac(ctx: BuildContext) -> Program:
 
 
 CASES = [
+    # every composition a SAC program supports (issue 27 item 1, nightly): the subclass through compiled blocks
     Case("subclass_two_tensor_sac", two_tensor_sac, catalogue=(24,), checkpoint=Checkpoint.SAC,
+         axes=AxesSpec(compositions=SAC_COMPOSITIONS),
          expect=Expect({"fw": {MM: 4}, "bw": {MM: 8}}),
          notes="each TwoTensor mm is two mm; bw would have 12 mm without SAC (4 recomputed + 8 gradient mm)"),
 ]

@@ -9,7 +9,7 @@ import re
 import torch
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
-from harness.core.case import (NON_REENTRANT_COMPOSITIONS, STANDARD_BACKENDS, MIN_CUT_ONLY, Selection, AxesSpec, Backend, BuildContext, Case, Checkpoint, CompileSpec, Decompositions,
+from harness.core.case import (NON_REENTRANT_COMPOSITIONS, REENTRANT_COMPOSITIONS, SAC_COMPOSITIONS, STANDARD_BACKENDS, MIN_CUT_ONLY, AmbientState, Partitioner, Selection, AxesSpec, Backend, BuildContext, Case, Checkpoint, CompileSpec, Decompositions,
                           Expect, Program)
 from harness.core.checks import expect_equal
 
@@ -151,8 +151,11 @@ def checkpointed_module(act: type[torch.nn.Module]):
 FW_BW_MM = {"fw": {MM: 1}, "bw": {MM: 3}}
 
 CASES = [
+    # Cases whose program is a function calling ctx.checkpoint declare the compositions it supports (issue 27 item
+    # 1): a reentrant checkpoint the ones that keep it reentrant, a non-reentrant one all, a selective one all but
+    # reentrant; nightly (slow).
     Case("tags_function", tags_function(True), catalogue=(1,), checkpoint=Checkpoint.REENTRANT, expect=Expect(FW_BW_MM),
-         axes=AxesSpec(backends=STANDARD_BACKENDS)),
+         axes=AxesSpec(backends=STANDARD_BACKENDS, compositions=REENTRANT_COMPOSITIONS)),
     Case("tags_function_via_global_checkpoint", via_global_checkpoint, catalogue=(2,), checkpoint=Checkpoint.REENTRANT,
          expect=Expect(FW_BW_MM)),
     # Every composition of compile and checkpoint (issue 27), also with compiled autograd taking the backward: two in
@@ -162,19 +165,31 @@ CASES = [
          selection=Selection(fast_axes=("min_cut-aot_eager-cpu-float32-checkpoint_of_compile",
                                         "min_cut-aot_eager-cpu-float32-compiled_model_eager_blocks"))),
     Case("checkpoint_shows_tags_in_tlparse", tags_function(True, preserve_rng_state=False), catalogue=(4,),
-         checkpoint=Checkpoint.REENTRANT, axes=MIN_CUT_ONLY, expect=Expect(FW_BW_MM, check=_tlparse_shows_tags)),
-    Case("ac_tags_through_custom_autograd_function", custom_function(sac=False), catalogue=(5,), axes=MIN_CUT_ONLY,
+         checkpoint=Checkpoint.REENTRANT, axes=AxesSpec(partitioners=Partitioner.MIN_CUT, compositions=REENTRANT_COMPOSITIONS),
+         expect=Expect(FW_BW_MM, check=_tlparse_shows_tags)),
+    Case("ac_tags_through_custom_autograd_function", custom_function(sac=False), catalogue=(5,),
+         axes=AxesSpec(partitioners=Partitioner.MIN_CUT, compositions=NON_REENTRANT_COMPOSITIONS),
          expect=Expect(check=_forward_mm_nodes_are_tagged)),
     Case("sac_tags_through_custom_autograd_function", custom_function(sac=True), catalogue=(6,),
-         checkpoint=Checkpoint.SAC, axes=MIN_CUT_ONLY, expect=Expect(check=_forward_mm_nodes_are_tagged)),
+         checkpoint=Checkpoint.SAC, axes=AxesSpec(partitioners=Partitioner.MIN_CUT, compositions=SAC_COMPOSITIONS),
+         expect=Expect(check=_forward_mm_nodes_are_tagged)),
+    # no compositions: the program of tags_function_with_kwargs, which declares them
     Case("tangent_placeholders_have_is_backward_tag", tags_function(False), catalogue=(7,), axes=MIN_CUT_ONLY,
          expect=Expect(check=_tangents_tagged_backward)),
     Case("tags_sequential_layers", sequential_layers, catalogue=(8,), checkpoint=Checkpoint.REENTRANT,
+         axes=AxesSpec(compositions=REENTRANT_COMPOSITIONS),
          expect=Expect({"fw": {MM: 6}, "bw": {COS: 2, MM: 18}})),
     Case("tags_multiple_checkpoints", multiple_checkpoints, catalogue=(9,), checkpoint=Checkpoint.REENTRANT,
+         axes=AxesSpec(compositions=REENTRANT_COMPOSITIONS),
          expect=Expect({"fw": {MM: 2}, "bw": {MM: 6}})),
+    # A checkpointed module (compiled once per block where a composition compiles blocks), also under every ambient
+    # state (issue 27 item 4): the reentrant side of sac_must_recompute_mm's product.
     Case("tags_module", checkpointed_module(torch.nn.Sigmoid), catalogue=(10,), checkpoint=Checkpoint.REENTRANT,
+         axes=AxesSpec(compositions=REENTRANT_COMPOSITIONS, ambients=tuple(AmbientState)),
+         selection=Selection(fast_axes=("min_cut-aot_eager-cpu-float32-checkpoint_of_compile_reentrant-no_grad",
+                                        "min_cut-aot_eager-cpu-float32-autocast_bf16_inside")),
          expect=Expect({"fw": {SIGMOID: 1}, "bw": {SIGMOID: 1}})),
     Case("tags_decomps", checkpointed_module(torch.nn.GELU), catalogue=(11,), checkpoint=Checkpoint.REENTRANT,
+         axes=AxesSpec(compositions=REENTRANT_COMPOSITIONS),
          compile=CompileSpec(decompositions=Decompositions.INDUCTOR), expect=Expect({"fw": {ERF: 1}, "bw": {ERF: 1}})),
 ]
