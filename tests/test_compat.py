@@ -424,3 +424,15 @@ select = {{ tests = ["suites/test_knapsack_solvers.py::test_hirschberg_*"] }}
     monkeypatch.setattr(compat.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, "\n".join(listed), ""))
     got = compat.known_failure_nodeids()
     assert got == [listed[0], listed[2], listed[3]], f"expected the selected cell, the model test and the globbed test; got {got}"
+
+
+def test_a_cell_breaking_two_entries_counts_for_both():
+    """A cell whose failing checks two entries explain records both ids (space-separated), and the range check finds
+    its cells under each entry (with one id recorded, the second entry read 'no cell' on every release)."""
+    cell = "state_bn-min_cut-aot_eager-cpu-float32"
+    docs = {R3: doc([rec(cell, "module_state", "known_failure", known_failure="eager_twice compiled_once")], R3)}
+    entries = [KnownFailureEntry(i, lambda r: True, "torch >=2.11") for i in ("eager_twice", "compiled_once")]
+    k = {e["id"]: e for e in build_compat({R3: {"status": "done"}}, docs, entries)["known_failures"]}
+    for i in ("eager_twice", "compiled_once"):
+        assert k[i]["releases"][R3]["status"] == "failing" and k[i]["cells"] == [cell], (
+            f"expected {i} failing on {cell}, saw {k[i]}")

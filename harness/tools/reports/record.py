@@ -41,7 +41,7 @@ class CellRecord:
     golden: Optional[dict]          # figures stated by the summary golden (harness/core/figures.py parse_summary)
     compile_seconds: Optional[float]
     duration_seconds: float
-    # The id of the known_failures.toml entry the cell matched, or None.
+    # The ids of the known_failures.toml entries that explained its failing checks (space-separated), or None.
     known_failure: Optional[str] = None
 
     @classmethod
