@@ -121,6 +121,21 @@ def test_ranks_share_the_controllers_compile_caches(method, tmp_path, monkeypatc
         assert got["ppid"] == os.getpid(), f"{method}: expected rank {r} a child of the controller; seen parent {got['ppid']}"
 
 
+@pytest.mark.meta_slow  # two inductor compiles without caches (~15 s); the hang it guards appeared in the nightly
+def test_a_rank_forked_after_the_controller_compiled_can_compile():
+    """A rank forked from a controller whose inductor compile thread pool exists (it compiled before the fork) compiles
+    with inductor itself instead of waiting forever on the inherited pool's dead threads."""
+    import torch
+    from torch._inductor.async_compile import AsyncCompile
+
+    with torch._inductor.config.patch(force_disable_caches=True):
+        torch.compile(lambda x: (x.sin() + 1).cos() * 2, backend="inductor")(torch.randn(8))
+    assert AsyncCompile.pool.cache_info().currsize == 1, "expected the controller's compile thread pool to exist"
+    with D.RankPool(start_method="fork") as pool:
+        seen = pool.run("harness.tools.distributed:selftest_inductor_compile", timeout=240)
+    assert len(seen) == 2 and seen[0] == seen[1], f"expected both ranks to compile and agree; seen {seen}"
+
+
 SESSION = '''
 import json
 import os

@@ -394,6 +394,22 @@ def _die_with(parent: int) -> None:
         os._exit(1)
 
 
+def _reset_inherited_compile_threads() -> None:
+    """Drop the inductor compile thread pool a forked rank inherits from a parent that compiled before the fork.
+
+    ``AsyncCompile.pool()`` is a cached ``ThreadPoolExecutor``; fork copies the object but not its threads, and an
+    executor that already has its ``max_workers`` threads starts no new ones, so work submitted in the child never
+    runs and the rank's first inductor compile waits forever (seen: the nightly's fsdp2 per-block inductor cell hung on
+    both ranks after the xdist worker had compiled other inductor cells; alone it passed).  torch's own fork handler
+    (torch/_inductor/async_compile.py ``after_fork``) resets ``process_pool`` only, so the rank resets ``pool`` the
+    same way: the next compile builds a fresh executor."""
+    from torch._inductor import async_compile
+
+    pool = getattr(async_compile.AsyncCompile, "pool", None)
+    if hasattr(pool, "cache_clear"):
+        pool.cache_clear()
+
+
 def _serve(rank: int, world_size: int, work: Path, parent: int, pg_timeout: float, forked: bool = False) -> None:
     """A rank of a :class:`RankPool`: join the process group once, then run each task number read from stdin."""
     import datetime
@@ -407,8 +423,9 @@ def _serve(rank: int, world_size: int, work: Path, parent: int, pg_timeout: floa
 
     if forked:
         # One intra-op thread, as OMP_NUM_THREADS=1 gives a spawned rank; the parent's OpenMP pool is not this
-        # process's (torch's own fork handlers reset inductor's compile-worker pools).
+        # process's (torch's own fork handlers reset inductor's compile-worker process pools).
         torch.set_num_threads(1)
+        _reset_inherited_compile_threads()
 
     from harness.tools import faults
 
@@ -448,6 +465,16 @@ def selftest_ok(rank, world_size, value=1):
     t = torch.tensor([float(value + rank)])
     dist.all_reduce(t)
     return {"rank": rank, "sum": t.item(), "pid": os.getpid()}
+
+
+def selftest_inductor_compile(rank, world_size):
+    """An inductor compile on each rank, caches off (so it really compiles): hangs in a rank forked from a parent whose
+    compile thread pool was not reset."""
+    import torch
+
+    with torch._inductor.config.patch(force_disable_caches=True):
+        fn = torch.compile(lambda x: (x.tan() - 3).exp() / 5 + x.sigmoid(), backend="inductor")
+        return float(fn(torch.ones(16)).sum())
 
 
 def selftest_caches(rank, world_size):
