@@ -43,7 +43,7 @@ def runs(tmp_path_factory):
     (project / "known_failures.toml").write_text(
         '[[failure]]\nid = "pretend-fixed"\nreason = "pretend upstream bug, fixed by now"\nupstream = "none"\n'
         f'stage = "numerics"\nmessage = "."\ntorch = ">=2.0"\nselect = {{ cases = ["{FIXED.split("-")[0]}"], '
-        'partitioner = ["min_cut"] }\n')
+        'partitioner = ["min_cut"], composition = ["compile_outside"] }\n')  # FIXED's one cell, not its compositions
     bad = nightly(project, *SEL, env={"PLANTED_WRONG": "1", "PLANTED_CRASH": "1"})
     good = nightly(project, *SEL)
     return project, bad, good
@@ -86,7 +86,8 @@ def test_injected_failures_land_in_their_categories_and_exit_codes(runs):
     assert [(h["exit_code"], h["semantic"], h["drift"], h["known_failure_passes"]) for h in history[:2]] == [(2, 2, 1, 1), (1, 0, 1, 1)], history
     trend = (project / "runs" / "trend.html").read_text()
     assert trend.count("<tr>") >= 3 and "<svg" in trend, "the trend view should have a row per run and a chart"
-    assert "[nightly] 9/9 cells" in bad.stdout, f"expected progress lines (done/total), saw:\n{bad.stdout[-2000:]}"
+    total = doc_of(run_dirs(project)[0])["summary"]["cells"]
+    assert f"[nightly] {total}/{total} cells" in bad.stdout, f"expected progress lines (done/total), saw:\n{bad.stdout[-2000:]}"
 
 
 @NIGHTLY_RUNS
@@ -119,7 +120,8 @@ def test_junit_and_report_are_written_and_shards_merge(runs):
                     module="harness.tools.nightly")
     assert merged.returncode == 1, f"merging keeps the later shard's result per cell (drift only): rc={merged.returncode}\n{merged.stdout}"
     doc = doc_of(project / "merged")
-    assert doc["shards"] == 2 and doc["summary"]["cells"] == 9, doc["summary"]
+    cells = doc_of(first)["summary"]["cells"]  # both runs select the same cells: merged, each once
+    assert doc["shards"] == 2 and doc["summary"]["cells"] == cells > 0, doc["summary"]
     assert (project / "merged" / "junit.xml").read_text().count("<testsuite ") == 2, "merged JUnit should hold both shards' suites"
 
 
