@@ -48,6 +48,8 @@ class BuildContext:
     # The cell's ambient state (AmbientState): one that enters autocast inside the region wraps the checkpointed
     # function, with and without AC alike.
     ambient: str = ""
+    # compile_block's compiled functions, by function (equal bound methods share one): compiled once per program
+    _blocks: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @property
     def checkpoint(self) -> Callable[..., Any]:
@@ -77,7 +79,15 @@ class BuildContext:
         itself in eager runs."""
         if self.compiler is None:
             return target
-        return torch.compile(target, backend=self.compiler, fullgraph=self.fullgraph)
+        if isinstance(target, torch.nn.Module):
+            return torch.compile(target, backend=self.compiler, fullgraph=self.fullgraph)
+        # A function is compiled once per program, as a user compiles it once: a fresh torch.compile of a bound method
+        # (an autograd.Function's ``apply`` is a new object at every access) recompiles on every call from torch 2.14
+        # (its cache entry is guarded on the wrapped callable, "L['fn'] got deallocated"), where 2.13 reused the code
+        # object's entry.
+        if target not in self._blocks:
+            self._blocks[target] = torch.compile(target, backend=self.compiler, fullgraph=self.fullgraph)
+        return self._blocks[target]
 
     def compile(self, target):
         """``target`` (a module, compiled in place, or a function) compiled with the cell's backend in the compiled
@@ -289,8 +299,8 @@ def _eager_checkpoint(checkpoint=tuc.checkpoint):
 
 
 def _compile_block(compile, fn):
-    """``fn`` compiled once: a module is compiled as a module (cached on it), a function as a function (Dynamo caches
-    per code object, so compiling it again on every call does not recompile)."""
+    """``fn`` compiled once: a module is compiled as a module (cached on it), a function as a function (cached by
+    ``BuildContext.compile_block`` for the program)."""
     if isinstance(fn, torch.nn.Module):
         cached = fn.__dict__.get("_ac_compiled")
         if cached is None:
