@@ -119,21 +119,19 @@ def _evidence(run: Run) -> None:
     """The references of the run-time oracles (harness/core/oracles.py), for a cell they judge."""
     axes = run.cell.axes
     case = run.cell.case
-    if case.runner is Runner.EXPORTED_PROGRAM:  # the runner probed the exported programs; the eager references here
-        eager_axes = dataclasses.replace(axes, export="")
-        run.evidence["eager"] = oracles.evidence(case, eager_axes, True, compiled=False)
-        run.evidence["eager_no_ac"] = oracles.evidence(case, eager_axes, False, compiled=False)
-        return
-    if not oracles.judged_at_run_time(axes):
-        return  # today's cells: the graph invariants judge, the oracles are not applied
-    why = _standard(run)
-    if why:
-        run.unavailable["evidence"] = why
-        return
-    eager_axes = dataclasses.replace(axes, budget=None)
+    exported = case.runner is Runner.EXPORTED_PROGRAM  # its runner probed the exported programs, with and without AC
+    if not exported:
+        if not oracles.judged_at_run_time(axes):
+            return  # today's cells: the graph invariants judge, the oracles are not applied
+        why = _standard(run)
+        if why:
+            run.unavailable["evidence"] = why
+            return
+    eager_axes = dataclasses.replace(axes, budget=None, export="")
     run.evidence["eager"] = oracles.evidence(case, eager_axes, True, compiled=False)
     run.evidence["eager_no_ac"] = oracles.evidence(case, eager_axes, False, compiled=False)
-    run.evidence["compiled_no_ac"] = oracles.evidence(case, axes, False, compiled=True)
+    if not exported:
+        run.evidence["compiled_no_ac"] = oracles.evidence(case, axes, False, compiled=True)
 
 
 def _related(run: Run, cases) -> None:

@@ -205,8 +205,8 @@ def write_report(out: Path, state: State, releases: list[str]) -> dict:
 
 def known_failure_nodeids(python: Path | str = sys.executable, suites: str = "suites") -> list[str]:
     """The tests of ``suites``, as ``python`` (a release's environment: what it collects differs, e.g. a real-model
-    case is one skipped placeholder where its library is missing) collects them, that some entry of known_failures.toml addresses: cells its static selector
-    selects (run features cannot narrow before the run, so an entry with features takes every cell of its static
+    case is one skipped placeholder where its library is missing) collects them, that some entry of
+    known_failures.toml addresses: cells its static selector selects (run features cannot narrow before the run, so an entry with features takes every cell of its static
     part), a model-level test named by the entry's cases, and plain tests by node-id glob.  A release run of these
     is what confirms (or corrects) each entry's torch range without running the whole suite."""
     import re
@@ -241,8 +241,9 @@ def cmd_run(a) -> int:
     state.data["order"] = sorted(set(state.data.get("order", [])) | set(releases), key=release_key)
     rerun = set(releases if a.rerun == ["all"] else a.rerun or [])
     log = Log(out / "progress.log")
+    pytest_args = a.pytest_args[1:] if a.pytest_args[:1] == ["--"] else a.pytest_args
     if a.known_failures:
-        if a.pytest_args[1:] if a.pytest_args[:1] == ["--"] else a.pytest_args:
+        if pytest_args:
             raise SystemExit("--known-failures chooses the tests itself: pass no pytest arguments with it")
         log("--known-failures: each release runs the tests, as its environment collects them, that known_failures.toml's "
             "entries address")
@@ -253,7 +254,7 @@ def cmd_run(a) -> int:
             if st.get("status") != "done":
                 log(f"[{i}/{len(releases)}] torch {r}: not done, nothing to patch (run it first)")
                 continue
-            run_patch(r, st, out, a.workers, a.pytest_args[1:] if a.pytest_args[:1] == ["--"] else a.pytest_args, log)
+            run_patch(r, st, out, a.workers, pytest_args, log)
             state.save()
             write_report(out, state, state.data["order"])
             continue
@@ -264,7 +265,7 @@ def cmd_run(a) -> int:
         st.clear()
         st["status"] = "running"  # saved now: a run killed midway is rerun next time, and `report` shows its cells so far
         state.save()
-        args = a.pytest_args[1:] if a.pytest_args[:1] == ["--"] else a.pytest_args
+        args = pytest_args
         if a.known_failures:
             args = known_failure_nodeids(envs.ensure_env(spec_of(r), pip_args=PIP_ARGS))
             log(f"torch {r}: {len(args)} tests addressed by known_failures.toml's entries")
