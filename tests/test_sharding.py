@@ -59,3 +59,28 @@ def test_make_translates_shard():
     out = subprocess.run(["make", "-n", "test", "SHARD=2/3"], cwd=ROOT, capture_output=True, text=True).stdout
     line = next((ln for ln in out.splitlines() if "pytest" in ln and "suites" in ln), "")
     assert "--splits 3 --group 2" in line, f"expected make test SHARD=2/3 to pass '--splits 3 --group 2', saw: {line!r}"
+
+
+class _Item:
+    def __init__(self, nodeid: str, group: str | None = None):
+        self.nodeid, self.group = nodeid, group
+
+    def get_closest_marker(self, name):
+        assert name == "xdist_group", f"expected only the xdist_group marker to be asked for; saw {name!r}"
+        return pytest.mark.xdist_group(self.group).mark if self.group else None
+
+
+def test_longest_groups_first_deals_the_slowest_scope_first():
+    """LPT for ``--dist loadgroup``: scopes by total stored seconds, descending; a group's cells stay together and in
+    order; a test without a stored duration counts as the median; equal totals keep collection order."""
+    from harness.tools.plugin import longest_groups_first
+
+    items = [_Item("a::c1", "case_a"), _Item("b::one"), _Item("a::c2", "case_a"), _Item("c::moe@x"),
+             _Item("d::unknown"), _Item("e::tie")]
+    durations = {"a::c1": 1.0, "a::c2": 2.5, "b::one": 3.0, "c::moe": 12.0, "e::tie": 2.0, "z::other": 2.0}
+    longest_groups_first(items, durations)
+    order = [i.nodeid for i in items]
+    # totals: c::moe 12 (its '@x' xdist suffix stripped), case_a 3.5, b::one 3.0, d::unknown 2.0 (the median), e::tie 2.0
+    assert order == ["c::moe@x", "a::c1", "a::c2", "b::one", "d::unknown", "e::tie"], (
+        f"expected the 12 s scope first, then case_a's two cells (3.5 s) in order, b (3 s), then the two 2 s scopes in "
+        f"collection order; saw {order}")
