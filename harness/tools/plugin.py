@@ -157,7 +157,7 @@ def pytest_collection_modifyitems(config, items):
             # AssertionError, or pytest.fail's (the ac_conformance fixture reports a failing cell with it)
             item.add_marker(pytest.mark.xfail(strict=True, raises=(AssertionError, pytest.fail.Exception),
                                               reason=f"known failure {entry.id} ({entry.upstream}); repro {entry.repro}"))
-    if hasattr(config, "workerinput") and config.getoption("dist", None) == "loadgroup":
+    if hasattr(config, "workerinput") and getattr(config.option, "loadgroup", False):  # xdist's worker: dist is "no"
         try:
             durations = json.loads((config.rootpath / ".test_durations").read_text())
         except (OSError, ValueError):
