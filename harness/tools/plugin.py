@@ -119,8 +119,10 @@ def pytest_itemcollected(item):
 
 
 def longest_groups_first(items, durations: dict[str, float]) -> None:
-    """Sort ``items`` in place so that the xdist scope (``xdist_group`` name, else the node id) with the most stored
-    seconds comes first; a stable sort, so a group keeps its cells' order and equal totals keep collection order.
+    """Sort ``items`` in place so that the block with the most stored seconds comes first: an ``xdist_group`` (a
+    case's cells), or a module's tests without a group, kept together so that its module-scoped fixtures are set up
+    once per worker, not once per test; a stable sort, so a block keeps its tests' order and equal totals keep
+    collection order.
 
     ``--dist loadgroup`` hands each worker whole scopes, first come first served, in collection order (the Makefile
     passes ``--no-loadscope-reorder``, or xdist would sort scopes by their number of tests and send the one-test
@@ -130,14 +132,14 @@ def longest_groups_first(items, durations: dict[str, float]) -> None:
     """
     default = sorted(durations.values())[len(durations) // 2] if durations else 1.0
 
-    def scope(item) -> str:
+    def block(item) -> str:
         mark = item.get_closest_marker("xdist_group")
-        return (mark.args[0] if mark.args else mark.kwargs.get("name")) if mark else item.nodeid.split("@")[0]
+        return (mark.args[0] if mark.args else mark.kwargs.get("name")) if mark else item.nodeid.split("::")[0]
 
     totals = Counter()
     for item in items:
-        totals[scope(item)] += durations.get(item.nodeid.split("@")[0], default)
-    items.sort(key=lambda item: -totals[scope(item)])
+        totals[block(item)] += durations.get(item.nodeid.split("@")[0], default)
+    items.sort(key=lambda item: -totals[block(item)])
 
 
 def pytest_collection_modifyitems(config, items):
