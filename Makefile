@@ -7,7 +7,7 @@ PYTEST  = $(PY) -m pytest
 # Extra pytest arguments, e.g. make test ARGS="-k tags_function -x"
 ARGS    ?=
 # Parallel workers; grouped by case so a case's cells share a worker (and its eager reference).
-XDIST   ?= -n 2 --dist loadgroup --no-loadscope-reorder
+XDIST   ?= -n 2 --dist loadgroup
 # Shard i of N across machines (make test SHARD=1/2): pytest-split, balanced by .test_durations; the shards of one
 # selection together run it exactly once.  Split first, then xdist distributes the shard's cells over the workers.
 SHARD   ?=
@@ -39,7 +39,7 @@ test: install  ## the conformance suites on CPU against the committed goldens
 # CUDA_WORKERS overrides the count (workers share GPUs round-robin); INSTALL= skips the venv (e.g. PY=python3 on a
 # machine whose own Python has torch, as scripts/gpu_check.sh does).
 CUDA_WORKERS ?= $(shell $(PY) -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 1)
-CUDA_XDIST    = $(if $(filter-out 0 1,$(CUDA_WORKERS)),-n $(CUDA_WORKERS) --dist loadgroup --no-loadscope-reorder)
+CUDA_XDIST    = $(if $(filter-out 0 1,$(CUDA_WORKERS)),-n $(CUDA_WORKERS) --dist loadgroup)
 INSTALL      ?= install
 CUDA_PYTEST   = $(PYTEST) suites --device cuda $(CUDA_XDIST) -m "not slow"
 

@@ -10,7 +10,7 @@ comparison) and the rest (pytest, fixtures), from the ``*_seconds`` user propert
 ``harness.core.suite.check_cell`` records, read back from a JUnit XML.  Ratios are taken within one round; with several
 rounds every figure is the median over rounds.  Prints a table and writes JSON (reports/bench.json).
 
-Side by side (issue 30): ``make test``'s whole selection (``pytest suites -n 2 --dist loadgroup --no-loadscope-reorder -m "not slow"``) and
+Side by side (issue 30): ``make test``'s whole selection (``pytest suites -n 2 --dist loadgroup -m "not slow"``) and
 PyTorch's own ``test/dynamo/test_activation_checkpointing.py`` made to run on CPU (bench/upstream.py: the file and every
 change made to it), each the whole pytest process with ``-n 2``, cold then warm, the two alternating (who goes first
 swaps every round), median of BENCH_SIDE_REPEAT rounds (default 3); the ratios are the issue's targets, and the
@@ -116,7 +116,7 @@ def shown(args: list[str]) -> str:
     return shlex.join(rest) + (f" <{len(ids)} node ids>" if ids else "")
 
 
-XDIST_ARGS = ["--dist", "loadgroup", "--no-loadscope-reorder"]  # as make test (the Makefile's XDIST)
+XDIST_ARGS = ["--dist", "loadgroup"]  # as make test (the Makefile's XDIST)
 
 
 def run_pytest(args: list[str], cache: Path, workers: int, work: Path, label: str, cwd: Path = ROOT,

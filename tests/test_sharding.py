@@ -59,31 +59,3 @@ def test_make_translates_shard():
     out = subprocess.run(["make", "-n", "test", "SHARD=2/3"], cwd=ROOT, capture_output=True, text=True).stdout
     line = next((ln for ln in out.splitlines() if "pytest" in ln and "suites" in ln), "")
     assert "--splits 3 --group 2" in line, f"expected make test SHARD=2/3 to pass '--splits 3 --group 2', saw: {line!r}"
-
-
-class _Item:
-    def __init__(self, nodeid: str, group: str | None = None):
-        self.nodeid, self.group = nodeid, group
-
-    def get_closest_marker(self, name):
-        assert name == "xdist_group", f"expected only the xdist_group marker to be asked for; saw {name!r}"
-        return pytest.mark.xdist_group(self.group).mark if self.group else None
-
-
-def test_longest_groups_first_deals_the_slowest_block_first():
-    """LPT for ``--dist loadgroup``: blocks (an xdist group, or a module's ungrouped tests) by total stored seconds,
-    descending; a block's tests stay together and in order; a test without a stored duration counts as the median;
-    equal totals keep collection order."""
-    from harness.tools.plugin import longest_groups_first
-
-    items = [_Item("a.py::c1", "case_a"), _Item("b.py::one"), _Item("a.py::c2", "case_a"), _Item("c.py::moe@x"),
-             _Item("d.py::unknown"), _Item("b.py::two"), _Item("e.py::tie")]
-    durations = {"a.py::c1": 1.0, "a.py::c2": 2.5, "b.py::one": 2.0, "b.py::two": 1.0, "c.py::moe": 12.0,
-                 "e.py::tie": 2.0, "z.py::other": 2.0}
-    longest_groups_first(items, durations)
-    order = [i.nodeid for i in items]
-    # totals: c.py 12 (its '@x' xdist suffix stripped), case_a 3.5, b.py's two ungrouped tests 3.0,
-    # d.py 2.0 (the median), e.py 2.0
-    assert order == ["c.py::moe@x", "a.py::c1", "a.py::c2", "b.py::one", "b.py::two", "d.py::unknown", "e.py::tie"], (
-        f"expected the 12 s module first, then case_a's two cells (3.5 s) in order, b.py's two tests together (3 s), "
-        f"then the two 2 s modules in collection order; saw {order}")

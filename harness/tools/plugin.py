@@ -118,35 +118,8 @@ def pytest_itemcollected(item):
         item.user_properties.append(("ac_fault", fault))
 
 
-def longest_groups_first(items, durations: dict[str, float]) -> None:
-    """Sort ``items`` in place so that the block with the most stored seconds comes first: an ``xdist_group`` (a
-    case's cells), or a module's tests without a group, kept together so that its module-scoped fixtures are set up
-    once per worker, not once per test; a stable sort, so a block keeps its tests' order and equal totals keep
-    collection order.
-
-    ``--dist loadgroup`` hands each worker whole scopes, first come first served, in collection order (the Makefile
-    passes ``--no-loadscope-reorder``, or xdist would sort scopes by their number of tests and send the one-test
-    scopes -- the model and distributed tests, the slowest of all -- last).  Longest-first is the LPT rule: a long
-    scope dealt last leaves the other worker idle for its whole length.  ``durations`` is ``.test_durations``
-    (pytest-split's file, refreshed by ``make durations``); a test it lacks counts as its median.
-    """
-    default = sorted(durations.values())[len(durations) // 2] if durations else 1.0
-
-    def block(item) -> str:
-        mark = item.get_closest_marker("xdist_group")
-        return (mark.args[0] if mark.args else mark.kwargs.get("name")) if mark else item.nodeid.split("::")[0]
-
-    totals = Counter()
-    for item in items:
-        totals[block(item)] += durations.get(item.nodeid.split("@")[0], default)
-    items.sort(key=lambda item: -totals[block(item)])
-
-
 def pytest_collection_modifyitems(config, items):
-    """Plain tests a known-failure entry selects (``tests`` node-id globs, on this torch): strict xfails.  In an
-    xdist worker under ``--dist loadgroup``, the slowest groups first (:func:`longest_groups_first`)."""
-    import json
-
+    """Plain tests a known-failure entry selects (``tests`` node-id globs, on this torch): strict xfails."""
     import torch
 
     from harness.core import known_failures
@@ -159,12 +132,6 @@ def pytest_collection_modifyitems(config, items):
             # AssertionError, or pytest.fail's (the ac_conformance fixture reports a failing cell with it)
             item.add_marker(pytest.mark.xfail(strict=True, raises=(AssertionError, pytest.fail.Exception),
                                               reason=f"known failure {entry.id} ({entry.upstream}); repro {entry.repro}"))
-    if hasattr(config, "workerinput") and getattr(config.option, "loadgroup", False):  # xdist's worker: dist is "no"
-        try:
-            durations = json.loads((config.rootpath / ".test_durations").read_text())
-        except (OSError, ValueError):
-            durations = {}
-        longest_groups_first(items, durations)
 
 
 @pytest.hookimpl(wrapper=True)
