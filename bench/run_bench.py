@@ -28,6 +28,9 @@ Environment:
   BENCH_PARTS    which of suite, side_by_side, meta, nightly, fuzz to measure (default: all, comma-separated)
   BENCH_SIDE_REPEAT    rounds of the side-by-side runs (default 3)
   BENCH_UPSTREAM_FILE  the upstream file (default bench/upstream/test_activation_checkpointing.py; bench/upstream.py)
+  BENCH_SIDE_BEFORE    another checkout with its own .venv (e.g. a worktree of the previous commit): its make test
+                 selection runs in the same rounds, a third side, for a before/after table beside the upstream file;
+                 BENCH_SIDE_BEFORE_XDIST its xdist flags (default "--dist loadgroup")
   BENCH_SIDE_ARGS, BENCH_UPSTREAM_ARGS  other selections for the two sides (a quick check of the benchmark itself;
                  the figures of issue 30 are taken with neither set)
   BENCH_ARGS     pytest selection and options (default: the node ids of BENCH_CELLS); -m "not slow" is added unless
@@ -113,11 +116,15 @@ def shown(args: list[str]) -> str:
     return shlex.join(rest) + (f" <{len(ids)} node ids>" if ids else "")
 
 
-def run_pytest(args: list[str], cache: Path, workers: int, work: Path, label: str, cwd: Path = ROOT) -> dict:
+XDIST_ARGS = ["--dist", "loadgroup"]  # as make test (the Makefile's XDIST)
+
+
+def run_pytest(args: list[str], cache: Path, workers: int, work: Path, label: str, cwd: Path = ROOT,
+               python: str = sys.executable, xdist_args: list[str] = XDIST_ARGS) -> dict:
     junit = work / f"{label}.xml"
-    cmd = [sys.executable, "-m", "pytest", *args, "-q", f"--junitxml={junit}", "-o", "junit_duration_report=total"]
+    cmd = [python, "-m", "pytest", *args, "-q", f"--junitxml={junit}", "-o", "junit_duration_report=total"]
     if workers > 1:
-        cmd += ["-n", str(workers), "--dist", "loadgroup"]
+        cmd += ["-n", str(workers), *xdist_args]
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, env=cache_env(cache), capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -249,9 +256,13 @@ def side_by_side(work: Path, workers: int) -> dict:
 
     copy = upstream.prepare(work / "upstream")
     ours = shlex.split(os.environ.get("BENCH_SIDE_ARGS", "")) or ["suites", "-m", "not slow"]
-    runs = {"make test": ([*ours, "-p", "no:cacheprovider"], ROOT),
+    runs = {"make test": ([*ours, "-p", "no:cacheprovider"], ROOT, sys.executable, XDIST_ARGS),
             "upstream": ([copy.name, "-p", "no:cacheprovider", *shlex.split(os.environ.get("BENCH_UPSTREAM_ARGS", ""))],
-                         copy.parent)}
+                         copy.parent, sys.executable, XDIST_ARGS)}
+    if before := os.environ.get("BENCH_SIDE_BEFORE"):  # another checkout (its own .venv): the "before" of a change
+        tree = Path(before).resolve()
+        runs["make test before"] = ([*ours, "-p", "no:cacheprovider"], tree, str(tree / ".venv" / "bin" / "python"),
+                                    shlex.split(os.environ.get("BENCH_SIDE_BEFORE_XDIST", "--dist loadgroup")))
     n = int(os.environ.get("BENCH_SIDE_REPEAT", "3"))
     seen: dict[str, list[dict]] = {f"{k} {t}": [] for k in runs for t in ("cold", "warm")}
     for i in range(n):
@@ -259,16 +270,20 @@ def side_by_side(work: Path, workers: int) -> dict:
         caches = {k: Path(tempfile.mkdtemp(prefix=f"cache-side{i}-", dir=work)) for k in runs}
         for temp in ("cold", "warm"):
             for name in order:
-                args, cwd = runs[name]
+                args, cwd, python, xdist_args = runs[name]
                 key = f"{name} {temp}"
-                r = run_pytest(args, caches[name], workers, work, f"side{i}-{name.replace(' ', '_')}-{temp}", cwd=cwd)
+                r = run_pytest(args, caches[name], workers, work, f"side{i}-{name.replace(' ', '_')}-{temp}", cwd=cwd,
+                               python=python, xdist_args=xdist_args)
                 seen[key].append(r)
                 print(f"  side by side {i + 1}/{n}: {key:<16} {r['wall_seconds']:8.1f} s  {r['outcomes']}", flush=True)
     med = {k: round(statistics.median(r["wall_seconds"] for r in rs), 3) for k, rs in seen.items()}
     ratios = {t: round(med[f"make test {t}"] / med[f"upstream {t}"], 3) for t in ("cold", "warm")}
+    if "make test before" in runs:
+        ratios.update({f"before {t}": round(med[f"make test before {t}"] / med[f"upstream {t}"], 3) for t in ("cold", "warm")})
     summaries = sorted({r["conformance_summary"] for k, rs in seen.items() if k.startswith("make test") for r in rs
                         if r["conformance_summary"]})
     return {"rounds": n, "workers": workers, "upstream": {"file": str(upstream.source()), "commit": upstream.COMMIT},
+            "before": {"tree": str(runs["make test before"][1]), "xdist": runs["make test before"][3]} if "make test before" in runs else None,
             "median_wall_seconds": med, "ratios": ratios, "conformance_summaries": summaries,
             "outcomes": {k: rs[0]["outcomes"] for k, rs in seen.items()},
             "runs": {k: [r["wall_seconds"] for r in rs] for k, rs in seen.items()},
@@ -373,6 +388,11 @@ def print_table(doc: dict) -> None:
         print(f"{'run':<6} {'make test s':>12} {'upstream s':>11} {'ratio':>6}")
         for t in ("cold", "warm"):
             print(f"{t:<6} {med[f'make test {t}']:12.1f} {med[f'upstream {t}']:11.1f} {side['ratios'][t]:5.2f}x")
+        if side.get("before"):
+            print(f"before ({side['before']['tree']}, {' '.join(side['before']['xdist'])}), the same rounds:")
+            for t in ("cold", "warm"):
+                print(f"{t:<6} {med[f'make test before {t}']:12.1f} {med[f'upstream {t}']:11.1f} "
+                      f"{side['ratios'][f'before {t}']:5.2f}x")
         print("outcomes: " + "; ".join(f"{k} {v}" for k, v in side["outcomes"].items()))
         for line in side["conformance_summaries"]:
             print(f"make test conformance summary: {line}")

@@ -167,8 +167,8 @@ def gap_table() -> list[str]:
 
 @pytest.fixture(scope="module", autouse=True)
 def _greedy_gap_report(request):
-    plugin = _GapReport()
-    request.config.pluginmanager.register(plugin, "knapsack-greedy-gap")
+    if not request.config.pluginmanager.has_plugin("knapsack-greedy-gap"):  # a module fixture may be set up again
+        request.config.pluginmanager.register(_GapReport(), "knapsack-greedy-gap")
     yield
     if GREEDY_GAPS:
         out = Path(request.config.rootpath) / "reports" / "knapsack_greedy_gap.md"
