@@ -151,8 +151,11 @@ MUTATE_OPTS      ?=
 mutate: install  ## every fault of the kit against make test's selection: runs/mutate/kill-matrix.{html,json}; bench/{kill-matrix.json,smoke.txt}
 	$(PY) -m harness.tools.faults mutate --jobs $(MUTATE_JOBS) --workers $(MUTATE_WORKERS) $(if $(FAULTS),--faults "$(FAULTS)") $(MUTATE_OPTS) -- $(MUTATE_SELECTION) $(ARGS)
 
+# Serial by default: 30 cells, ~8 s of cell time warm; two xdist workers' start-up cost more than they share out
+# (12.9 s serial against 15.6 s with -n 2, whole make smoke, warm, 2 runs each, 2026-12-07).  SMOKE_XDIST="$(XDIST)" for xdist.
+SMOKE_XDIST ?=
 smoke: install  ## the smoke selection (bench/smoke.txt, from the kill matrix): kills every fault make test kills
-	$(PYTEST) @bench/smoke.txt $(XDIST) $(ARGS)
+	$(PYTEST) @bench/smoke.txt $(SMOKE_XDIST) $(ARGS)
 
 smoke-check: install  ## the kit against the smoke selection: every fault bench/kill-matrix.json kills must die (runs/mutate-smoke/)
 	$(PY) -m harness.tools.faults mutate --out runs/mutate-smoke --jobs $(MUTATE_JOBS) --workers $(MUTATE_WORKERS) --expect-kills bench/kill-matrix.json $(MUTATE_OPTS) -- @bench/smoke.txt
