@@ -259,10 +259,14 @@ def side_by_side(work: Path, workers: int) -> dict:
     runs = {"make test": ([*ours, "-p", "no:cacheprovider"], ROOT, sys.executable, XDIST_ARGS),
             "upstream": ([copy.name, "-p", "no:cacheprovider", *shlex.split(os.environ.get("BENCH_UPSTREAM_ARGS", ""))],
                          copy.parent, sys.executable, XDIST_ARGS)}
-    if before := os.environ.get("BENCH_SIDE_BEFORE"):  # another checkout (its own .venv): the "before" of a change
-        tree = Path(before).resolve()
-        runs["make test before"] = ([*ours, "-p", "no:cacheprovider"], tree, str(tree / ".venv" / "bin" / "python"),
-                                    shlex.split(os.environ.get("BENCH_SIDE_BEFORE_XDIST", "--dist loadgroup")))
+    before = None
+    if tree := os.environ.get("BENCH_SIDE_BEFORE"):  # another checkout (its own .venv): the "before" of a change
+        tree = Path(tree).resolve()
+        python = tree / ".venv" / "bin" / "python"
+        if not python.exists():
+            sys.exit(f"bench: BENCH_SIDE_BEFORE={tree}: no {python} (run `make install` there first)")
+        before = {"tree": str(tree), "xdist": shlex.split(os.environ.get("BENCH_SIDE_BEFORE_XDIST", "--dist loadgroup"))}
+        runs["make test before"] = ([*ours, "-p", "no:cacheprovider"], tree, str(python), before["xdist"])
     n = int(os.environ.get("BENCH_SIDE_REPEAT", "3"))
     seen: dict[str, list[dict]] = {f"{k} {t}": [] for k in runs for t in ("cold", "warm")}
     for i in range(n):
@@ -278,12 +282,12 @@ def side_by_side(work: Path, workers: int) -> dict:
                 print(f"  side by side {i + 1}/{n}: {key:<16} {r['wall_seconds']:8.1f} s  {r['outcomes']}", flush=True)
     med = {k: round(statistics.median(r["wall_seconds"] for r in rs), 3) for k, rs in seen.items()}
     ratios = {t: round(med[f"make test {t}"] / med[f"upstream {t}"], 3) for t in ("cold", "warm")}
-    if "make test before" in runs:
+    if before:
         ratios.update({f"before {t}": round(med[f"make test before {t}"] / med[f"upstream {t}"], 3) for t in ("cold", "warm")})
     summaries = sorted({r["conformance_summary"] for k, rs in seen.items() if k.startswith("make test") for r in rs
                         if r["conformance_summary"]})
     return {"rounds": n, "workers": workers, "upstream": {"file": str(upstream.source()), "commit": upstream.COMMIT},
-            "before": {"tree": str(runs["make test before"][1]), "xdist": runs["make test before"][3]} if "make test before" in runs else None,
+            "before": before,
             "median_wall_seconds": med, "ratios": ratios, "conformance_summaries": summaries,
             "outcomes": {k: rs[0]["outcomes"] for k, rs in seen.items()},
             "runs": {k: [r["wall_seconds"] for r in rs] for k, rs in seen.items()},
