@@ -14,8 +14,9 @@ Side by side (issue 30): ``make test``'s whole selection (``pytest suites -n 2 -
 PyTorch's own ``test/dynamo/test_activation_checkpointing.py`` made to run on CPU (bench/upstream.py: the file and every
 change made to it), each the whole pytest process with ``-n 2``, cold then warm, the two alternating (who goes first
 swaps every round), median of BENCH_SIDE_REPEAT rounds (default 3); the ratios are the issue's targets, and the
-conformance summary of each ``make test`` run is kept (its counts must not fall).  The meta tests (``make meta``'s
-``pytest tests -n 2 -m "not meta_slow"``) cold and warm, once.
+conformance summary of each ``make test`` run is kept (its counts must not fall).  Every side-by-side process runs
+bench/compile_clock.py: Dynamo's frame compiles, counted and timed (over the workers, a floor under the wall
+time).  The meta tests (``make meta``'s ``pytest tests -n 2 -m "not meta_slow"``) cold and warm, once.
 
 Two more figures, each measured once per ``make bench`` (they take minutes):
 
@@ -57,6 +58,8 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+
+import compile_clock
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTS = ("eager", "compile", "run", "runner", "baselines", "invariants", "harness", "other")
@@ -120,13 +123,20 @@ XDIST_ARGS = ["--dist", "loadgroup"]  # as make test (the Makefile's XDIST)
 
 
 def run_pytest(args: list[str], cache: Path, workers: int, work: Path, label: str, cwd: Path = ROOT,
-               python: str = sys.executable, xdist_args: list[str] = XDIST_ARGS) -> dict:
+               python: str = sys.executable, xdist_args: list[str] = XDIST_ARGS, clock: bool = False) -> dict:
+    """One pytest process over ``args``; ``clock``: with bench/compile_clock.py (Dynamo's compiles, counted and timed)."""
     junit = work / f"{label}.xml"
     cmd = [python, "-m", "pytest", *args, "-q", f"--junitxml={junit}", "-o", "junit_duration_report=total"]
     if workers > 1:
         cmd += ["-n", str(workers), *xdist_args]
+    env = cache_env(cache)
+    clock_dir = work / f"{label}-clock"
+    if clock:
+        cmd += ["-p", "compile_clock"]
+        env.update(BENCH_COMPILE_CLOCK=str(clock_dir),
+                   PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "bench"), env.get("PYTHONPATH")])))
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=cache_env(cache), capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if proc.returncode not in (0, 1) or not junit.exists():  # 1: some tests failed -- still measured, and said so
         sys.exit(f"bench: {label}: pytest exited {proc.returncode}\n$ {shlex.join(cmd)}\n{(proc.stdout + proc.stderr)[-4000:]}")
@@ -141,6 +151,7 @@ def run_pytest(args: list[str], cache: Path, workers: int, work: Path, label: st
     summary = next((line for line in proc.stdout.splitlines() if line.startswith("cases: ")), None)
     return {"label": label, "wall_seconds": round(wall, 3), "exit_code": proc.returncode, "outcomes": outcomes,
             "failed": failed, "conformance_summary": summary,
+            "compile_clock": compile_clock.read(clock_dir) if clock else None,
             "cell_seconds": round(sum(c["seconds"] for c in cells.values()), 3), "split": totals, "cells": cells,
             "fxgraph_cache": {k: sum(c["fxgraph_cache"][k] for c in cells.values()) for k in ("hit", "miss", "bypass")}}
 
@@ -277,10 +288,14 @@ def side_by_side(work: Path, workers: int) -> dict:
                 args, cwd, python, xdist_args = runs[name]
                 key = f"{name} {temp}"
                 r = run_pytest(args, caches[name], workers, work, f"side{i}-{name.replace(' ', '_')}-{temp}", cwd=cwd,
-                               python=python, xdist_args=xdist_args)
+                               python=python, xdist_args=xdist_args, clock=True)
                 seen[key].append(r)
                 print(f"  side by side {i + 1}/{n}: {key:<16} {r['wall_seconds']:8.1f} s  {r['outcomes']}", flush=True)
     med = {k: round(statistics.median(r["wall_seconds"] for r in rs), 3) for k, rs in seen.items()}
+    # Dynamo's compiles in each run's processes (bench/compile_clock.py): their seconds over the workers is a floor
+    # under the run's wall time that only fewer or cheaper compiles lower
+    clock = {k: {"compiles": statistics.median(r["compile_clock"]["compiles"] for r in rs),
+                 "seconds": round(statistics.median(r["compile_clock"]["seconds"] for r in rs), 3)} for k, rs in seen.items()}
     ratios = {t: round(med[f"make test {t}"] / med[f"upstream {t}"], 3) for t in ("cold", "warm")}
     if before:
         ratios.update({f"before {t}": round(med[f"make test before {t}"] / med[f"upstream {t}"], 3) for t in ("cold", "warm")})
@@ -288,7 +303,7 @@ def side_by_side(work: Path, workers: int) -> dict:
                         if r["conformance_summary"]})
     return {"rounds": n, "workers": workers, "upstream": {"file": str(upstream.source()), "commit": upstream.COMMIT},
             "before": before,
-            "median_wall_seconds": med, "ratios": ratios, "conformance_summaries": summaries,
+            "median_wall_seconds": med, "ratios": ratios, "conformance_summaries": summaries, "compile_clock": clock,
             "outcomes": {k: rs[0]["outcomes"] for k, rs in seen.items()},
             "runs": {k: [r["wall_seconds"] for r in rs] for k, rs in seen.items()},
             "targets": {"issue 30: make test warm <= 1.0x upstream": [ratios["warm"], ratios["warm"] <= 1.0],
@@ -397,6 +412,11 @@ def print_table(doc: dict) -> None:
             for t in ("cold", "warm"):
                 print(f"{t:<6} {med[f'make test before {t}']:12.1f} {med[f'upstream {t}']:11.1f} "
                       f"{side['ratios'][f'before {t}']:5.2f}x")
+        if clock := side.get("compile_clock"):
+            print(f"inside Dynamo's compiles (bench/compile_clock.py; / {side['workers']} workers: a floor under the wall time):")
+            for k, c in clock.items():
+                print(f"  {k:<22} {c['compiles']:6.0f} compiles {c['seconds']:8.1f} s  "
+                      f"floor {c['seconds'] / side['workers']:6.1f} s of {med[k]:.1f} s")
         print("outcomes: " + "; ".join(f"{k} {v}" for k, v in side["outcomes"].items()))
         for line in side["conformance_summaries"]:
             print(f"make test conformance summary: {line}")
