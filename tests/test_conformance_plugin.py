@@ -18,8 +18,8 @@ pytest_plugins = ("pytester",)
 
 # Where the package is installed, pytest loads the plugin through its pytest11 entry point; here (an editable install
 # that predates the entry point, or none) it is named explicitly.  Never both: pytest refuses a second registration.
-_INSTALLED = any(e.value == "harness.user.conformance" for e in importlib.metadata.entry_points(group="pytest11"))
-PLUGIN = () if _INSTALLED else ("-p", "harness.user.conformance")
+_INSTALLED = any(e.value == "harness.user.pytest_plugin" for e in importlib.metadata.entry_points(group="pytest11"))
+PLUGIN = () if _INSTALLED else ("-p", "harness.user.pytest_plugin")
 
 MODEL = '''
 import os

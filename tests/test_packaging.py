@@ -63,7 +63,7 @@ def test_the_wheel_ships_the_harness_and_its_entry_points(installed):
     assert "harness/user/conformance.py" in names and "harness/rows/cases/real_models.py" in names, names[:20]
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry).decode()
-    assert "ac-conformance = harness.user.cli:main" in text and "ac_conformance = harness.user.conformance" in text, text
+    assert "ac-conformance = harness.user.cli:main" in text and "ac_conformance = harness.user.pytest_plugin" in text, text
 
 
 def test_the_installed_harness_is_the_wheels(installed):

@@ -1,5 +1,6 @@
-"""Conformance for the user's own model: the ``ac_conformance`` pytest fixture (a ``pytest11`` plugin installed with
-the package) and what the ``ac-conformance check`` command line (harness/user/cli.py) runs.
+"""Conformance for the user's own model: what the ``ac_conformance`` pytest fixture (:class:`ACConformance`, registered
+by harness/user/pytest_plugin.py, a ``pytest11`` plugin installed with the package) and the ``ac-conformance check``
+command line (harness/user/cli.py) run.
 
 Nothing here re-implements a check.  A user's factory and an AC policy (a harness policy of
 :mod:`harness.core.policies`, the model's own mechanism of :mod:`harness.rows.mechanisms`, or a name) become a
@@ -379,7 +380,7 @@ def run_case(case: Case | ModelCase, goldens_for: Callable[[Cell], Any] | None =
     return out
 
 
-# --------------------------------------------------------------------------------------------- the pytest plugin
+# -------------------------------------------------------------------------------------------- the pytest fixture
 
 class ACConformance:
     """The ``ac_conformance`` fixture: ``ac_conformance.check(build, policy=..., backends=..., budgets=...)``."""
@@ -421,15 +422,3 @@ class ACConformance:
         if not report.ok:
             pytest.fail(report.message(limit=1 << 30, where='the test output'), pytrace=False)
         return report
-
-
-def pytest_addoption(parser):
-    group = parser.getgroup("ac-conformance-user", "activation-checkpointing conformance of your model")
-    group.addoption("--ac-device", dest="ac_device", default=os.environ.get("AC_DEVICE", "cpu"),
-                    help="device the ac_conformance fixture checks on by default (cpu or cuda)")
-
-
-@pytest.fixture
-def ac_conformance(request) -> ACConformance:
-    """Checks your model under activation checkpointing with the harness's oracles; see harness/user/conformance.py."""
-    return ACConformance(request)
