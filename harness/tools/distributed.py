@@ -402,9 +402,11 @@ def _reset_inherited_compile_threads() -> None:
     runs and the rank's first inductor compile waits forever (seen: the nightly's fsdp2 per-block inductor cell hung on
     both ranks after the xdist worker had compiled other inductor cells; alone it passed).  torch's own fork handler
     (torch/_inductor/async_compile.py ``after_fork``) resets ``process_pool`` only, so the rank resets ``pool`` the
-    same way: the next compile builds a fresh executor."""
-    from torch._inductor import async_compile
-
+    same way: the next compile builds a fresh executor.  A parent that never imported inductor's async_compile holds
+    no pool; importing it here would only cost the rank ~1.5 s of start-up."""
+    async_compile = sys.modules.get("torch._inductor.async_compile")
+    if async_compile is None:
+        return
     pool = getattr(async_compile.AsyncCompile, "pool", None)
     if hasattr(pool, "cache_clear"):
         pool.cache_clear()
