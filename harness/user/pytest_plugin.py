@@ -1,7 +1,8 @@
 """The ``ac_conformance`` pytest fixture's plugin (the package's ``pytest11`` entry point): the ``--ac-device`` option
 and the fixture, nothing else.  Pytest loads an installed plugin in every process of every run in the environment, the
 user's unrelated tests and each xdist worker's controller included, so the harness behind the fixture (torch, Dynamo,
-the partitioner: harness/user/conformance.py, ~1.3 s of a warm start) is imported when a test asks for the fixture."""
+the partitioner: harness/user/conformance.py, ~1.8 s off an xdist run's start) is imported when a test asks for the
+fixture."""
 
 from __future__ import annotations
 
