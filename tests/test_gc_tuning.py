@@ -1,0 +1,45 @@
+"""The project's pytest plugin tunes the garbage collector of the pytest processes it runs in (harness/tools/plugin.py
+``tune_gc``): a rarer full collection, the heap at the end of collection frozen, ``AC_GC=default`` for CPython's
+settings."""
+
+from __future__ import annotations
+
+import gc
+import os
+import subprocess
+import sys
+
+import pytest
+
+from harness.core import paths
+
+
+@pytest.mark.skipif(os.environ.get("AC_GC") == "default", reason="AC_GC=default: this run keeps CPython's settings")
+def test_this_pytest_process_runs_with_the_tuned_collector():
+    assert gc.get_threshold()[2] == 100, (f"expected the plugin's third gc threshold 100 in this pytest process; "
+                                          f"seen {gc.get_threshold()}")
+    assert gc.get_freeze_count() > 0, "expected the objects alive at the end of collection frozen; none are"
+
+
+@pytest.mark.parametrize("setting, expected", [(None, 100), ("default", 10)])
+def test_ac_gc_default_keeps_cpythons_thresholds(setting, expected):
+    env = {k: v for k, v in os.environ.items() if k != "AC_GC"} | ({"AC_GC": setting} if setting else {})
+    out = subprocess.run([sys.executable, "-c", "import gc, harness.tools.plugin as p; p.tune_gc(); "
+                          "print(gc.get_threshold()[2])"], cwd=paths.ROOT, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) == expected, (f"AC_GC={setting}: expected the third gc threshold {expected}; "
+                                         f"seen {out.stdout.strip()}")
+
+
+def test_a_tuned_pytest_process_frees_its_heap_at_exit(tmp_path):
+    """The heap frozen after collection is unfrozen when the session ends: a frozen object is never freed, and triton's
+    nanobind bindings report every binding the interpreter's exit did not free (pages of "leaked" lines)."""
+    (tmp_path / "test_imports_triton.py").write_text("import triton\n\n\ndef test_imports_triton():\n"
+                                                     "    assert triton.__version__\n")
+    env = {k: v for k, v in os.environ.items() if k != "AC_GC"}
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "harness.tools.plugin", "-p", "no:cacheprovider",
+                          "test_imports_triton.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    leaks = [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("nanobind:")]
+    assert not leaks, f"expected no nanobind leak report at the pytest process's exit; seen {leaks}"
