@@ -129,8 +129,10 @@ bench: install  ## serial vs -n 2, cold vs warm, time split per cell; make test 
 	$(PY) -c "import expecttest" 2>/dev/null || $(PY) -m pip install -q -e ".[bench]"
 	$(PY) bench/run_bench.py
 
+# --dist load, not loadgroup: under loadgroup xdist reports the node ids with their group ("...]@case"), which
+# pytest-split would store and then never match against the ids it splits.
 durations: install  ## refresh .test_durations (what SHARD balances by); ARGS='-m ""' times the slow matrix too
-	$(PYTEST) suites $(XDIST) -m "not slow" --store-durations $(ARGS)
+	$(PYTEST) suites -n 2 --dist load -m "not slow" --store-durations $(ARGS)
 
 clean:
 	rm -rf .cache reports .pytest_cache
