@@ -93,11 +93,12 @@ def tune_gc() -> None:
     object.  An xdist worker of ``make test`` holds ~0.5 M objects once torch and the suites are imported and ~0.4 M
     more that the compiles leave in torch's caches: 16 full collections of ~0.28 s each, ~4.5 s of a worker's ~60 s
     (measured with ``gc.callbacks``).  So the third threshold goes to 100, and what exists when collection ends leaves
-    every later collection (``gc.freeze`` in :func:`pytest_collection_finish`): 4 full collections after the freeze,
-    each scanning only what the tests made.  Cyclic garbage is still collected by the younger generations and by the
-    rarer full collections, and ``gc.collect()`` still collects everything created after the freeze.  The heap is
-    unfrozen when the session ends (:func:`pytest_unconfigure`), so that the interpreter's exit frees it as usual:
-    a frozen heap is never freed, and triton's nanobind bindings then print pages of "leaked" objects at exit.
+    every later collection (``gc.freeze`` in :func:`pytest_collection_finish`): 9 full collections, ~2 s, 4 of them
+    after the freeze, each scanning only what the tests made.  Cyclic garbage is still collected by the younger
+    generations and by the rarer full collections, and ``gc.collect()`` still collects everything created after the
+    freeze.  The heap is unfrozen when the session ends (:func:`pytest_unconfigure`), so that the interpreter's exit
+    frees it as usual: a frozen heap is never freed, and triton's nanobind bindings then print pages of "leaked"
+    objects at exit.
     ``AC_GC=default`` keeps CPython's settings."""
     import gc
 
