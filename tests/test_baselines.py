@@ -126,6 +126,35 @@ def test_another_budget_partitioned_again_has_the_figures_of_a_compile_at_that_b
     assert compiles == [], f"expected no baseline compile when the cell's joints are partitioned again; saw {compiles}"
 
 
+@pytest.mark.parametrize("name", ["sac_no_recompute_mm", "reference_block_full_ac"])
+def test_a_default_partitioner_baseline_is_the_min_cut_joints_partitioned_again(cache, name):
+    """The no-AC baseline at the default partitioner comes from the min-cut no-AC baseline's joints partitioned with
+    default_partition (the joint is traced before the partitioner runs): one trace for both partitioners' cells, and
+    the figures a compile at the default partitioner gives (checked on all 162 such database programs: the closing
+    note of issue 30)."""
+    where, compiles = cache
+    case, axes = find_case(name), Axes("default", "aot_eager", "cpu", "float32")
+    derived = baselines.figures(case, axes, False)
+    compiled = Figures.of(analysis.of(pipeline.compile_and_record(case, axes, ac=False)))
+    traced = [(c, a.partitioner, ac) for c, a, ac in compiles]
+    assert traced == [(name, "min_cut", False)], f"expected only the min-cut baseline traced; saw {traced}"
+    assert derived == compiled, f"expected the derived default-partitioner figures == compiled; saw {derived} vs {compiled}"
+
+
+@pytest.mark.parametrize("name,why", [("rng_recomputed_rand", "a random op"),
+                                      ("budget_invoke_subgraph_none", "an invoke_subgraph body")])
+def test_a_joint_that_cannot_be_partitioned_again_is_compiled(cache, name, why):
+    """A joint holding a random op (its RNG is functionalized inside the compile) or a subgraph (partitioned inside
+    the compile by the compile's partitioner) is not partitioned again: the baseline is compiled at its partitioner."""
+    _, compiles = cache
+    case = find_case(name)
+    axes = Axes("default", "aot_eager", "cpu", "float32")
+    baselines.figures(case, axes, False)
+    traced = [(a.partitioner, ac) for _, a, ac in compiles]
+    assert traced == [("min_cut", False), ("default", False)], (
+        f"expected a compile at the default partitioner after the min-cut one ({why}); saw {traced}")
+
+
 def _customize(tmp_path, name, body):
     where = tmp_path / f"site-{name}"
     where.mkdir()

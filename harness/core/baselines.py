@@ -53,6 +53,21 @@ def _repartitioned(run: Run, budget: float | None) -> Run | None:
     return repartition(run, budget, [g.joint for g in a.graphs])
 
 
+def _from_min_cut(case: Case, axes: Axes) -> Run | None:
+    """The program without AC under ``axes`` (another partitioner than min-cut, aot_eager), made by partitioning the
+    joints of the min-cut baseline of the same program again (``pipeline.repartition``): the joint is traced before
+    any partitioner runs, so a case's cells of both partitioners trace it once, not twice (None: not possible here;
+    the min-cut baseline comes from this process's ``pipeline.baseline`` cache when a min-cut cell made it)."""
+    if axes.partitioner == "min_cut" or axes.backend != "aot_eager":
+        return None
+    try:
+        src = baseline(case, dataclasses.replace(axes, partitioner="min_cut"), False)
+    except Exception:  # noqa: BLE001 - the caller compiles at its own partitioner, and reports that compile's error
+        return None
+    a = analysis.of(src)
+    return repartition(src, axes.budget, [g.joint for g in a.graphs], axes.partitioner) if a is not None else None
+
+
 def cache_dir() -> Path | None:
     value = os.environ.get(_ENV, "")
     if value == "off":
@@ -154,7 +169,8 @@ def figures(case: Case, axes: Axes, ac: bool, from_run: Run | None = None) -> Fi
     (``pipeline.baseline``) and stored.  None when the baseline recorded nothing analysable.  Cases that declare the
     same program without AC (``Case.no_ac_key``: the fuzzer's) share one no-AC compile in a process.  ``from_run``:
     a run of the same case with AC at another budget, whose joint graphs are partitioned again at ``axes.budget``
-    (``pipeline.repartition``) rather than the program traced again."""
+    (``pipeline.repartition``) rather than the program traced again; likewise a baseline without AC at the default
+    partitioner is the min-cut one's joints partitioned again (:func:`_from_min_cut`)."""
     shared = (case.no_ac_key, axes) if case.no_ac_key and not ac else None
     if shared in _SHARED_NO_AC:
         return _SHARED_NO_AC[shared]
@@ -163,6 +179,7 @@ def figures(case: Case, axes: Axes, ac: bool, from_run: Run | None = None) -> Fi
     if path is not None and (hit := _load(path)) is not None:
         return hit
     made = _repartitioned(from_run, axes.budget) if from_run is not None and ac else None
+    made = made if made is not None or ac else _from_min_cut(case, axes)
     made = made if made is not None else baseline(case, axes, ac)
     a = analysis.of(made)
     fig = Figures.of(a, made.info.get("knapsack", ())) if a is not None else None

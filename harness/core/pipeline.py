@@ -514,15 +514,19 @@ def baseline(case: Case, axes: Axes, ac: bool) -> Run:
     return compile_and_record(case, axes, ac=ac, codegen=False)
 
 
-def repartition(run: Run, budget: float, joints: list[fx.GraphModule]) -> Run | None:
-    """What ``run``'s cell records at ``activation_memory_budget=budget``, made by partitioning its kept joint graphs
-    ``joints`` again (min-cut) instead of tracing the program again.  Sound because the budget is read by the
-    partitioner alone (torch/_functorch/partitioners.py reads ``config.activation_memory_budget``; Dynamo's and
-    AOTAutograd's tracing and inductor's joint passes, which come before the partitioner, never do) and the joints
-    are kept as the partitioner received them, with the arguments it was called with.  None where a joint was not
-    kept whole, or holds a random op, whose RNG the partitioner functionalizes inside the compile's own tracing
-    context (the caller compiles instead).  Of 450 partitions of the database's budget cells, the 378 without random ops
-    equalled compiles; the 72 with them differed in the saved RNG state's size, concrete instead of symbolic."""
+def repartition(run: Run, budget: float | None, joints: list[fx.GraphModule], partitioner: str | None = None
+                ) -> Run | None:
+    """What ``run``'s cell records at ``activation_memory_budget=budget`` (and with ``partitioner``, default: the
+    cell's), made by partitioning its kept joint graphs ``joints`` again instead of tracing the program again.  Sound
+    because the budget and the partitioner are read by the partitioner alone (torch/_functorch/partitioners.py reads
+    ``config.activation_memory_budget``; AOTAutograd calls ``partition_fn`` only once the joint is traced; Dynamo's and
+    AOTAutograd's tracing and inductor's joint passes, which come before, read neither) and the joints are kept as the
+    partitioner received them, with the arguments it was called with.  None where a joint was not kept whole, holds a
+    random op, whose RNG the partitioner functionalizes inside the compile's own tracing context, or holds a subgraph
+    (an ``invoke_subgraph`` body: AOTAutograd partitions those inside the compile with the compile's partitioner,
+    torch/_functorch/_aot_autograd/graph_compile.py ``_get_partition_fn``, so they would keep their old partition); the
+    caller compiles instead.  Of 450 partitions of the database's budget cells, the 378 without random ops equalled
+    compiles; the 72 with them differed in the saved RNG state's size, concrete instead of symbolic."""
     kept = run.graphs.get("joint", [])
     args = [run.partition_args[kept.index(j)] if j in kept and len(run.partition_args) == len(kept) else None
             for j in joints]
@@ -530,7 +534,9 @@ def repartition(run: Run, budget: float, joints: list[fx.GraphModule]) -> Run | 
         return None
     if any(is_seeded_random(n) for j in joints for n in j.graph.nodes):
         return None
-    axes = dataclasses.replace(run.cell.axes, budget=budget)
+    if any(isinstance(m, fx.GraphModule) for j in joints for m in j.modules() if m is not j):
+        return None
+    axes = dataclasses.replace(run.cell.axes, budget=budget, partitioner=partitioner or run.cell.axes.partitioner)
     out = Run(Cell(run.cell.case, axes))
     fws, bws = [], []
     with config_patches(run.cell.case, axes), knapsack_spy() as instances:
