@@ -14,6 +14,8 @@ the MoE cells run that way and ``test_moe_graph_breaks`` states the default beha
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -46,14 +48,21 @@ def _run(model, policy, compile_mode):
         return T.single_process(model, policy, compile_mode=compile_mode, n_layers=N_LAYERS)
 
 
+@functools.cache
+def _no_ac(model, compile_mode):
+    """The model's step without AC (eager, or compiled): the references of every policy of that model, the same
+    whatever the policy (seeded model and inputs), so computed once per process and only read."""
+    return _run(model, P.NoAC(), compile_mode)
+
+
 @pytest.mark.parametrize("model,policy", [pytest.param(m, p, id=f"{m}-{p}", marks=pytest.mark.slow if slow else ())
                                           for m, p, slow in policy_cells()])
 def test_policy(model, policy, record):
     pol = _policy(policy)
-    ref = _run(model, P.NoAC(), "none")
+    ref = _no_ac(model, "none")
     eager = _run(model, pol, "none")
     problems = [f"eager {pol.id} vs eager no-AC: {m}" for m in T.mismatches(eager["grads"], ref["grads"], exact=True)]
-    comp_ref = _run(model, P.NoAC(), "whole")
+    comp_ref = _no_ac(model, "whole")
     comp = _run(model, pol, "whole")
     problems += [f"compiled {pol.id} vs eager no-AC: {m}" for m in T.mismatches(comp["grads"], ref["grads"])]
     problems += [f"compiled {pol.id} vs compiled no-AC: {m}"
