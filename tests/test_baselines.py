@@ -126,6 +126,30 @@ def test_another_budget_partitioned_again_has_the_figures_of_a_compile_at_that_b
     assert compiles == [], f"expected no baseline compile when the cell's joints are partitioned again; saw {compiles}"
 
 
+def test_a_cells_runs_at_other_budgets_are_its_joints_partitioned_again(monkeypatch):
+    """Needs.budgets (the budget solvers' oracles) gets the case's runs at other budgets from the cell's own joints
+    partitioned again, not compiled: the same figures as a compile at that budget (all 570 such runs of the
+    database's budget cells compared equal; the 18 with a random op are compiled)."""
+    from harness.core import run as run_module
+    from harness.rows.cases.budget_solvers import figures_of
+
+    compiled = []
+    real = run_module.baseline.__wrapped__
+    monkeypatch.setattr(run_module, "baseline", lambda c, a, ac: compiled.append(a.budget) or real(c, a, ac))
+    monkeypatch.setattr(run_module, "_RECENT", {})
+    case = find_case("bs_mlp4_wide_plain__ilp__flops")
+    cell = Cell(case, Axes("min_cut", "aot_eager", "cpu", "float32", 0.5))
+    run = run_cell(cell, needs=case.expect.needs)
+    others = (0.0, 0.3, 1.0)  # budget_solvers._needed_budgets: the sweep's ends and the budget below
+    assert sorted(run.at_budget) == list(others) and compiled == [], (
+        f"expected the runs at {others} without a compile; saw budgets {sorted(run.at_budget)}, compiles at {compiled}")
+    for b in others:
+        fresh = pipeline.compile_and_record(case, dataclasses.replace(cell.axes, budget=b), ac=True, codegen=False)
+        assert figures_of(run.at_budget[b]) == figures_of(fresh), (
+            f"budget {b}: expected the partitioned-again figures == compiled; saw {figures_of(run.at_budget[b])} vs "
+            f"{figures_of(fresh)}")
+
+
 @pytest.mark.parametrize("name", ["sac_no_recompute_mm", "reference_block_full_ac"])
 def test_a_default_partitioner_baseline_is_the_min_cut_joints_partitioned_again(cache, name):
     """The no-AC baseline at the default partitioner comes from the min-cut no-AC baseline's joints partitioned with

@@ -45,7 +45,7 @@ from harness.core.pipeline import KnapsackCall, Run, baseline, repartition
 _ENV = "AC_BASELINE_CACHE"
 
 
-def _repartitioned(run: Run, budget: float | None) -> Run | None:
+def repartitioned(run: Run, budget: float | None) -> Run | None:
     """``run``'s analysed joints partitioned again at ``budget`` (None: not possible here)."""
     a = analysis.of(run)
     if a is None or budget is None or run.cell.axes.partitioner != "min_cut":
@@ -178,7 +178,7 @@ def figures(case: Case, axes: Axes, ac: bool, from_run: Run | None = None) -> Fi
     path = where / f"{key(case, axes, ac)}.json" if where is not None and _cacheable(case) else None
     if path is not None and (hit := _load(path)) is not None:
         return hit
-    made = _repartitioned(from_run, axes.budget) if from_run is not None and ac else None
+    made = repartitioned(from_run, axes.budget) if from_run is not None and ac else None
     made = made if made is not None or ac else _from_min_cut(case, axes)
     made = made if made is not None else baseline(case, axes, ac)
     a = analysis.of(made)

@@ -105,6 +105,8 @@ def _sweep(run: Run) -> None:
 
 
 def _at_budgets(run: Run, budgets: tuple[float, ...]) -> None:
+    """The case's whole runs at ``budgets``: this cell's, another cell's of the case run earlier in this process, this
+    cell's joints partitioned again at that budget (``pipeline.repartition``), else a compile at that budget."""
     case, axes = run.cell.case, run.cell.axes
     if _RECENT.get("case") is not case:
         _RECENT.clear()
@@ -112,7 +114,8 @@ def _at_budgets(run: Run, budgets: tuple[float, ...]) -> None:
     _RECENT[axes] = run
     for b in budgets:
         other = dataclasses.replace(axes, budget=b)
-        run.at_budget[b] = run if b == axes.budget else _RECENT.get(other) or baseline(case, other, True)
+        run.at_budget[b] = (run if b == axes.budget else _RECENT.get(other) or baselines.repartitioned(run, b)
+                            or baseline(case, other, True))
 
 
 def _evidence(run: Run) -> None:
