@@ -5,7 +5,10 @@ The comparing invariants (harness/core/invariants.py) judge a cell against the s
 from here before any verdict.  Those compiles were ~40% of a warm ``make test``
 (bench/run_bench.py's split: "invariants"), and they are the same on every run of the same torch and harness.  So
 their figures -- saved tensors, backward FLOPs, activation bytes: what the invariants read -- are stored under
-``.cache/baselines/`` (``AC_BASELINE_CACHE`` points elsewhere; ``off`` disables it) and reused.
+``.cache/baselines/`` (``AC_BASELINE_CACHE`` points elsewhere; ``off`` disables it) and reused.  On a miss, a
+baseline that differs from a run already made only in what the partitioner reads (another budget; the default
+partitioner instead of min-cut, without AC) is that run's kept joint graphs partitioned again
+(``pipeline.repartition``), not a second trace.
 
 Nothing cached can hide a regression:
 
