@@ -236,6 +236,7 @@ def _with_and_without(tmp_path, script, plant: str) -> dict:
     return seen
 
 
+@pytest.mark.meta_slow  # two script processes, each compiling the program (~13 s)
 def test_an_invariant_finding_renders_a_script_that_checks_the_invariant(tmp_path):
     """An invariant failure's script checks that invariant with torch alone: it exits 1 while the partitioner saves a
     PREFER_RECOMPUTE intermediate (a synthetic fault planted in the script's process by a sitecustomize), 0 without

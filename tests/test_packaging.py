@@ -18,6 +18,10 @@ import pytest
 
 from harness.core.paths import ROOT
 
+# Building the wheel, a fresh venv and three processes outside the repo: ~40 s of CPU, so `make meta-slow` (CI and the
+# nightly run it), not `make meta` (issue 30: `make check` in six minutes).
+pytestmark = pytest.mark.meta_slow
+
 OWN = ("harness", "ac_conformance", "__editable__", "_ac_conformance", "__pycache__")
 
 
