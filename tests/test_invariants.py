@@ -143,8 +143,8 @@ def test_budget_sweep_saving_more_at_a_lower_budget_fires(monkeypatch):
     real_repartition = baselines.repartition
     monkeypatch.setenv("AC_BASELINE_CACHE", "off")  # every other budget partitioned again (through the fake below)
 
-    def fake(run, budget, joints):  # the partitioner at budget 0.0 "saves" an extra KiB
-        other = real_repartition(run, budget, joints)
+    def fake(run, budget, joints, *rest):  # the partitioner at budget 0.0 "saves" an extra KiB
+        other = real_repartition(run, budget, joints, *rest)
         if budget == 0.0:
             other = dataclasses.replace(other, analysis=_with_extra_saved(analysis.of(other), 1024))
         return other

@@ -48,12 +48,13 @@ from harness.core.pipeline import KnapsackCall, Run, baseline, repartition
 _ENV = "AC_BASELINE_CACHE"
 
 
-def repartitioned(run: Run, budget: float | None) -> Run | None:
-    """``run``'s analysed joints partitioned again at ``budget`` (None: not possible here)."""
+def repartitioned(run: Run, budget: float | None, partitioner: str | None = None) -> Run | None:
+    """``run``'s (a min-cut run's) analysed joints partitioned again at ``budget``, with ``partitioner`` where given
+    (None: not possible here)."""
     a = analysis.of(run)
-    if a is None or budget is None or run.cell.axes.partitioner != "min_cut":
+    if a is None or run.cell.axes.partitioner != "min_cut" or (budget is None and partitioner is None):
         return None
-    return repartition(run, budget, [g.joint for g in a.graphs])
+    return repartition(run, budget, [g.joint for g in a.graphs], partitioner)
 
 
 def _from_min_cut(case: Case, axes: Axes) -> Run | None:
@@ -67,8 +68,7 @@ def _from_min_cut(case: Case, axes: Axes) -> Run | None:
         src = baseline(case, dataclasses.replace(axes, partitioner="min_cut"), False)
     except Exception:  # noqa: BLE001 - the caller compiles at its own partitioner, and reports that compile's error
         return None
-    a = analysis.of(src)
-    return repartition(src, axes.budget, [g.joint for g in a.graphs], axes.partitioner) if a is not None else None
+    return repartitioned(src, axes.budget, axes.partitioner)
 
 
 def cache_dir() -> Path | None:
