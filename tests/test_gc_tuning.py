@@ -43,3 +43,36 @@ def test_a_tuned_pytest_process_frees_its_heap_at_exit(tmp_path):
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     leaks = [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("nanobind:")]
     assert not leaks, f"expected no nanobind leak report at the pytest process's exit; seen {leaks}"
+
+
+def test_an_xdist_worker_skips_the_heap_teardown_but_runs_its_exit_handlers(tmp_path):
+    """An xdist worker leaves through ``os._exit`` after the interpreter's exit handlers (plugin ``_worker_exit``): an
+    ``atexit`` handler of the tests still runs, an object alive at the end is never finalized (the teardown that took
+    1.5-3.7 s a ``make test`` worker is skipped), the heap it keeps frozen prints no nanobind report, and a failing
+    test still fails the run."""
+    (tmp_path / "test_worker.py").write_text(
+        "import atexit, pathlib, triton\n\n"
+        "OUT = pathlib.Path(__file__).parent\n\n\n"
+        "class Sentinel:\n"
+        "    def __init__(self, path):\n"
+        "        self.path = path\n\n"
+        "    def __del__(self, _open=open):  # module globals may be gone by then\n"
+        "        with _open(self.path, 'w') as f:\n"
+        "            f.write('yes')\n\n\n"
+        "KEPT = Sentinel(str(OUT / 'finalized'))\n"
+        "atexit.register(lambda: (OUT / 'atexit_ran').write_text('yes'))\n\n\n"
+        "def test_passes():\n"
+        "    assert triton.__version__\n\n\n"
+        "def test_fails():\n"
+        "    assert False, 'planted'\n")
+    env = {k: v for k, v in os.environ.items() if k != "AC_GC"}
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "1", "-p", "harness.tools.plugin", "-p",
+                          "no:cacheprovider", "test_worker.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=300)
+    text = out.stdout[-2000:] + out.stderr[-2000:]
+    assert out.returncode == 1 and "1 failed, 1 passed" in out.stdout, f"expected the planted failure to fail the run; {text}"
+    assert (tmp_path / "atexit_ran").exists(), f"expected the worker's atexit handler to run before it left; {text}"
+    assert not (tmp_path / "finalized").exists(), ("expected the worker to leave without the interpreter's teardown "
+                                                   "(an object alive at the end never finalized); it was finalized")
+    leaks = [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("nanobind:")]
+    assert not leaks, f"expected no nanobind leak report at the worker's exit; seen {leaks}"
