@@ -1,7 +1,9 @@
 """Distributed compositions with AC under torch.compile: FSDP2, DDP, tensor (+ sequence) parallel, 2 gloo ranks.
 
 Each scenario (harness/rows/scenarios.py) is one step of a small Llama-style model (harness/rows/models.py) on 2 CPU ranks
-(harness/tools/distributed.py), twice: without AC and with the AC policy (same parallelization, same compile).  Checks,
+(harness/tools/distributed.py), twice: without AC and with the AC policy (same parallelization, same compile).  The step
+without AC is a baseline: a rank that ran it before under the same torch, harness and environment takes it from the
+baseline cache (harness/core/baselines.py; property ``no_ac_from_cache``); the AC step always runs.  Checks,
 every one on every rank (a failing check does not stop the others; harness/core/suite.py ``Verdicts``):
 
 * ``runs``: the step ran on every rank;
@@ -100,6 +102,7 @@ def check(key: str, ranks: list[dict] | D.RankFailure, record, goldens: Goldens)
                                         f"{str(ranks).splitlines()[0]}"))
     else:
         verdicts.passed.append("runs")
+        record("no_ac_from_cache", [out["no_ac_cached"] for out in ranks])  # each rank's no-AC step: from the cache?
         for r, out in enumerate(ranks):
             record(f"rank{r}_seconds", {k: round(v, 1) for k, v in out["seconds"].items()})
             record(f"rank{r}_saved_activation_bytes", {"ac": out["ac"]["saved_activation_bytes"],

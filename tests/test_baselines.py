@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from harness.core import analysis, baselines, pipeline, suite
+from harness.tools import training
 from harness.core.analysis import Analysis, Saved
 from harness.core.case import Axes, Cell
 from harness.core.figures import Figures
@@ -226,3 +227,73 @@ def test_the_key_ignores_what_does_not_change_torch(monkeypatch):
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/elsewhere")
     monkeypatch.setenv("AC_CONFORMANCE_UNRELATED", "1")
     assert baselines.key(CASE, AXES, False) == before, "expected cache locations and unrelated variables to keep the key"
+
+
+def test_a_steps_key_holds_its_parts_the_thread_count_and_the_cpu_capability(tmp_path, monkeypatch):
+    """A cached training step (a distributed rank's step without AC) is compared bitwise, so its key holds what changes
+    its bits and not its graphs -- the intra-op thread count, the CPU capability -- beside all of :func:`key`'s parts
+    (torch, harness, environment: the tests above) and its own; ``AC_BASELINE_CACHE=off`` turns it off."""
+    monkeypatch.setenv("AC_BASELINE_CACHE", str(tmp_path))
+    path = baselines.step_path("distributed", "scenario", "rank=0")
+    assert path is not None and path.parent == tmp_path / "steps", f"expected a path under {tmp_path}/steps; seen {path}"
+    assert baselines.step_path("distributed", "scenario", "rank=0") == path, "expected the same key twice"
+    seen = {"another rank": baselines.step_path("distributed", "scenario", "rank=1")}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads + 1)
+    try:
+        seen["another thread count"] = baselines.step_path("distributed", "scenario", "rank=0")
+    finally:
+        torch.set_num_threads(threads)
+    with monkeypatch.context() as m:
+        m.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "ANOTHER_ISA")
+        seen["another CPU capability"] = baselines.step_path("distributed", "scenario", "rank=0")
+    with monkeypatch.context() as m:
+        m.setattr(baselines, "torch_digest", lambda: "an edited torch")
+        seen["another torch"] = baselines.step_path("distributed", "scenario", "rank=0")
+    same = [what for what, other in seen.items() if other == path]
+    assert not same, f"expected each of {sorted(seen)} to change the step's key; these kept it: {same}"
+    monkeypatch.setenv("AC_BASELINE_CACHE", "off")
+    assert baselines.step_path("distributed", "scenario", "rank=0") is None, "expected no step cache when it is off"
+
+
+def test_a_stored_step_reads_back_bitwise_and_a_damaged_one_is_a_miss(tmp_path):
+    path = tmp_path / "steps" / "k.pt"
+    fig = Figures((Saved("mm", "f32[4, 4]", 64, "activation"),), 128, 64)
+    step = {"result": {"loss": 0.5, "grads": {"w": torch.randn(3, 3)}, "dynamo_graphs": 1, "saved_producers": None},
+            "figures": baselines.figures_doc(fig)}
+    baselines.store_step(path, step)
+    back = baselines.load_step(path)
+    assert back is not None and torch.equal(back["result"]["grads"]["w"], step["result"]["grads"]["w"]), (
+        f"expected the stored gradient back bitwise; seen {back}")
+    assert baselines.figures_of_doc(back["figures"]) == fig, f"expected the figures {fig}; seen {back['figures']}"
+    assert [p.name for p in path.parent.iterdir()] == ["k.pt"], "expected no temporary file left beside the step"
+    path.write_bytes(path.read_bytes()[:20])
+    assert baselines.load_step(path) is None, "expected a truncated step to read as a miss (the step runs again)"
+    assert baselines.load_step(tmp_path / "absent.pt") is None and baselines.load_step(None) is None
+
+
+@pytest.mark.meta_slow  # two gloo ranks, four compiled steps: ~10 s idle
+def test_a_ranks_step_without_ac_comes_from_the_cache_bitwise_and_its_ac_step_runs(tmp_path):
+    """A distributed rank's step without AC (training.rank_program) is a cached baseline: on a second run each rank
+    takes it from the cache, with the same gradients (bitwise), counts and figures, while the AC step runs again and
+    is judged the same: the same gradients, invariant checks and summary golden as against a fresh no-AC step."""
+    from harness.rows import scenarios
+    from harness.tools import distributed as D
+
+    key = "ddp-whole-checkpoint_fn-full-fp32-1layer"
+    with D.RankPool(world_size=2, env={"AC_BASELINE_CACHE": str(tmp_path)}) as pool:
+        first, second = (pool.run("harness.tools.training:rank_program", timeout=300, scenario=scenarios.ALL[key],
+                                  key=key, with_reference=False) for _ in range(2))
+    assert [r["no_ac_cached"] for r in first] == [False, False], "expected the first run to run the no-AC step"
+    assert [r["no_ac_cached"] for r in second] == [True, True], "expected the second run to take it from the cache"
+    assert len(list((tmp_path / "steps").glob("*.pt"))) == 2, "expected one cached step per rank"
+    for r, (a, b) in enumerate(zip(first, second)):
+        for label in ("no_ac", "ac"):
+            problems = training.mismatches(b[label]["grads"], a[label]["grads"], exact=True)
+            assert not problems, f"rank {r} {label}: expected the same gradients on both runs; seen {problems}"
+            same = {k: v for k, v in a[label].items() if k != "grads"}
+            assert {k: v for k, v in b[label].items() if k != "grads"} == same, (
+                f"rank {r} {label}: expected the same counts and figures {same}; seen {b[label]}")
+        assert b["verdicts"] == a["verdicts"] and a["verdicts"]["invariant_checks"] > 0, (
+            f"rank {r}: expected the AC step judged the same against the cached step; first {a['verdicts']}, "
+            f"second {b['verdicts']}")

@@ -10,9 +10,14 @@ baseline that differs from a run already made only in what the partitioner reads
 partitioner instead of min-cut, without AC) is that run's kept joint graphs partitioned again
 (``pipeline.repartition``), not a second trace.
 
+A distributed rank's training step without AC (harness/tools/training.py ``rank_program``) is a baseline the pipeline
+cannot rebuild from a case, and its cell compares the gradients bitwise: such a step is stored whole (its gradients,
+counts and figures, ``steps/``, :func:`step_path`), under a key that also holds the thread count and the CPU
+capability, which change a step's bits but not its graphs.
+
 Nothing cached can hide a regression:
 
-* only baselines are cached, never the cell's own compile: every check of a cell runs on a fresh compile;
+* only baselines are cached, never the cell's own compile (or step): every check of a cell runs on a fresh compile;
 * the key holds everything that decides the baseline's graphs: torch's version and git revision, a digest of the
   installed torch's files (path, size, mtime of every .py and .so: an edited or rebuilt torch with the same version
   misses), the sha256 of every harness source file (the case builders, the pipeline, the analysis), the case and its
@@ -133,10 +138,15 @@ def environment() -> list[tuple[str, str]]:
     return sorted(env)
 
 
+def _digest(*parts: str) -> str:
+    """The key of what ``parts`` name, computed by this torch, harness and environment (see the module docstring)."""
+    common = [torch.__version__, getattr(torch.version, "git_version", ""), torch_digest(), harness_digest(),
+              repr(environment())]
+    return hashlib.sha256("\n".join([*common, *parts]).encode()).hexdigest()
+
+
 def key(case: Case, axes: Axes, ac: bool) -> str:
-    parts = [torch.__version__, getattr(torch.version, "git_version", ""), torch_digest(), harness_digest(), case.area,
-             case.name, repr(dataclasses.astuple(axes)), str(ac), repr(environment())]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+    return _digest(case.area, case.name, repr(dataclasses.astuple(axes)), str(ac))
 
 
 def _cacheable(case: Case) -> bool:
@@ -144,24 +154,69 @@ def _cacheable(case: Case) -> bool:
             and (paths.ROOT / "harness" / "rows" / "cases" / f"{case.area}.py").exists())
 
 
+def figures_doc(fig: Figures) -> dict:
+    """``fig`` as plain JSON values (what :func:`figures_of_doc` reads back)."""
+    return {"saved": [dataclasses.asdict(s) for s in fig.saved], "bw_flops": fig.bw_flops,
+            "activation_bytes": fig.activation_bytes, "knapsack": [dataclasses.asdict(c) for c in fig.knapsack]}
+
+
+def figures_of_doc(doc: dict) -> Figures:
+    return Figures(tuple(Saved(**s) for s in doc["saved"]), doc["bw_flops"], doc["activation_bytes"],
+                   tuple(KnapsackCall(**{k: tuple(v) if isinstance(v, list) else v for k, v in c.items()})
+                         for c in doc["knapsack"]))
+
+
 def _load(path: Path) -> Figures | None:
     try:
-        doc = json.loads(path.read_text())
-        return Figures(tuple(Saved(**s) for s in doc["saved"]), doc["bw_flops"], doc["activation_bytes"],
-                       tuple(KnapsackCall(**{k: tuple(v) if isinstance(v, list) else v for k, v in c.items()})
-                             for c in doc["knapsack"]))
+        return figures_of_doc(json.loads(path.read_text()))
     except (OSError, ValueError, KeyError, TypeError):
         return None  # absent, or written by another layout: recompute
 
 
-def _store(path: Path, fig: Figures) -> None:
+def _atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"saved": [dataclasses.asdict(s) for s in fig.saved], "bw_flops": fig.bw_flops,
-           "activation_bytes": fig.activation_bytes, "knapsack": [dataclasses.asdict(c) for c in fig.knapsack]}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(doc, f)
-    os.replace(tmp, path)  # atomic: xdist workers may write the same key
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)  # atomic: xdist workers (or ranks) may write the same key
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _store(path: Path, fig: Figures) -> None:
+    _atomic_write(path, lambda f: f.write(json.dumps(figures_doc(fig)).encode()))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Steps: a baseline the pipeline cannot rebuild from a case (a distributed rank's training step without AC), with
+# the tensors its cell compares bitwise
+
+
+def step_path(*parts: str) -> Path | None:
+    """Where the step named by ``parts`` (e.g. scenario key, rank, world size) is cached (None: the cache is off).
+    The key holds all of :func:`key`'s torch and harness parts, plus what changes a step's numbers but not its
+    graphs: torch's intra-op thread count and the CPU capability its kernels dispatch to."""
+    where = cache_dir()
+    if where is None:
+        return None
+    return where / "steps" / f"{_digest(f'threads={torch.get_num_threads()}', torch.backends.cpu.get_cpu_capability(), *parts)}.pt"
+
+
+def load_step(path: Path | None) -> dict | None:
+    """A stored step (``torch.load``, tensors and plain values only), or None (absent, unreadable: recompute)."""
+    if path is None:
+        return None
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception:  # noqa: BLE001 - absent, truncated or another layout: the caller runs the step
+        return None
+
+
+def store_step(path: Path | None, step: dict) -> None:
+    if path is not None:
+        _atomic_write(path, lambda f: torch.save(step, f))
 
 
 _SHARED_NO_AC: dict[tuple[str, Axes], Figures | None] = {}  # (Case.no_ac_key, axes) -> figures, this process

@@ -17,7 +17,7 @@ from collections import Counter
 import torch
 import torch.nn as nn
 
-from harness.core import analysis, checks, figures, invariants, pipeline, policies
+from harness.core import analysis, baselines, checks, figures, invariants, pipeline, policies
 from harness.rows import models
 from harness.core.case import Axes, Case, Cell, CompileSpec
 from harness.rows.scenarios import Scenario
@@ -231,14 +231,26 @@ def _numel_for_loss(sc: Scenario, x: torch.Tensor, world: int) -> int:
 def rank_program(rank: int, world: int, scenario: Scenario, key: str = "scenario", with_reference: bool = True) -> dict:
     """One step of the distributed program without AC, then with AC (fresh compile each); a recorded scenario also
     returns, per rank, the AC step's invariants (against this rank's no-AC step) and summary golden text.  Rank 0
-    also computes the single-process no-AC eager reference on the full batch."""
+    also computes the single-process no-AC eager reference on the full batch.
+
+    The step without AC is a baseline: a rank that ran it before under the same torch, harness, scenario, world size,
+    environment, thread count and CPU capability takes its gradients, counts and figures from the baseline cache
+    (harness/core/baselines.py ``step_path``; ``AC_BASELINE_CACHE=off`` disables it) and says so
+    (``no_ac_cached``).  The step with AC always runs, and its gradients are still compared bitwise with the no-AC
+    ones: a CPU step of the same program, inputs and thread count gives the same bits in every process."""
     import time
 
     sc = scenario
     x = inputs(sc.model, sc.batch, sc.seq, models.LlamaConfig().dim)
     result: dict = {"rank": rank, "seconds": {}}
     runs: dict[str, pipeline.Run] = {}
+    cache = baselines.step_path("distributed", key, repr(sc), f"rank={rank}", f"world={world}")
+    cached = baselines.load_step(cache)
+    result["no_ac_cached"] = cached is not None
     for label, pol in (("no_ac", policies.NoAC()), ("ac", sc.get_policy())):
+        if label == "no_ac" and cached is not None:
+            result["no_ac"], result["seconds"]["no_ac"] = cached["result"], 0.0
+            continue
         t0 = time.perf_counter()
         model = build(sc.model, n_layers=sc.n_layers)
         rec = recorder()
@@ -248,11 +260,18 @@ def rank_program(rank: int, world: int, scenario: Scenario, key: str = "scenario
         with torch._dynamo.config.patch(**dict(sc.dynamo_config)):
             loss = step(m, xl, _numel_for_loss(sc, x, world), pol, sc.autocast)
         run = runs[label] = recorded(rec, f"{key}-rank{rank}-{label}", no_ac=runs.get("no_ac"))
+        if label == "ac" and cached is not None and cached["figures"] is not None:
+            run.no_ac_figures = baselines.figures_of_doc(cached["figures"])
         result[label] = {"loss": loss.item(), "grads": grads(model), "dynamo_graphs": run.counters["graphs"],
                          "bw_graphs": len(run.graphs.get("bw", [])),
                          "saved_activation_bytes": activation_bytes(run) if sc.recorded else None,
                          "saved_producers": saved_producers(run) if sc.recorded else None}
         result["seconds"][label] = time.perf_counter() - t0
+        if label == "no_ac":
+            a = analysis.of(run)
+            if a is not None or not sc.recorded:  # a step with nothing analysable is run again (its check fails)
+                baselines.store_step(cache, {"result": result["no_ac"],
+                                             "figures": baselines.figures_doc(figures.Figures.of(a)) if a is not None else None})
     if sc.recorded:
         result["verdicts"] = verdicts(runs["ac"])
     if with_reference and rank == 0:
