@@ -4,7 +4,9 @@ single process, eager and compiled (recording aot_eager backend, min-cut partiti
 Per (model, policy): eager with the policy equals eager without AC bitwise; compiled with the policy matches eager
 without AC within fp32 tolerance and equals compiled without AC bitwise; the saved activation bytes order as the
 policy promises (full saves no activation; selective and budget modes save less than no AC); every invariant of
-harness/core/invariants.py holds on the compiled step (against the same step compiled without AC).
+harness/core/invariants.py holds on the compiled step (against the same step compiled without AC).  The step
+compiled without AC is a baseline: a process that ran it before under the same torch, harness and environment takes
+it from the baseline cache (harness/core/baselines.py; property ``no_ac_from_cache``); the policy's step always runs.
 
 MoE token counts are data-dependent (``nonzero``): by default Dynamo breaks the graph there, and a checkpoint
 region containing a break is not compiled at all (it runs eagerly: 0 graphs).  With
@@ -51,8 +53,10 @@ def _run(model, policy, compile_mode):
 @functools.cache
 def _no_ac(model, compile_mode):
     """The model's step without AC (eager, or compiled): the references of every policy of that model, the same
-    whatever the policy (seeded model and inputs), so computed once per process and only read."""
-    return _run(model, P.NoAC(), compile_mode)
+    whatever the policy (seeded model and inputs), so computed once per process and only read; the compiled one is a
+    baseline, from the baseline cache when this torch and harness ran it before (training.no_ac_step)."""
+    cfg = MOE_CONFIG if model == "moe" else {}
+    return T.no_ac_step(model, compile_mode, N_LAYERS, tuple(sorted(cfg.items())))
 
 
 @pytest.mark.parametrize("model,policy", [pytest.param(m, p, id=f"{m}-{p}", marks=pytest.mark.slow if slow else ())
@@ -69,7 +73,12 @@ def test_policy(model, policy, record):
                  for m in T.mismatches(comp["grads"], comp_ref["grads"], exact=True)]
     assert comp["dynamo_graphs"] == 1, (f"expected one compiled graph for {model} under {pol.id}; "
                                         f"seen {comp['dynamo_graphs']}")
-    comp["run"].no_ac = comp_ref["run"]  # the comparing invariants' baseline: the same step compiled without AC
+    # the comparing invariants' baseline: the same step compiled without AC (its figures; the run where it has none)
+    record("no_ac_from_cache", comp_ref["cached"])
+    if comp_ref["figures"] is not None:
+        comp["run"].no_ac_figures = comp_ref["figures"]
+    else:
+        comp["run"].no_ac = comp_ref["run"]
     verdicts = T.verdicts(comp["run"])
     record("invariant_checks", verdicts["invariant_checks"])
     problems += [f"invariant {name}: {msg}" for name, msg in verdicts["invariant_failures"]]

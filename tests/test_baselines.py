@@ -297,3 +297,22 @@ def test_a_ranks_step_without_ac_comes_from_the_cache_bitwise_and_its_ac_step_ru
         assert b["verdicts"] == a["verdicts"] and a["verdicts"]["invariant_checks"] > 0, (
             f"rank {r}: expected the AC step judged the same against the cached step; first {a['verdicts']}, "
             f"second {b['verdicts']}")
+
+
+def test_a_policy_cells_compiled_step_without_ac_comes_from_the_cache_bitwise(tmp_path, monkeypatch):
+    """suites/test_ac_policies.py's compiled no-AC reference (training.no_ac_step) is a cached baseline: the second call
+    takes it from the cache with the gradients bitwise, the counts and the figures of the compile; eager is never
+    cached."""
+    monkeypatch.setenv("AC_BASELINE_CACHE", str(tmp_path))
+    first = training.no_ac_step("llama", "whole", n_layers=1)
+    second = training.no_ac_step("llama", "whole", n_layers=1)
+    assert (first["cached"], second["cached"]) == (False, True), (
+        f"expected a compile, then the cache; seen cached={first['cached']}, {second['cached']}")
+    problems = training.mismatches(second["grads"], first["grads"], exact=True)
+    assert not problems and torch.equal(second["loss"], first["loss"]), f"expected the same step bitwise; seen {problems}"
+    assert first["figures"] == Figures.of(analysis.of(first["run"])) == second["figures"], (
+        f"expected the figures of the compile back; compiled {first['figures']}, cached {second['figures']}")
+    assert ((second["saved_activation_bytes"], second["dynamo_graphs"])
+            == (first["saved_activation_bytes"], first["dynamo_graphs"])), f"expected the same counts; {second}"
+    eager = [training.no_ac_step("llama", "none", n_layers=1)["cached"] for _ in range(2)]
+    assert eager == [False, False], f"expected the eager step never cached; seen cached={eager}"

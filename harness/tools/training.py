@@ -173,6 +173,26 @@ def single_process(kind: str, policy: policies.Policy, compile_mode: str = "none
             "dynamo_graphs": run.counters["graphs"]}
 
 
+def no_ac_step(kind: str, compile_mode: str, n_layers: int = 2, dynamo_config: tuple = ()) -> dict:
+    """:func:`single_process` without AC, as a baseline: loss, grads, saved activation bytes, Dynamo's graph count, and
+    ``figures`` (what the comparing invariants read; None: nothing analysable, and then ``run`` itself).  A compiled
+    step that ran before under the same torch, harness, environment, thread count and CPU capability comes from the
+    baseline cache (``cached``), as a distributed rank's step without AC does (:func:`rank_program`)."""
+    path = (baselines.step_path("single_process", kind, compile_mode, f"n_layers={n_layers}", repr(dynamo_config))
+            if compile_mode != "none" else None)
+    hit = baselines.load_step(path)
+    if hit is not None:
+        return {**hit["result"], "figures": baselines.figures_of_doc(hit["figures"]), "cached": True}
+    with torch._dynamo.config.patch(**dict(dynamo_config)):
+        r = single_process(kind, policies.NoAC(), compile_mode=compile_mode, n_layers=n_layers)
+    a = analysis.of(r["run"])
+    out = {k: r[k] for k in ("loss", "grads", "saved_activation_bytes", "dynamo_graphs")}
+    fig = figures.Figures.of(a) if a is not None else None
+    if fig is not None:
+        baselines.store_step(path, {"result": out, "figures": baselines.figures_doc(fig)})
+    return {**out, "figures": fig, "cached": False, "run": r["run"]}
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Distributed rank programs (tasks of a harness.tools.distributed.RankPool)
 
