@@ -10,10 +10,10 @@ baseline that differs from a run already made only in what the partitioner reads
 partitioner instead of min-cut, without AC) is that run's kept joint graphs partitioned again
 (``pipeline.repartition``), not a second trace.
 
-A distributed rank's training step without AC (harness/tools/training.py ``rank_program``) is a baseline the pipeline
-cannot rebuild from a case, and its cell compares the gradients bitwise: such a step is stored whole (its gradients,
-counts and figures, ``steps/``, :func:`step_path`), under a key that also holds the thread count and the CPU
-capability, which change a step's bits but not its graphs.
+A training step without AC (a distributed rank's, harness/tools/training.py ``rank_program``; a policy cell's compiled
+reference, ``no_ac_step``) is a baseline the pipeline cannot rebuild from a case, and its cell compares the gradients
+bitwise: such a step is stored whole (its gradients, counts and figures, ``steps/``, :func:`step_path`), under a key
+that also holds the thread count and the CPU capability, which change a step's bits but not its graphs.
 
 Nothing cached can hide a regression:
 
@@ -190,8 +190,8 @@ def _store(path: Path, fig: Figures) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Steps: a baseline the pipeline cannot rebuild from a case (a distributed rank's training step without AC), with
-# the tensors its cell compares bitwise
+# Steps: a baseline the pipeline cannot rebuild from a case (a training step without AC), with the tensors its cell
+# compares bitwise
 
 
 def step_path(*parts: str) -> Path | None:
@@ -201,7 +201,8 @@ def step_path(*parts: str) -> Path | None:
     where = cache_dir()
     if where is None:
         return None
-    return where / "steps" / f"{_digest(f'threads={torch.get_num_threads()}', torch.backends.cpu.get_cpu_capability(), *parts)}.pt"
+    bits = (f"threads={torch.get_num_threads()}", torch.backends.cpu.get_cpu_capability())
+    return where / "steps" / f"{_digest(*bits, *parts)}.pt"
 
 
 def load_step(path: Path | None) -> dict | None:

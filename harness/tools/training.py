@@ -290,8 +290,8 @@ def rank_program(rank: int, world: int, scenario: Scenario, key: str = "scenario
         if label == "no_ac":
             a = analysis.of(run)
             if a is not None or not sc.recorded:  # a step with nothing analysable is run again (its check fails)
-                baselines.store_step(cache, {"result": result["no_ac"],
-                                             "figures": baselines.figures_doc(figures.Figures.of(a)) if a is not None else None})
+                doc = baselines.figures_doc(figures.Figures.of(a)) if a is not None else None
+                baselines.store_step(cache, {"result": result["no_ac"], "figures": doc})
     if sc.recorded:
         result["verdicts"] = verdicts(runs["ac"])
     if with_reference and rank == 0:
