@@ -157,7 +157,7 @@ def test_a_default_partitioner_baseline_is_the_min_cut_joints_partitioned_again(
     default_partition (the joint is traced before the partitioner runs): one trace for both partitioners' cells, and
     the figures a compile at the default partitioner gives (checked on all 162 such database programs: the closing
     note of issue 30)."""
-    where, compiles = cache
+    _, compiles = cache
     case, axes = find_case(name), Axes("default", "aot_eager", "cpu", "float32")
     derived = baselines.figures(case, axes, False)
     compiled = Figures.of(analysis.of(pipeline.compile_and_record(case, axes, ac=False)))
