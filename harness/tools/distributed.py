@@ -429,7 +429,11 @@ def _serve(rank: int, world_size: int, work: Path, parent: int, pg_timeout: floa
         torch.set_num_threads(1)
         _reset_inherited_compile_threads()
 
-    from harness.tools import faults
+    from harness.tools import faults, overhead
+
+    if forked:
+        overhead.drop_pytest_log_handlers()
+    overhead.skip_guard_latency_profile()  # a forked rank inherits its parent's choice; a spawned one makes it here
 
     faults.apply_from_env()  # AC_FAULT=<id> (the fault-injection kit): every rank patches torch as its parent did (once)
 
@@ -485,6 +489,21 @@ def selftest_caches(rank, world_size):
 
     return {"env": {k: os.environ.get(k) for k in CACHE_VARS}, "inductor": cache_dir(), "triton": triton_cache_dir(0),
             "pid": os.getpid(), "ppid": os.getppid()}
+
+
+def selftest_overhead(rank, world_size):
+    """The pytest log handlers this rank holds, and whether it skips the guard-latency profile (harness/tools/overhead.py)."""
+    import logging
+
+    import torch._dynamo.guards as guards
+
+    from harness.tools import overhead
+
+    loggers = [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(lg, logging.Logger))]
+    return {"pytest_handlers": sorted({f"{lg.name}: {type(h).__name__}" for lg in loggers for h in lg.handlers
+                                       if overhead.from_pytest(h)}),
+            "guard_profile_skipped": guards.profile_guard_manager is overhead._no_guard_latency_profile}
 
 
 def selftest_crash(rank, world_size, bad_rank=1):

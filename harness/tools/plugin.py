@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from harness.core import paths
+from harness.tools import overhead
 
 _CONFIG_MODULES = ("torch._dynamo.config", "torch._functorch.config", "torch._inductor.config")
 
@@ -161,6 +162,7 @@ def _worker_exit() -> None:
 
 def pytest_configure(config):
     tune_gc()
+    overhead.skip_guard_latency_profile()
     # Compile caches that persist across runs (inductor FX graph cache and C++/triton kernels), one directory shared
     # by every xdist worker: inductor and triton write it atomically under file locks, and --dist loadgroup does not
     # put a case on the same worker from one run to the next, so per-worker directories would miss kernels.
@@ -213,6 +215,22 @@ def pytest_collection_modifyitems(config, items):
                                               reason=f"known failure {entry.id} ({entry.upstream}); repro {entry.repro}"))
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Inside pytest's log capture of the phase (see :func:`harness.tools.overhead.quiet_trace_log`)."""
+    overhead.quiet_trace_log()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item):
+    overhead.quiet_trace_log()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item):
+    overhead.quiet_trace_log()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     """A known-failure test that fails with another message than its entry's fails (the xfail pins one defect)."""
@@ -249,6 +267,9 @@ def pytest_report_header(config):
 
         fault = faults.faults()[config._ac_fault]
         lines.append(f"ac-conformance: FAULT INJECTED {fault.id} ({fault.file}): {fault.doc}")
+    if not overhead.kept():
+        lines.append("ac-conformance: Dynamo's guard-latency profile and pytest's capture of torch's structured trace "
+                     "are off (harness/tools/overhead.py; AC_COMPILE_OVERHEAD=torch keeps them)")
     return lines
 
 
