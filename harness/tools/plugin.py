@@ -162,7 +162,6 @@ def _worker_exit() -> None:
 
 def pytest_configure(config):
     tune_gc()
-    overhead.skip_guard_latency_profile()
     # Compile caches that persist across runs (inductor FX graph cache and C++/triton kernels), one directory shared
     # by every xdist worker: inductor and triton write it atomically under file locks, and --dist loadgroup does not
     # put a case on the same worker from one run to the next, so per-worker directories would miss kernels.
@@ -217,7 +216,10 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
-    """Inside pytest's log capture of the phase (see :func:`harness.tools.overhead.quiet_trace_log`)."""
+    """Inside pytest's log capture of the phase (see :func:`harness.tools.overhead.quiet_trace_log`).  The guard
+    patch waits for the first test: an xdist controller runs none, and importing Dynamo there (~1.6 s) would delay
+    the workers' start."""
+    overhead.skip_guard_latency_profile()
     overhead.quiet_trace_log()
 
 
