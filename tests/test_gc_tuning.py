@@ -49,7 +49,13 @@ def test_an_xdist_worker_skips_the_heap_teardown_but_runs_its_exit_handlers(tmp_
     """An xdist worker leaves through ``os._exit`` after the interpreter's exit handlers (plugin ``_worker_exit``): an
     ``atexit`` handler of the tests still runs, an object alive at the end is never finalized (the teardown that took
     1.5-3.7 s a ``make test`` worker is skipped), the heap it keeps frozen prints no nanobind report, and a failing
-    test still fails the run."""
+    test still fails the run.  What the tests made is frozen too when the session ends, so pytest's end-of-session
+    collections (at unconfigure) do not scan it."""
+    (tmp_path / "conftest.py").write_text(
+        "import gc, pathlib\n\n\n"
+        "def pytest_unconfigure(config):  # before pytest's own (unraisableexception's) collections\n"
+        "    if hasattr(config, 'workerinput'):\n"
+        "        pathlib.Path(__file__).with_name('unfrozen').write_text(str(len(gc.get_objects())))\n")
     (tmp_path / "test_worker.py").write_text(
         "import atexit, pathlib, triton\n\n"
         "OUT = pathlib.Path(__file__).parent\n\n\n"
@@ -61,7 +67,9 @@ def test_an_xdist_worker_skips_the_heap_teardown_but_runs_its_exit_handlers(tmp_
         "            f.write('yes')\n\n\n"
         "KEPT = Sentinel(str(OUT / 'finalized'))\n"
         "atexit.register(lambda: (OUT / 'atexit_ran').write_text('yes'))\n\n\n"
+        "MADE = []\n\n\n"
         "def test_passes():\n"
+        "    MADE.append([[i] for i in range(100_000)])  # tracked objects the tests leave alive\n"
         "    assert triton.__version__\n\n\n"
         "def test_fails():\n"
         "    assert False, 'planted'\n")
@@ -76,3 +84,6 @@ def test_an_xdist_worker_skips_the_heap_teardown_but_runs_its_exit_handlers(tmp_
                                                    "(an object alive at the end never finalized); it was finalized")
     leaks = [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("nanobind:")]
     assert not leaks, f"expected no nanobind leak report at the worker's exit; seen {leaks}"
+    unfrozen = int((tmp_path / "unfrozen").read_text())
+    assert unfrozen < 100_000, (f"expected the 100,000 lists the tests left frozen before pytest's end-of-session "
+                                f"collections; {unfrozen} objects were left for them to scan")

@@ -146,7 +146,8 @@ def _worker_exit() -> None:
     finalizers, logging, coverage) and leaves with ``os._exit(0)``, the status a worker that returns from execnet's
     ``serve`` has (execnet does not read it).  Registered last, this handler runs first: it unregisters itself, runs
     the others, flushes stdout and stderr.  Nothing is lost: reports, goldens and the baseline cache were written and
-    closed during the session; and no nanobind "leaked" report, since nanobind checks in the teardown skipped here."""
+    closed during the session; and no nanobind "leaked" report, since nanobind checks in the teardown skipped here.
+    Cyclic garbage the last tests left is frozen with the rest (:func:`pytest_sessionfinish`) and never finalized."""
     import atexit
     import sys
 
@@ -400,11 +401,22 @@ def _unmatched_known_failures(config) -> list[str]:
     return [e.id for e in known_failures.unmatched(config._ac_known, all_cells())]
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session):
-    # An xdist worker has the case database imported already; the controller has not (importing it there cost ~1 s,
-    # serial, at the end of every run), so the worker computes the unmatched entries and the controller prints them.
-    if hasattr(session.config, "workeroutput"):
-        session.config.workeroutput["ac_unmatched_known_failures"] = _unmatched_known_failures(session.config)
+    """An xdist worker has the case database imported already; the controller has not (importing it there cost ~1 s,
+    serial, at the end of every run), so the worker computes the unmatched entries and the controller prints them.
+
+    Then, last (the session's fixtures are torn down, and xdist sends the worker's results after this), a worker
+    that froze the heap (:func:`tune_gc`) freezes what its tests left too: pytest's 5 end-of-session collections
+    (unraisableexception) scanned it, ~0.6 s of the controller's wait for its workers to end, and the worker then
+    leaves without freeing it (:func:`_worker_exit`)."""
+    import gc
+
+    config = session.config
+    if hasattr(config, "workeroutput"):
+        config.workeroutput["ac_unmatched_known_failures"] = _unmatched_known_failures(config)
+    if config is _gc_frozen_by and hasattr(config, "workerinput"):
+        gc.freeze()
 
 
 @pytest.hookimpl(optionalhook=True)
