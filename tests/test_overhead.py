@@ -68,6 +68,19 @@ def test_the_guard_latency_profile_is_skipped_unless_torchs_behaviour_is_asked_f
         f"{skipped}, {guards.profile_guard_manager}")
 
 
+def test_the_patch_never_imports_dynamo():
+    """Importing Dynamo costs ~1.6 s: an xdist controller, or a rank whose task does not compile, never pays it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, harness.tools.overhead as o; "
+            "print(o.skip_guard_latency_profile(), 'torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.split() == ["False", "False"], (
+        f"expected no patch and no Dynamo imported in a process that had not imported it; seen {out.stdout!r} "
+        f"{out.stderr[-1000:]}")
+
+
 @KEPT
 def test_guards_still_decide_without_the_latency_profile():
     """Only the timing is left out: a compiled frame is reused while its guards hold and recompiled when they fail."""
@@ -86,9 +99,11 @@ def test_guards_still_decide_without_the_latency_profile():
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_ranks_hold_no_pytest_log_handler_and_skip_the_profile(method):
     """A rank forked inside a test phase would inherit pytest's handlers (logging its warnings into a buffer nobody
-    reads instead of its stderr); a spawned one never had them.  Both skip the guard-latency profile."""
+    reads instead of its stderr); a spawned one never had them.  Both skip the guard-latency profile once Dynamo is
+    imported: a forked rank inherits this process's patch, a spawned one patches before its next task."""
     assert _pytest_handlers(logging.getLogger()), "expected pytest's handlers on this process's root logger to inherit"
     with D.RankPool(start_method=method) as pool:
+        pool.run("harness.tools.distributed:selftest_overhead", timeout=120)  # imports Dynamo in a spawned rank
         seen = pool.run("harness.tools.distributed:selftest_overhead", timeout=120)
     for r, got in enumerate(seen):
         handlers = got["pytest_handlers"]

@@ -433,7 +433,6 @@ def _serve(rank: int, world_size: int, work: Path, parent: int, pg_timeout: floa
 
     if forked:
         overhead.drop_pytest_log_handlers()
-    overhead.skip_guard_latency_profile()  # a forked rank inherits its parent's choice; a spawned one makes it here
 
     faults.apply_from_env()  # AC_FAULT=<id> (the fault-injection kit): every rank patches torch as its parent did (once)
 
@@ -445,6 +444,7 @@ def _serve(rank: int, world_size: int, work: Path, parent: int, pg_timeout: floa
         target, kwargs, hard_timeout = pickle.loads((work / f"task{n}.pkl").read_bytes())
         print(f"[rank {rank}] task {n}: {target}", file=sys.stderr, flush=True)
         faulthandler.dump_traceback_later(hard_timeout, exit=True, file=sys.stderr)  # should the controller stop
+        overhead.skip_guard_latency_profile()  # once a task imported Dynamo (a forked rank inherits its parent's)
         try:
             mod, fn = target.split(":")
             result = getattr(importlib.import_module(mod), fn)(rank, world_size, **kwargs)

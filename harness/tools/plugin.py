@@ -218,8 +218,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
     """Inside pytest's log capture of the phase (see :func:`harness.tools.overhead.quiet_trace_log`).  The guard
-    patch waits for the first test: an xdist controller runs none, and importing Dynamo there (~1.6 s) would delay
-    the workers' start."""
+    patch comes before each test, once Dynamo is imported (an xdist controller never imports it)."""
     overhead.skip_guard_latency_profile()
     overhead.quiet_trace_log()
 
