@@ -92,7 +92,8 @@ def test_guards_still_decide_without_the_latency_profile():
     fn(torch.ones(3))
     fn(torch.ones(3))
     fn(torch.ones(4))
-    assert counter.frame_count == 2, f"expected 2 compiles (a hit, then a shape guard failing); seen {counter.frame_count}"
+    assert counter.frame_count == 2, (f"expected 2 compiles (a hit, then a shape guard failing); "
+                                      f"seen {counter.frame_count}")
 
 
 @KEPT

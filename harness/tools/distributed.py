@@ -492,17 +492,12 @@ def selftest_caches(rank, world_size):
 
 
 def selftest_overhead(rank, world_size):
-    """The pytest log handlers this rank holds, and whether it skips the guard-latency profile (harness/tools/overhead.py)."""
-    import logging
-
+    """The pytest log handlers this rank holds; whether it skips the guard-latency profile (tools/overhead.py)."""
     import torch._dynamo.guards as guards
 
     from harness.tools import overhead
 
-    loggers = [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values()
-                                      if isinstance(lg, logging.Logger))]
-    return {"pytest_handlers": sorted({f"{lg.name}: {type(h).__name__}" for lg in loggers for h in lg.handlers
-                                       if overhead.from_pytest(h)}),
+    return {"pytest_handlers": sorted({f"{lg.name}: {type(h).__name__}" for lg, h in overhead.pytest_log_handlers()}),
             "guard_profile_skipped": guards.profile_guard_manager is overhead._no_guard_latency_profile}
 
 

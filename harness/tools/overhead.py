@@ -60,13 +60,17 @@ def quiet_trace_log() -> None:
         trace_log.removeHandler(handler)
 
 
+def pytest_log_handlers() -> list[tuple[logging.Logger, logging.Handler]]:
+    """pytest's handlers on the root logger and on every other logger of this process, with their loggers."""
+    loggers = [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(lg, logging.Logger))]
+    return [(lg, h) for lg in loggers for h in lg.handlers if from_pytest(h)]
+
+
 def drop_pytest_log_handlers() -> None:
     """In a process forked from a pytest process (a distributed rank): remove the log handlers pytest had attached to
     the root logger and to every logger that does not propagate.  A rank then logs as a spawned one does (warnings to
     its stderr, which a failed cell shows), instead of into a capture buffer nobody reads, and builds no
     structured-trace payload."""
-    loggers = [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values()
-                                      if isinstance(lg, logging.Logger))]
-    for lg in loggers:
-        for handler in [h for h in lg.handlers if from_pytest(h)]:
-            lg.removeHandler(handler)
+    for logger, handler in pytest_log_handlers():
+        logger.removeHandler(handler)
